@@ -1,0 +1,271 @@
+// Stack configuration: one schema, one validation step, no Pulumi import.
+//
+// Raw config arrives as strings (Pulumi config values, or YAML scalars read by
+// `npm run render`). `parseConfig` turns it into a typed, validated object or
+// throws a ConfigError naming every bad key and the form it accepts. Every
+// value that can reach an nginx file or a shell command is constrained to a
+// character set that cannot open a new directive or command: no `;`, braces,
+// quotes, `$`, backslashes, whitespace or newlines.
+import { z } from "zod";
+
+export const PROJECT = "fastapi-edge";
+
+// ---------------------------------------------------------------- primitives
+
+const HOSTNAME_RE =
+  /^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))+$/;
+const URL_PATH_RE = /^\/[A-Za-z0-9._~\/-]*$/;
+const SIZE_RE = /^[1-9][0-9]{0,5}[km]?$/;
+const DURATION_RE = /^[1-9][0-9]{0,5}(ms|s|m|h)$/;
+const IPV4_RE =
+  /^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$/;
+const CIDR4_RE =
+  /^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}\/(3[0-2]|[12]?[0-9])$/;
+const CIDR6_RE = /^[0-9a-fA-F:]{2,39}\/(12[0-8]|1[01][0-9]|[1-9]?[0-9])$/;
+const EMAIL_RE = /^[A-Za-z0-9._%+-]{1,64}@(?=.{1,253}$)[a-z0-9-]+(\.[a-z0-9-]+)+$/;
+const SSH_PUBKEY_RE =
+  /^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+\/]+={0,3}( [A-Za-z0-9@._+-]{0,100})?$/;
+const AMI_RE = /^ami-[0-9a-f]{8,17}$/;
+const INSTANCE_TYPE_RE = /^[a-z][a-z0-9-]*\.[a-z0-9]+$/;
+const ZONE_ID_RE = /^Z[A-Z0-9]{1,31}$/;
+const UNIX_USER_RE = /^[a-z_][a-z0-9_-]{0,31}$/;
+const PY_MODULE_RE = /^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$/;
+const VERSION_STR_RE = /^[A-Za-z0-9._+-]{1,64}$/;
+const REL_DIR_RE = /^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/;
+const ABS_PATH_RE = /^\/[A-Za-z0-9._\/-]*$/;
+
+const msg = (form: string) => ({ message: `must be ${form}` });
+
+const hostname = z.string().toLowerCase().regex(HOSTNAME_RE, msg("a DNS name such as api.example.com (letters, digits, hyphens, dots; no scheme, port or path)"));
+const urlPath = z
+  .string()
+  .regex(URL_PATH_RE, msg("a URL path starting with / using only letters, digits and . _ ~ / -"))
+  .refine((p) => !p.includes("//") && !p.split("/").includes(".."), msg("a normalised URL path (no // or ..)"));
+const size = z.string().regex(SIZE_RE, msg("an nginx size such as 512k, 10m or 4096 (digits with optional k or m)"));
+const duration = z.string().regex(DURATION_RE, msg("an nginx duration such as 500ms, 60s, 5m or 1h"));
+const cidr = z
+  .string()
+  .refine((c) => CIDR4_RE.test(c) || CIDR6_RE.test(c), msg("a CIDR block such as 203.0.113.4/32 or 2001:db8::/48"));
+
+const bool = z.preprocess((v) => {
+  if (v === "true" || v === true) return true;
+  if (v === "false" || v === false) return false;
+  return v;
+}, z.boolean({ message: "must be true or false" }));
+
+const int = (min: number, max: number) =>
+  z.preprocess(
+    (v) => (typeof v === "string" && /^-?[0-9]+$/.test(v.trim()) ? Number(v.trim()) : v),
+    z
+      .number({ message: `must be a whole number from ${min} to ${max}` })
+      .int({ message: `must be a whole number from ${min} to ${max}` })
+      .min(min, { message: `must be a whole number from ${min} to ${max}` })
+      .max(max, { message: `must be a whole number from ${min} to ${max}` }),
+  );
+
+/** A list given as a JSON/YAML array, or as a comma-separated string. */
+const list = <T extends z.ZodType>(item: T) =>
+  z.preprocess((v) => {
+    if (typeof v !== "string") return v;
+    const s = v.trim();
+    if (s.startsWith("[")) {
+      try {
+        return JSON.parse(s) as unknown;
+      } catch {
+        return v;
+      }
+    }
+    return s === "" ? [] : s.split(",").map((x) => x.trim());
+  }, z.array(item, { message: "must be a list (YAML array, JSON array or comma-separated)" }));
+
+export interface RateLimit {
+  path: string;
+  rate: string;
+  burst: number;
+}
+
+const RATE_LIMIT_RE = /^(\/[A-Za-z0-9._~\/-]*):([1-9][0-9]{0,5}r\/[sm]):([0-9]{1,4})$/;
+const rateLimit = z
+  .string()
+  .regex(RATE_LIMIT_RE, msg("PATH:RATE:BURST such as /auth/token:5r/m:10"))
+  .transform((s): RateLimit => {
+    const m = RATE_LIMIT_RE.exec(s);
+    // The regex above guarantees the match.
+    return { path: m![1]!, rate: m![2]!, burst: Number(m![3]) };
+  });
+
+const NGINX_VERSION_RE = /^1\.(2[2-9]|[3-9][0-9])(\.[0-9]{1,3})?$/;
+
+// ------------------------------------------------------------------- schema
+
+/**
+ * Every stack config key, with its default. Pulumi.yaml declares the same
+ * keys (a unit test keeps the two in step).
+ */
+export const configSchema = z
+  .object({
+    // Front end and host
+    frontend: z.enum(["nginx", "alb"], { message: "must be nginx or alb" }).default("nginx"),
+    hostMode: z.enum(["ec2", "existing"], { message: "must be ec2 or existing" }).default("ec2"),
+    domain: hostname,
+    // EC2
+    instanceType: z.string().regex(INSTANCE_TYPE_RE, msg("an EC2 instance type such as t3.small")).default("t3.small"),
+    amiId: z.string().regex(AMI_RE, msg("an AMI id such as ami-0123456789abcdef0")).optional(),
+    rootVolumeGb: int(8, 1024).default(20),
+    sshAllowedCidrs: list(cidr).default([]),
+    sshPublicKey: z.string().regex(SSH_PUBKEY_RE, msg("one OpenSSH public key line (ssh-ed25519 AAAA... comment)")).optional(),
+    protect: bool.default(false),
+    // Existing host
+    hostAddress: z
+      .string()
+      .refine((h) => IPV4_RE.test(h) || HOSTNAME_RE.test(h) || h === "localhost", msg("an IPv4 address or DNS name"))
+      .optional(),
+    hostPort: int(1, 65535).default(22),
+    hostUser: z.string().regex(UNIX_USER_RE, msg("a Unix user name such as root or ubuntu")).optional(),
+    hostKey: z.string().regex(SSH_PUBKEY_RE, msg("the host's public key line, to pin it (ssh-ed25519 AAAA...)")).optional(),
+    // The target's nginx, so the renderer emits syntax it accepts.
+    nginxVersion: z.string().regex(NGINX_VERSION_RE, msg("an nginx version 1.22 or newer such as 1.22, 1.24 or 1.26.1")).optional(),
+    // TLS
+    acme: z
+      .enum(["letsencrypt-staging", "letsencrypt", "custom"], { message: "must be letsencrypt-staging, letsencrypt or custom" })
+      .default("letsencrypt-staging"),
+    acmeDirectoryUrl: z
+      .string()
+      .regex(/^https:\/\/[A-Za-z0-9.-]+(:[0-9]{1,5})?(\/[A-Za-z0-9._~\/-]*)?$/, msg("an https:// ACME directory URL"))
+      .optional(),
+    acmeCaBundle: z.string().regex(/^[A-Za-z0-9._\/-]+\.(pem|crt)$/, msg("a local path to a PEM file (.pem or .crt)")).optional(),
+    email: z.string().regex(EMAIL_RE, msg("an e-mail address such as ops@example.com")).optional(),
+    hstsMaxAge: int(0, 126144000).default(63072000),
+    // App
+    appSource: z.string().regex(/^[A-Za-z0-9._\/-]+$/, msg("a local directory path")).default("files/app"),
+    appModule: z.string().regex(PY_MODULE_RE, msg("MODULE:ATTRIBUTE such as main:app")).default("main:app"),
+    appStaticDir: z.string().regex(REL_DIR_RE, msg("a directory relative to the app source such as static")).default("static"),
+    appVersion: z.string().regex(VERSION_STR_RE, msg("a version string of letters, digits and . _ + -")).default("1"),
+    appProcesses: int(1, 16).default(2),
+    appBasePort: int(1024, 65000).default(8000),
+    appHealthPath: urlPath.default("/healthz"),
+    appPython: z.string().regex(ABS_PATH_RE, msg("an absolute path to a Python interpreter")).default("/usr/bin/python3"),
+    appPackages: list(z.string().regex(/^[a-z0-9][a-z0-9.+-]+$/, msg("Debian package names"))).default([
+      "python3-fastapi",
+      "python3-uvicorn",
+    ]),
+    // nginx
+    staticPath: urlPath.default("/static/"),
+    websocketPaths: list(urlPath).default(["/ws/"]),
+    clientMaxBodySize: size.default("10m"),
+    proxyConnectTimeout: duration.default("5s"),
+    proxyReadTimeout: duration.default("60s"),
+    proxySendTimeout: duration.default("60s"),
+    websocketReadTimeout: duration.default("1h"),
+    clientHeaderTimeout: duration.default("10s"),
+    clientBodyTimeout: duration.default("10s"),
+    sendTimeout: duration.default("10s"),
+    keepaliveTimeout: duration.default("65s"),
+    upstreamKeepalive: int(0, 1024).default(32),
+    upstreamMaxFails: int(0, 100).default(3),
+    upstreamFailTimeout: duration.default("10s"),
+    proxyBuffering: bool.default(true),
+    workerConnections: int(512, 1048576).default(16384),
+    limitConnPerIp: int(0, 100000).default(0),
+    rateLimits: list(rateLimit).prefault(["/auth/token:5r/m:10"]),
+    scannerPaths: list(urlPath).default(["/wp-login.php", "/wp-admin", "/xmlrpc.php"]),
+    maintenanceMode: bool.default(false),
+    accessLog: bool.default(true),
+    // ALB
+    albIdleTimeout: int(1, 4000).default(3600),
+    albDeregistrationDelay: int(0, 3600).default(15),
+    wafRateLimit: int(0, 2000000000).default(0),
+    // DNS and alerts
+    route53ZoneId: z.string().regex(ZONE_ID_RE, msg("a Route53 hosted zone id such as Z0123456789ABC")).optional(),
+    alertEmail: z.string().regex(EMAIL_RE, msg("an e-mail address such as ops@example.com")).optional(),
+    certExpiryAlarmDays: int(1, 60).default(14),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    const need = (key: string, when: string) =>
+      ctx.addIssue({ code: "custom", path: [key], message: `is required when ${when}` });
+    if (c.hostMode === "existing") {
+      if (!c.hostAddress) need("hostAddress", "hostMode is existing");
+      if (c.frontend === "alb") {
+        ctx.addIssue({ code: "custom", path: ["frontend"], message: "alb needs hostMode ec2 (the ALB targets an EC2 instance)" });
+      }
+    }
+    if (c.frontend === "alb" && !c.route53ZoneId) need("route53ZoneId", "frontend is alb (ACM validates the certificate through Route53)");
+    if (c.frontend === "nginx" && !c.email) need("email", "frontend is nginx (the ACME account e-mail)");
+    if (c.acme === "custom" && !c.acmeDirectoryUrl) need("acmeDirectoryUrl", "acme is custom");
+    if (c.acme !== "custom" && (c.acmeDirectoryUrl || c.acmeCaBundle)) {
+      ctx.addIssue({ code: "custom", path: ["acme"], message: "must be custom when acmeDirectoryUrl or acmeCaBundle is set" });
+    }
+    if (c.workerConnections < 2 * (c.limitConnPerIp || 0)) {
+      ctx.addIssue({ code: "custom", path: ["limitConnPerIp"], message: "must be at most half of workerConnections" });
+    }
+    const ports = c.appBasePort + c.appProcesses - 1;
+    if (ports > 65535) ctx.addIssue({ code: "custom", path: ["appBasePort"], message: "leaves no room for appProcesses ports" });
+    const seen = new Set<string>();
+    for (const p of [c.staticPath, ...c.websocketPaths, ...c.rateLimits.map((r) => r.path), ...c.scannerPaths]) {
+      if (seen.has(p)) ctx.addIssue({ code: "custom", path: ["websocketPaths"], message: `path ${p} is claimed twice (static, WebSocket, rate-limited and scanner paths must differ)` });
+      seen.add(p);
+    }
+  });
+
+export type EdgeConfig = z.output<typeof configSchema>;
+export type RawConfig = Record<string, unknown>;
+export const CONFIG_KEYS = Object.keys(configSchema.shape) as (keyof EdgeConfig)[];
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid ${PROJECT} stack config:\n` + problems.map((p) => `  - ${p}`).join("\n"));
+    this.name = "ConfigError";
+  }
+}
+
+function describe(value: unknown): string {
+  const s = typeof value === "string" ? value : JSON.stringify(value);
+  return s === undefined ? "nothing" : JSON.stringify(s.length > 60 ? s.slice(0, 60) + "..." : s);
+}
+
+/** Validate raw config. Unknown keys, missing keys and bad values all fail here. */
+export function parseConfig(raw: RawConfig): EdgeConfig {
+  const input: RawConfig = {};
+  for (const [k, v] of Object.entries(raw)) {
+    // "" is unset: Pulumi.yaml declares optional keys with an empty default.
+    if (v !== undefined && v !== null && v !== "") input[k.startsWith(`${PROJECT}:`) ? k.slice(PROJECT.length + 1) : k] = v;
+  }
+  const result = configSchema.safeParse(input);
+  if (result.success) return result.data;
+  const problems = result.error.issues.map((issue) => {
+    const key = issue.path.length ? String(issue.path[0]) : "";
+    if (issue.code === "unrecognized_keys") {
+      return `${issue.keys.map((k) => `${PROJECT}:${k}`).join(", ")}: unknown config key (known keys: see Pulumi.yaml)`;
+    }
+    const value = key ? input[key] : undefined;
+    const got = value === undefined ? "" : ` (got ${describe(value)})`;
+    const message = issue.code === "invalid_type" && value === undefined ? "is required" : issue.message;
+    return `${PROJECT}:${key} ${message}${got}`;
+  });
+  throw new ConfigError(problems);
+}
+
+// --------------------------------------------------------- derived settings
+
+/** nginx version the renderer targets, from config or the host's distribution. */
+export function targetNginxVersion(c: EdgeConfig): string {
+  if (c.nginxVersion) return c.nginxVersion;
+  // Ubuntu 24.04 (the EC2 default AMI) ships 1.24; Debian 12 ships 1.22.
+  return c.hostMode === "ec2" ? "1.24" : "1.22";
+}
+
+export function appPorts(c: EdgeConfig): number[] {
+  return Array.from({ length: c.appProcesses }, (_, i) => c.appBasePort + i);
+}
+
+export function acmeDirectory(c: EdgeConfig): string {
+  switch (c.acme) {
+    case "letsencrypt":
+      return "https://acme-v02.api.letsencrypt.org/directory";
+    case "letsencrypt-staging":
+      return "https://acme-staging-v02.api.letsencrypt.org/directory";
+    case "custom":
+      return c.acmeDirectoryUrl!;
+  }
+}

@@ -1,0 +1,119 @@
+// A throwaway nginx tree for tests: the renderer's output with every path
+// remapped under a temp prefix, listening on 127.0.0.1 ports, certificates
+// from a local CA. `nginx -t` and a live nginx both run against it.
+import { execFileSync } from "node:child_process";
+import { copyFileSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import * as path from "node:path";
+import { EdgeConfig } from "../../lib/config";
+import { HostLayout, Listen, RenderedFile, renderNginx, RenderOptions } from "../../lib/render";
+
+export interface LocalCa {
+  dir: string;
+  caCert: string;
+  cert: string;
+  key: string;
+}
+
+/** A local CA and a server certificate for `names` (first is the CN). */
+export function makeCa(dir: string, names: string[], days = 30): LocalCa {
+  mkdirSync(dir, { recursive: true });
+  const run = (args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
+  run(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "30", "-subj", "/CN=fastapi-edge test CA"]);
+  run(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "privkey.pem", "-out", "server.csr", "-subj", `/CN=${names[0]}`]);
+  const san = names.map((n) => (/^[0-9.]+$/.test(n) ? `IP:${n}` : `DNS:${n}`)).join(",");
+  writeFileSync(path.join(dir, "ext.cnf"), `subjectAltName=${san}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n`);
+  run(["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "cert.pem", "-days", String(days), "-extfile", "ext.cnf"]);
+  const chain = execFileSync("cat", [path.join(dir, "cert.pem"), path.join(dir, "ca.pem")]);
+  writeFileSync(path.join(dir, "fullchain.pem"), chain);
+  return { dir, caCert: path.join(dir, "ca.pem"), cert: path.join(dir, "fullchain.pem"), key: path.join(dir, "privkey.pem") };
+}
+
+export interface NginxFixture {
+  root: string;
+  confDir: string;
+  layout: HostLayout;
+  listen: Listen;
+  ca: LocalCa;
+  files: RenderedFile[];
+  /** Write a stage dir (conf/ + extra/) for nginx-apply.sh; returns its path. */
+  writeStage(files: RenderedFile[]): string;
+}
+
+export function testLayout(root: string): HostLayout {
+  return {
+    nginxConfDir: path.join(root, "etc/nginx"),
+    acmeWebroot: path.join(root, "var/www/letsencrypt"),
+    maintenanceDir: path.join(root, "var/www/fastapi-edge"),
+    staticDir: path.join(root, "opt/fastapi-edge/app/static"),
+    logDir: path.join(root, "var/log/nginx"),
+    pidFile: path.join(root, "run/nginx.pid"),
+    certDir: path.join(root, "etc/letsencrypt/live/site"),
+    workerUser: null,
+    loadDistroModules: false,
+    tempDir: path.join(root, "var/lib/nginx"),
+  };
+}
+
+/** Write rendered files into the tree: conf/ under confDir, extra/ under root. */
+export function installFiles(layout: HostLayout, files: RenderedFile[]): void {
+  for (const f of files) {
+    const dest = f.path.startsWith("conf/")
+      ? path.join(layout.nginxConfDir, f.path.slice(5))
+      : f.path.slice(5);
+    mkdirSync(path.dirname(dest), { recursive: true });
+    writeFileSync(dest, f.content);
+  }
+}
+
+export function makeNginxFixture(
+  c: EdgeConfig,
+  opts: { listen: Listen; phase?: RenderOptions["phase"]; nginxVersion?: string; upstreamPorts?: number[]; retryAfter?: number },
+): NginxFixture {
+  const root = mkdtempSync(path.join(tmpdir(), "fe-nginx-"));
+  const layout = testLayout(root);
+  for (const d of [layout.nginxConfDir, layout.acmeWebroot, layout.maintenanceDir, layout.staticDir, layout.logDir, path.dirname(layout.pidFile), layout.certDir, layout.tempDir!]) {
+    mkdirSync(d, { recursive: true });
+  }
+  copyFileSync("/etc/nginx/mime.types", path.join(layout.nginxConfDir, "mime.types"));
+  const ca = makeCa(path.join(root, "ca"), [c.domain, "localhost", "127.0.0.1"]);
+  copyFileSync(ca.cert, path.join(layout.certDir, "fullchain.pem"));
+  copyFileSync(ca.key, path.join(layout.certDir, "privkey.pem"));
+  const files = renderNginx(c, {
+    phase: opts.phase ?? "full",
+    layout,
+    listen: opts.listen,
+    ...(opts.nginxVersion ? { nginxVersion: opts.nginxVersion } : {}),
+    ...(opts.upstreamPorts ? { upstreamPorts: opts.upstreamPorts } : {}),
+    ...(opts.retryAfter ? { retryAfter: opts.retryAfter } : {}),
+  });
+  installFiles(layout, files);
+  const confDir = layout.nginxConfDir;
+  return {
+    root,
+    confDir,
+    layout,
+    listen: opts.listen,
+    ca,
+    files,
+    writeStage(stageFiles: RenderedFile[]): string {
+      const stage = mkdtempSync(path.join(tmpdir(), "fe-stage-"));
+      for (const f of stageFiles) {
+        const dest = path.join(stage, f.path);
+        mkdirSync(path.dirname(dest), { recursive: true });
+        writeFileSync(dest, f.content);
+      }
+      return stage;
+    },
+  };
+}
+
+/** `nginx -t` of a fixture; returns nginx's combined output, throws on failure. */
+export function nginxTest(confDir: string, nginxBin = "nginx"): string {
+  try {
+    return execFileSync(nginxBin, ["-t", "-c", path.join(confDir, "nginx.conf")], { stdio: "pipe", encoding: "utf8" });
+  } catch (e) {
+    const err = e as { stderr?: string; stdout?: string };
+    throw new Error(`nginx -t failed:\n${err.stderr ?? ""}${err.stdout ?? ""}`);
+  }
+}
