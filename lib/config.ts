@@ -112,7 +112,9 @@ export const configSchema = z
     instanceType: z.string().regex(INSTANCE_TYPE_RE, msg("an EC2 instance type such as t3.small")).default("t3.small"),
     amiId: z.string().regex(AMI_RE, msg("an AMI id such as ami-0123456789abcdef0")).optional(),
     rootVolumeGb: int(8, 1024).default(20),
-    sshAllowedCidrs: list(cidr).default([]),
+    sshAllowedCidrs: list(
+      cidr.refine((c) => !/^(0\.0\.0\.0|::)\/0$/.test(c), msg("a narrower block than the whole internet (SSH is never opened to 0.0.0.0/0 or ::/0)")),
+    ).default([]),
     sshPublicKey: z.string().regex(SSH_PUBKEY_RE, msg("one OpenSSH public key line (ssh-ed25519 AAAA... comment)")).optional(),
     protect: bool.default(false),
     // Existing host

@@ -49,6 +49,11 @@ export interface HostFileOptions {
   acmeCaBundlePem?: string;
 }
 
+/** Behind nginx uvicorn listens on loopback only; behind an ALB on all addresses (the security group admits only the ALB). */
+export function appBindAddress(c: EdgeConfig): string {
+  return c.frontend === "alb" ? "0.0.0.0" : "127.0.0.1";
+}
+
 export function renderAppEnv(c: EdgeConfig, forwardedAllowIps: string): string {
   if (!/^[0-9a-fA-F.:\/,]+$/.test(forwardedAllowIps)) {
     throw new Error(`forwarded-allow-ips must be addresses or CIDRs separated by commas (got ${JSON.stringify(forwardedAllowIps)})`);
@@ -59,6 +64,7 @@ export function renderAppEnv(c: EdgeConfig, forwardedAllowIps: string): string {
     `APP_DIR=${REMOTE.appDir}`,
     `STATIC_DIR=${REMOTE.appDir}/${c.appStaticDir}`,
     `PYTHON=${c.appPython}`,
+    `APP_HOST=${appBindAddress(c)}`,
     `FORWARDED_ALLOW_IPS=${forwardedAllowIps}`,
     `APP_VERSION=${c.appVersion}`,
     `APP_PORTS=${appPorts(c).join(" ")}`,

@@ -1,0 +1,139 @@
+// The ALB front end: no nginx on the host. The load balancer terminates TLS
+// with an ACM certificate validated through Route53, redirects HTTP to HTTPS,
+// drops invalid header fields, and forwards to every app process on the
+// instance. Its security group is the only source the instance admits on
+// the app ports. An optional WAF rate-based rule is this mode's rate limit.
+import * as aws from "@pulumi/aws";
+import * as pulumi from "@pulumi/pulumi";
+import { appPorts, EdgeConfig, PROJECT } from "../lib/config";
+import { durationSeconds } from "../lib/render";
+
+export const ALB_TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06";
+
+export interface AlbFrontendArgs {
+  config: EdgeConfig;
+  vpcId: pulumi.Input<string>;
+  subnetIds: pulumi.Input<string[]>;
+  instanceId: pulumi.Input<string>;
+  instanceSecurityGroupId: pulumi.Input<string>;
+  tags: Record<string, string>;
+}
+
+export class AlbFrontend extends pulumi.ComponentResource {
+  readonly loadBalancer: aws.lb.LoadBalancer;
+  readonly certificate: aws.acm.Certificate;
+  readonly httpsListener: aws.lb.Listener;
+  readonly httpListener: aws.lb.Listener;
+  readonly targetGroup: aws.lb.TargetGroup;
+  readonly dnsName: pulumi.Output<string>;
+  readonly zoneId: pulumi.Output<string>;
+  readonly webAcl?: aws.wafv2.WebAcl;
+
+  constructor(name: string, args: AlbFrontendArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("fastapi-edge:alb:Frontend", name, {}, opts);
+    const c = args.config;
+    const parent = { parent: this };
+    const ports = appPorts(c);
+
+    const albSg = new aws.ec2.SecurityGroup(`${name}-sg`, { vpcId: args.vpcId, description: `${PROJECT} ALB: HTTP/HTTPS from anywhere`, tags: args.tags }, parent);
+    for (const port of [80, 443]) {
+      new aws.vpc.SecurityGroupIngressRule(`${name}-${port}-v4`, { securityGroupId: albSg.id, ipProtocol: "tcp", fromPort: port, toPort: port, cidrIpv4: "0.0.0.0/0" }, parent);
+      new aws.vpc.SecurityGroupIngressRule(`${name}-${port}-v6`, { securityGroupId: albSg.id, ipProtocol: "tcp", fromPort: port, toPort: port, cidrIpv6: "::/0" }, parent);
+    }
+    new aws.vpc.SecurityGroupEgressRule(`${name}-to-app`, { securityGroupId: albSg.id, ipProtocol: "tcp", fromPort: ports[0]!, toPort: ports[ports.length - 1]!, referencedSecurityGroupId: args.instanceSecurityGroupId, description: "to the app processes" }, parent);
+    // The instance admits the app ports from the ALB's group and nothing else.
+    new aws.vpc.SecurityGroupIngressRule(`${name}-app-from-alb`, { securityGroupId: args.instanceSecurityGroupId, ipProtocol: "tcp", fromPort: ports[0]!, toPort: ports[ports.length - 1]!, referencedSecurityGroupId: albSg.id, description: "app ports from the ALB only" }, parent);
+
+    this.loadBalancer = new aws.lb.LoadBalancer(
+      `${name}-lb`,
+      {
+        loadBalancerType: "application",
+        internal: false,
+        securityGroups: [albSg.id],
+        subnets: args.subnetIds,
+        idleTimeout: c.albIdleTimeout,
+        dropInvalidHeaderFields: true,
+        enableHttp2: true,
+        tags: args.tags,
+      },
+      parent,
+    );
+    this.dnsName = this.loadBalancer.dnsName;
+    this.zoneId = this.loadBalancer.zoneId;
+
+    this.certificate = new aws.acm.Certificate(`${name}-cert`, { domainName: c.domain, validationMethod: "DNS", tags: args.tags }, { parent: this, protect: c.protect });
+    const validationRecord = new aws.route53.Record(
+      `${name}-cert-validation`,
+      {
+        zoneId: c.route53ZoneId!,
+        name: this.certificate.domainValidationOptions[0]!.resourceRecordName,
+        type: this.certificate.domainValidationOptions[0]!.resourceRecordType,
+        records: [this.certificate.domainValidationOptions[0]!.resourceRecordValue],
+        ttl: 300,
+        allowOverwrite: true,
+      },
+      parent,
+    );
+    const validation = new aws.acm.CertificateValidation(`${name}-cert-validated`, { certificateArn: this.certificate.arn, validationRecordFqdns: [validationRecord.fqdn] }, parent);
+
+    this.targetGroup = new aws.lb.TargetGroup(
+      `${name}-tg`,
+      {
+        vpcId: args.vpcId,
+        targetType: "instance",
+        protocol: "HTTP",
+        port: ports[0]!,
+        deregistrationDelay: c.albDeregistrationDelay,
+        healthCheck: { path: c.appHealthPath, matcher: "200", interval: 10, timeout: 5, healthyThreshold: 2, unhealthyThreshold: 2 },
+        tags: args.tags,
+      },
+      parent,
+    );
+    ports.forEach((port) => {
+      new aws.lb.TargetGroupAttachment(`${name}-target-${port}`, { targetGroupArn: this.targetGroup.arn, targetId: args.instanceId, port }, parent);
+    });
+
+    this.httpListener = new aws.lb.Listener(
+      `${name}-http`,
+      { loadBalancerArn: this.loadBalancer.arn, port: 80, protocol: "HTTP", defaultActions: [{ type: "redirect", redirect: { protocol: "HTTPS", port: "443", statusCode: "HTTP_301" } }], tags: args.tags },
+      parent,
+    );
+    this.httpsListener = new aws.lb.Listener(
+      `${name}-https`,
+      {
+        loadBalancerArn: this.loadBalancer.arn,
+        port: 443,
+        protocol: "HTTPS",
+        sslPolicy: ALB_TLS_POLICY,
+        certificateArn: validation.certificateArn,
+        defaultActions: [{ type: "forward", targetGroupArn: this.targetGroup.arn }],
+        tags: args.tags,
+      },
+      parent,
+    );
+
+    if (c.wafRateLimit > 0) {
+      this.webAcl = new aws.wafv2.WebAcl(
+        `${name}-waf`,
+        {
+          scope: "REGIONAL",
+          defaultAction: { allow: {} },
+          rules: [
+            {
+              name: "rate-limit-per-ip",
+              priority: 1,
+              action: { block: { customResponse: { responseCode: 429 } } },
+              statement: { rateBasedStatement: { limit: c.wafRateLimit, aggregateKeyType: "IP", evaluationWindowSec: 300 } },
+              visibilityConfig: { cloudwatchMetricsEnabled: true, metricName: "rate-limit-per-ip", sampledRequestsEnabled: true },
+            },
+          ],
+          visibilityConfig: { cloudwatchMetricsEnabled: true, metricName: `${PROJECT}-waf`, sampledRequestsEnabled: true },
+          tags: args.tags,
+        },
+        parent,
+      );
+      new aws.wafv2.WebAclAssociation(`${name}-waf-assoc`, { resourceArn: this.loadBalancer.arn, webAclArn: this.webAcl.arn }, parent);
+    }
+    this.registerOutputs({ dnsName: this.dnsName, zoneId: this.zoneId, idleTimeoutSeconds: c.albIdleTimeout, websocketTimeoutSeconds: durationSeconds(c.websocketReadTimeout) });
+  }
+}

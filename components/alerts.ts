@@ -1,0 +1,132 @@
+// Certificate-expiry alarm ("you want a monitoring alert on cert expiry").
+// nginx mode: a systemd timer on the host checks the live certificate daily
+// and publishes its days left as a CloudWatch metric; an alarm fires below
+// the threshold (or when the metric stops arriving). ALB mode: an alarm on
+// ACM's own DaysToExpiry metric. Both notify an SNS topic with an e-mail
+// subscription.
+import * as aws from "@pulumi/aws";
+import * as command from "@pulumi/command";
+import * as pulumi from "@pulumi/pulumi";
+import { EdgeConfig } from "../lib/config";
+import { REMOTE } from "../lib/hostfiles";
+import { installFilesScript, shq } from "../lib/script";
+import { HostTarget, hostScript } from "./remote";
+
+export const CERT_METRIC_NAMESPACE = "FastapiEdge";
+export const CERT_METRIC_NAME = "CertificateDaysToExpiry";
+
+export interface CertExpiryAlarmArgs {
+  config: EdgeConfig;
+  tags: Record<string, string>;
+  /** nginx mode: the host that publishes the metric. */
+  target?: HostTarget;
+  /** ALB mode: the ACM certificate. */
+  acmCertificateArn?: pulumi.Input<string>;
+  region: string;
+}
+
+export function renderExpiryUnits(c: EdgeConfig, region: string): { service: string; timer: string } {
+  const service = [
+    "# Rendered by fastapi-edge: publish the live certificate's days left to CloudWatch.",
+    "[Unit]",
+    "Description=fastapi-edge certificate expiry check",
+    "After=network-online.target nginx.service",
+    "",
+    "[Service]",
+    "Type=oneshot",
+    `Environment=AWS_REGION=${region}`,
+    `Environment=WARN_DAYS=${c.certExpiryAlarmDays}`,
+    // Exit 2 means "below the threshold": the alarm reports it, the unit should not fail.
+    "SuccessExitStatus=2",
+    `ExecStart=${REMOTE.binDir}/cert-expiry-check.sh --host 127.0.0.1 --port 443 --servername ${c.domain} --publish`,
+    "",
+  ].join("\n");
+  const timer = [
+    "[Unit]",
+    "Description=Daily fastapi-edge certificate expiry check",
+    "",
+    "[Timer]",
+    "OnCalendar=daily",
+    "RandomizedDelaySec=1h",
+    "OnBootSec=5min",
+    "Persistent=true",
+    "",
+    "[Install]",
+    "WantedBy=timers.target",
+    "",
+  ].join("\n");
+  return { service, timer };
+}
+
+export class CertExpiryAlarm extends pulumi.ComponentResource {
+  readonly topic: aws.sns.Topic;
+  readonly alarm: aws.cloudwatch.MetricAlarm;
+  readonly timer?: command.remote.Command;
+
+  constructor(name: string, args: CertExpiryAlarmArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("fastapi-edge:alerts:CertExpiry", name, {}, opts);
+    const c = args.config;
+    const parent = { parent: this };
+    this.topic = new aws.sns.Topic(`${name}-topic`, { tags: args.tags }, parent);
+    new aws.sns.TopicSubscription(`${name}-email`, { topic: this.topic.arn, protocol: "email", endpoint: c.alertEmail! }, parent);
+
+    const common = {
+      comparisonOperator: "LessThanThreshold",
+      threshold: c.certExpiryAlarmDays,
+      evaluationPeriods: 1,
+      period: 86400,
+      statistic: "Minimum",
+      alarmActions: [this.topic.arn],
+      okActions: [this.topic.arn],
+      tags: args.tags,
+    };
+    if (args.acmCertificateArn !== undefined) {
+      this.alarm = new aws.cloudwatch.MetricAlarm(
+        `${name}-acm`,
+        { ...common, namespace: "AWS/CertificateManager", metricName: "DaysToExpiry", dimensions: { CertificateArn: args.acmCertificateArn }, alarmDescription: `ACM certificate for ${c.domain} expires in fewer than ${c.certExpiryAlarmDays} days`, treatMissingData: "notBreaching" },
+        parent,
+      );
+    } else {
+      this.alarm = new aws.cloudwatch.MetricAlarm(
+        `${name}-host`,
+        {
+          ...common,
+          namespace: CERT_METRIC_NAMESPACE,
+          metricName: CERT_METRIC_NAME,
+          dimensions: { Domain: c.domain },
+          alarmDescription: `Certificate for ${c.domain} expires in fewer than ${c.certExpiryAlarmDays} days, or the daily check stopped reporting`,
+          // No data for two days means renewal checks stopped: treat as breaching.
+          evaluationPeriods: 2,
+          datapointsToAlarm: 1,
+          treatMissingData: "breaching",
+        },
+        parent,
+      );
+      if (args.target) {
+        const units = renderExpiryUnits(c, args.region);
+        this.timer = hostScript(
+          `${name}-timer`,
+          {
+            target: args.target,
+            script: installFilesScript(
+              [
+                { path: "/etc/systemd/system/fastapi-edge-cert-expiry.service", content: units.service },
+                { path: "/etc/systemd/system/fastapi-edge-cert-expiry.timer", content: units.timer },
+              ],
+              [
+                // The AWS CLI publishes the metric: Debian packages it; on Ubuntu 24.04 it is a snap.
+                "command -v aws >/dev/null || apt-get install -y -q awscli || snap install aws-cli --classic",
+                "systemctl daemon-reload",
+                "systemctl enable --now fastapi-edge-cert-expiry.timer",
+                `${REMOTE.binDir}/cert-expiry-check.sh --host 127.0.0.1 --port 443 --servername ${shq(c.domain)} || [ $? -eq 2 ]`,
+              ],
+            ),
+            deleteScript: "systemctl disable --now fastapi-edge-cert-expiry.timer || true\nrm -f /etc/systemd/system/fastapi-edge-cert-expiry.*\nsystemctl daemon-reload || true",
+          },
+          parent,
+        );
+      }
+    }
+    this.registerOutputs({ topicArn: this.topic.arn, alarmName: this.alarm.name });
+  }
+}

@@ -1,0 +1,98 @@
+// The FastAPI app on the host: uploaded as a release directory, run by
+// systemd as one uvicorn per port (fastapi-edge-app@PORT), rolled one process
+// at a time, each back only when its health route answers.
+import * as command from "@pulumi/command";
+import * as pulumi from "@pulumi/pulumi";
+import { createHash } from "node:crypto";
+import { readdirSync, readFileSync, statSync } from "node:fs";
+import * as path from "node:path";
+import { appPorts, EdgeConfig } from "../lib/config";
+import { REMOTE, renderAppEnv } from "../lib/hostfiles";
+import { readTemplate } from "../lib/render";
+import { installFilesScript, shq } from "../lib/script";
+import { HostTarget, hostScript } from "./remote";
+
+export interface AppServiceArgs {
+  config: EdgeConfig;
+  target: HostTarget;
+  /** Addresses uvicorn trusts X-Forwarded-* from. */
+  forwardedAllowIps: pulumi.Input<string>;
+  /** Directory the app source is read from (resolved against the project). */
+  projectDir: string;
+}
+
+/** Hash of a directory tree's paths and contents: the release id. */
+export function treeHash(dir: string): string {
+  const h = createHash("sha256");
+  const walk = (d: string): void => {
+    for (const e of readdirSync(d).sort()) {
+      if (e === "__pycache__" || e.startsWith(".")) continue;
+      const p = path.join(d, e);
+      const rel = path.relative(dir, p);
+      if (statSync(p).isDirectory()) walk(p);
+      else h.update(rel).update("\0").update(readFileSync(p)).update("\0");
+    }
+  };
+  walk(dir);
+  return h.digest("hex").slice(0, 16);
+}
+
+export class AppService extends pulumi.ComponentResource {
+  readonly deploy: command.remote.Command;
+  readonly release: string;
+
+  constructor(name: string, args: AppServiceArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("fastapi-edge:app:Service", name, {}, opts);
+    const c = args.config;
+    const source = path.resolve(args.projectDir, c.appSource);
+    if (!statSync(source, { throwIfNoEntry: false })?.isDirectory()) {
+      throw new Error(`fastapi-edge:appSource must be a directory (got ${JSON.stringify(c.appSource)}, resolved to ${source})`);
+    }
+    this.release = treeHash(source);
+    const upload = `/var/tmp/fastapi-edge-upload-${this.release}`;
+
+    // The release travels over SFTP; it is re-sent only when its content changes.
+    const copy = new command.remote.CopyToRemote(
+      `${name}-upload`,
+      { connection: args.target.connection, source: new pulumi.asset.FileArchive(source), remotePath: upload, triggers: [args.target.machineId, this.release] },
+      { parent: this },
+    );
+
+    const ports = appPorts(c).map(String);
+    const releaseDir = `${REMOTE.base}/releases/${this.release}`;
+    const script = pulumi.output(args.forwardedAllowIps).apply((fwd) =>
+      installFilesScript(
+        [
+          { path: REMOTE.unit, content: readTemplate("systemd/fastapi-edge-app@.service") },
+          { path: REMOTE.envFile, content: renderAppEnv(c, fwd) },
+        ],
+        [
+          `# release ${this.release}: install it once, then point ${REMOTE.appDir} at it atomically`,
+          `if [ ! -d ${shq(releaseDir)} ]; then`,
+          `  install -d -m 0755 ${shq(`${REMOTE.base}/releases`)}`,
+          `  cp -a ${shq(upload)} ${shq(`${releaseDir}.tmp`)}`,
+          `  chown -R root:root ${shq(`${releaseDir}.tmp`)}`,
+          `  chmod -R a+rX,go-w ${shq(`${releaseDir}.tmp`)}`,
+          `  mv ${shq(`${releaseDir}.tmp`)} ${shq(releaseDir)}`,
+          "fi",
+          `rm -rf ${shq(upload)}`,
+          `ln -sfn ${shq(releaseDir)} ${shq(`${REMOTE.appDir}.new`)}`,
+          `mv -T ${shq(`${REMOTE.appDir}.new`)} ${shq(REMOTE.appDir)}`,
+          "systemctl daemon-reload",
+          `HEALTH_PATH=${shq(c.appHealthPath)} EXPECT_VERSION=${shq(c.appVersion)} ${REMOTE.binDir}/app-rollout.sh ${ports.join(" ")}`,
+          "# keep the three newest releases",
+          `ls -1dt ${REMOTE.base}/releases/*/ | tail -n +4 | xargs -r rm -rf`,
+        ],
+      ),
+    );
+    const deleteScript = [
+      "set -u",
+      "for unit in $(systemctl list-units --all --plain --no-legend 'fastapi-edge-app@*' | awk '{print $1}'); do systemctl disable --now \"$unit\" || true; done",
+      `rm -f ${REMOTE.unit} ${REMOTE.envFile}`,
+      `rm -rf ${REMOTE.appDir} ${REMOTE.base}/releases`,
+      "systemctl daemon-reload || true",
+    ].join("\n");
+    this.deploy = hostScript(`${name}-deploy`, { target: args.target, script, deleteScript, triggers: [this.release] }, { parent: this, dependsOn: [copy] });
+    this.registerOutputs({ release: this.release });
+  }
+}

@@ -1,0 +1,58 @@
+// Waits for SSH on the host, then installs packages and the fastapi-edge
+// scripts. Every later step on the host depends on this component.
+import * as command from "@pulumi/command";
+import * as pulumi from "@pulumi/pulumi";
+import { EdgeConfig } from "../lib/config";
+import { HOST_SCRIPTS, REMOTE } from "../lib/hostfiles";
+import { readTemplate } from "../lib/render";
+import { installFilesScript, shq } from "../lib/script";
+import { HostTarget, hostScript, rootShell } from "./remote";
+
+export interface HostBootstrapArgs {
+  config: EdgeConfig;
+  target: HostTarget;
+  /** How long to keep dialling a new host before giving up. */
+  sshWaitTimeout?: string;
+}
+
+/** Packages a host needs for the chosen front end. */
+export function hostPackages(c: EdgeConfig): string[] {
+  const base = ["curl", "ca-certificates", "openssl", ...c.appPackages];
+  return c.frontend === "nginx" ? ["nginx", "certbot", ...base] : base;
+}
+
+export class HostBootstrap extends pulumi.ComponentResource {
+  /** The last step: depend on it to run after the host is ready. */
+  readonly ready: command.remote.Command;
+  readonly packages: string[];
+
+  constructor(name: string, args: HostBootstrapArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("fastapi-edge:host:Bootstrap", name, {}, opts);
+    const c = args.config;
+
+    // A new instance takes a while to answer SSH: retry dialling without limit
+    // (the provider's default gives up after 10 failed dials) within a create
+    // timeout, the pattern of pulumi-command's own EC2 example.
+    const waitConnection = { ...args.target.connection, dialErrorLimit: -1, perDialTimeout: 15 };
+    const wait = new command.remote.Command(
+      `${name}-wait-ssh`,
+      {
+        connection: waitConnection,
+        create: pulumi.interpolate`${rootShell(args.target.user)} <<'EOF'\nset -e\ncommand -v cloud-init >/dev/null && cloud-init status --wait >/dev/null || true\necho ssh-ready\nEOF`,
+        triggers: [args.target.machineId],
+        addPreviousOutputInEnv: false,
+      },
+      { parent: this, customTimeouts: { create: args.sshWaitTimeout ?? "10m" } },
+    );
+
+    this.packages = hostPackages(c);
+    const scripts = HOST_SCRIPTS.map((s) => ({ path: `${REMOTE.binDir}/${s}`, content: readTemplate(`scripts/${s}`), mode: 0o755 }));
+    const script = installFilesScript(scripts, [
+      `install -d -m 0755 ${REMOTE.base} ${REMOTE.etcDir} ${REMOTE.stateDir}`,
+      `${REMOTE.binDir}/install-packages.sh ${this.packages.map((p) => shq(p, "package")).join(" ")}`,
+      "id -u fastapi-edge >/dev/null 2>&1 || useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin fastapi-edge",
+    ]);
+    this.ready = hostScript(`${name}-install`, { target: args.target, script }, { parent: this, dependsOn: [wait] });
+    this.registerOutputs({ packages: this.packages });
+  }
+}

@@ -1,0 +1,155 @@
+// The VPS on AWS: an EC2 instance with IMDSv2 required, an encrypted gp3 root
+// volume, an Elastic IP, and a security group that opens SSH only to the
+// configured CIDR blocks.
+import * as aws from "@pulumi/aws";
+import * as pulumi from "@pulumi/pulumi";
+import * as tls from "@pulumi/tls";
+import { appPorts, EdgeConfig, PROJECT } from "../lib/config";
+import { Connection, HostTarget } from "./remote";
+
+export const UBUNTU_OWNER = "099720109477";
+export const UBUNTU_2404_NAME = "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*";
+
+export interface Ec2HostArgs {
+  config: EdgeConfig;
+  tags: Record<string, string>;
+  /** Give the instance a role that may publish CloudWatch metrics (cert-expiry check). */
+  publishMetrics?: boolean;
+}
+
+function ipRule(cidr: string): { cidrIpv4: string } | { cidrIpv6: string } {
+  return cidr.includes(":") ? { cidrIpv6: cidr } : { cidrIpv4: cidr };
+}
+
+export class Ec2Host extends pulumi.ComponentResource {
+  readonly target: HostTarget;
+  readonly instance: aws.ec2.Instance;
+  readonly securityGroup: aws.ec2.SecurityGroup;
+  readonly publicIp: pulumi.Output<string>;
+  readonly vpcId: pulumi.Output<string>;
+  readonly vpcCidr: pulumi.Output<string>;
+  readonly subnetIds: pulumi.Output<string[]>;
+  readonly sshCommand: pulumi.Output<string>;
+  /** Generated private key (secret) when no sshPublicKey is configured. */
+  readonly privateKey?: pulumi.Output<string>;
+
+  constructor(name: string, args: Ec2HostArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("fastapi-edge:host:Ec2", name, {}, opts);
+    const c = args.config;
+    const parent = { parent: this };
+    const protect = { parent: this, protect: c.protect };
+
+    const vpc = aws.ec2.getVpcOutput({ default: true }, parent);
+    this.vpcId = vpc.id;
+    this.vpcCidr = vpc.cidrBlock;
+    this.subnetIds = aws.ec2.getSubnetsOutput({ filters: [{ name: "vpc-id", values: [vpc.id] }, { name: "default-for-az", values: ["true"] }] }, parent).ids;
+
+    const amiId = c.amiId
+      ? pulumi.output(c.amiId)
+      : aws.ec2.getAmiOutput(
+          {
+            owners: [UBUNTU_OWNER],
+            mostRecent: true,
+            filters: [
+              { name: "name", values: [UBUNTU_2404_NAME] },
+              { name: "virtualization-type", values: ["hvm"] },
+              { name: "architecture", values: ["x86_64"] },
+            ],
+          },
+          parent,
+        ).id;
+
+    // SSH key: the configured public key, or one generated here whose private
+    // half lives only in the (encrypted) Pulumi state as a secret.
+    let publicKey: pulumi.Input<string>;
+    if (c.sshPublicKey) {
+      publicKey = c.sshPublicKey;
+    } else {
+      const key = new tls.PrivateKey(`${name}-ssh-key`, { algorithm: "ED25519" }, { parent: this, additionalSecretOutputs: ["privateKeyOpenssh", "privateKeyPem", "privateKeyPemPkcs8"] });
+      publicKey = key.publicKeyOpenssh;
+      this.privateKey = pulumi.secret(key.privateKeyOpenssh);
+    }
+    const keyPair = new aws.ec2.KeyPair(`${name}-key`, { publicKey, tags: args.tags }, parent);
+
+    this.securityGroup = new aws.ec2.SecurityGroup(
+      `${name}-sg`,
+      {
+        vpcId: vpc.id,
+        description: `${PROJECT} host: ${c.frontend === "nginx" ? "HTTP/HTTPS from anywhere" : "app ports from the ALB only"}, SSH from allowed CIDRs only`,
+        tags: args.tags,
+      },
+      parent,
+    );
+    const sg = this.securityGroup.id;
+    new aws.vpc.SecurityGroupEgressRule(`${name}-egress-v4`, { securityGroupId: sg, ipProtocol: "-1", cidrIpv4: "0.0.0.0/0", description: "all outbound (apt, ACME)" }, parent);
+    new aws.vpc.SecurityGroupEgressRule(`${name}-egress-v6`, { securityGroupId: sg, ipProtocol: "-1", cidrIpv6: "::/0", description: "all outbound (apt, ACME)" }, parent);
+    c.sshAllowedCidrs.forEach((cidr, i) => {
+      new aws.vpc.SecurityGroupIngressRule(`${name}-ssh-${i}`, { securityGroupId: sg, ipProtocol: "tcp", fromPort: 22, toPort: 22, ...ipRule(cidr), description: "SSH from an allowed CIDR" }, parent);
+    });
+    if (c.frontend === "nginx") {
+      for (const port of [80, 443]) {
+        for (const cidr of ["0.0.0.0/0", "::/0"]) {
+          const v = cidr.includes(":") ? "v6" : "v4";
+          new aws.vpc.SecurityGroupIngressRule(`${name}-${port}-${v}`, { securityGroupId: sg, ipProtocol: "tcp", fromPort: port, toPort: port, ...ipRule(cidr), description: port === 80 ? "HTTP (ACME, redirect)" : "HTTPS" }, parent);
+        }
+      }
+    }
+
+    let instanceProfile: aws.iam.InstanceProfile | undefined;
+    if (args.publishMetrics) {
+      const role = new aws.iam.Role(
+        `${name}-role`,
+        { assumeRolePolicy: JSON.stringify({ Version: "2012-10-17", Statement: [{ Effect: "Allow", Principal: { Service: "ec2.amazonaws.com" }, Action: "sts:AssumeRole" }] }), tags: args.tags },
+        parent,
+      );
+      new aws.iam.RolePolicy(
+        `${name}-put-metrics`,
+        {
+          role: role.id,
+          policy: JSON.stringify({
+            Version: "2012-10-17",
+            Statement: [{ Effect: "Allow", Action: "cloudwatch:PutMetricData", Resource: "*", Condition: { StringEquals: { "cloudwatch:namespace": "FastapiEdge" } } }],
+          }),
+        },
+        parent,
+      );
+      instanceProfile = new aws.iam.InstanceProfile(`${name}-profile`, { role: role.name, tags: args.tags }, parent);
+    }
+
+    this.instance = new aws.ec2.Instance(
+      `${name}-instance`,
+      {
+        ami: amiId,
+        instanceType: c.instanceType,
+        keyName: keyPair.keyName,
+        subnetId: this.subnetIds.apply((ids) => {
+          if (!ids.length) throw new Error("the default VPC has no default subnets");
+          return [...ids].sort()[0]!;
+        }),
+        vpcSecurityGroupIds: [sg],
+        associatePublicIpAddress: true,
+        metadataOptions: { httpTokens: "required", httpEndpoint: "enabled", httpPutResponseHopLimit: 1 },
+        rootBlockDevice: { volumeType: "gp3", volumeSize: c.rootVolumeGb, encrypted: true, deleteOnTermination: true },
+        monitoring: false,
+        ...(instanceProfile ? { iamInstanceProfile: instanceProfile.name } : {}),
+        tags: { ...args.tags, Name: `${PROJECT}-${pulumi.getStack()}` },
+        volumeTags: args.tags,
+      },
+      { ...protect, ignoreChanges: c.amiId ? [] : ["ami"] },
+    );
+    const eip = new aws.ec2.Eip(`${name}-eip`, { domain: "vpc", instance: this.instance.id, tags: args.tags }, protect);
+    this.publicIp = eip.publicIp;
+
+    const user = c.hostUser ?? "ubuntu";
+    const connection: Connection = {
+      host: eip.publicIp,
+      port: 22,
+      user,
+      ...(this.privateKey ? { privateKey: this.privateKey } : {}),
+      ...(c.hostKey ? { hostKey: c.hostKey } : {}),
+    };
+    this.target = { connection, user, machineId: this.instance.id };
+    this.sshCommand = pulumi.interpolate`ssh ${user}@${eip.publicIp}`;
+    this.registerOutputs({ publicIp: this.publicIp, instanceId: this.instance.id, securityGroupId: sg, sshCommand: this.sshCommand, appPorts: appPorts(c) });
+  }
+}
