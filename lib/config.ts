@@ -141,12 +141,20 @@ export const configSchema = z
     // App
     appSource: z.string().regex(/^[A-Za-z0-9._\/-]+$/, msg("a local directory path")).default("files/app"),
     appModule: z.string().regex(PY_MODULE_RE, msg("MODULE:ATTRIBUTE such as main:app")).default("main:app"),
-    appStaticDir: z.string().regex(REL_DIR_RE, msg("a directory relative to the app source such as static")).default("static"),
+    appStaticDir: z
+      .string()
+      .regex(REL_DIR_RE, msg("a directory relative to the app source such as static"))
+      .refine((d) => !d.split("/").includes(".."), msg("a directory inside the app source (no ..)"))
+      .default("static"),
     appVersion: z.string().regex(VERSION_STR_RE, msg("a version string of letters, digits and . _ + -")).default("1"),
     appProcesses: int(1, 16).default(2),
     appBasePort: int(1024, 65000).default(8000),
     appHealthPath: urlPath.default("/healthz"),
-    appPython: z.string().regex(ABS_PATH_RE, msg("an absolute path to a Python interpreter")).default("/usr/bin/python3"),
+    appPython: z
+      .string()
+      .regex(ABS_PATH_RE, msg("an absolute path to a Python interpreter"))
+      .refine((p) => !p.split("/").includes("..") && !p.includes("//"), msg("a normalised absolute path (no // or ..)"))
+      .default("/usr/bin/python3"),
     appPackages: list(z.string().regex(/^[a-z0-9][a-z0-9.+-]+$/, msg("Debian package names"))).default([
       "python3-fastapi",
       "python3-uvicorn",
