@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Source this: the environment for running the Pulumi engine offline-friendly
+# against a local file backend. Used by scripts/up.sh and the e2e scenario.
+#   FASTAPI_EDGE_BACKEND   backend URL (default: file://<repo>/.pulumi-state)
+#   PULUMI_CONFIG_PASSPHRASE  stack secrets passphrase (default: empty, fine for dev)
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bin="$("$repo/scripts/get-pulumi.sh" | tail -n 1)"
+export PATH="$repo/node_modules/.bin:$bin:$PATH"
+mkdir -p "$repo/.pulumi-state"
+export PULUMI_BACKEND_URL="${FASTAPI_EDGE_BACKEND:-file://$repo/.pulumi-state}"
+export PULUMI_CONFIG_PASSPHRASE="${PULUMI_CONFIG_PASSPHRASE-}"
+export PULUMI_SKIP_UPDATE_CHECK=true
+export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
+export PULUMI_HOME="${PULUMI_HOME:-${FASTAPI_EDGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fastapi-edge}/pulumi-home}"
