@@ -1,0 +1,679 @@
+// Tests for the fastapi-edge-baseline policy pack (policy/).
+//
+// 1. The pure rules (policy/rules.ts) on literal property bags.
+// 2. The real policy objects the pack serves (policy/policies.ts), called the
+//    way the policy SDK calls them: validateResource(args, reportViolation)
+//    and validateStack(args, reportViolation), with props wrapped in the
+//    SDK's own unknown-checking proxy where preview behaviour matters.
+// 3. The pack end to end: policy/index.ts started exactly as the Pulumi CLI
+//    starts a TypeScript policy pack (@pulumi/pulumi's run-policy-pack under
+//    ts-node with type checking), then driven over its analyzer gRPC API with
+//    engine-encoded properties (secret envelopes, unknown sentinels).
+import { spawn, type ChildProcess } from "node:child_process";
+import * as path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import * as grpc from "@grpc/grpc-js";
+import * as policySdk from "@pulumi/policy";
+import type {
+  PolicyResource,
+  PolicyResourceOptions,
+  ResourceValidationArgs,
+  ResourceValidationPolicy,
+  StackValidationPolicy,
+} from "@pulumi/policy";
+import { specialSecretSig, specialSigKey } from "@pulumi/pulumi/runtime/rpc";
+import * as analyzerPb from "@pulumi/pulumi/proto/analyzer_pb";
+import { AnalyzerClient } from "@pulumi/pulumi/proto/analyzer_grpc_pb";
+import { Empty } from "google-protobuf/google/protobuf/empty_pb";
+import { Struct } from "google-protobuf/google/protobuf/struct_pb";
+import {
+  ebsEncrypted,
+  instanceRequiresImdsv2,
+  isUnknownValueError,
+  listenerTls12AndRedirect,
+  noPlaintextCredentialInputs,
+  noPlaintextCredentialsInState,
+  noSshFromInternet,
+  policies,
+} from "../../policy/policies";
+import * as rules from "../../policy/rules";
+
+const ROOT = path.resolve(__dirname, "../..");
+const POLICY_DIR = path.join(ROOT, "policy");
+
+// Realistic key material, assembled so no scanner mistakes this file for a leak.
+const PEM_HEAD = ["-----BEGIN", "RSA PRIVATE KEY-----"].join(" ");
+const PEM_TAIL = ["-----END", "RSA PRIVATE KEY-----"].join(" ");
+const RSA_PEM = `${PEM_HEAD}\nMIIEowIBAAKCAQEAtestonlytestonlytestonlytestonly\n${PEM_TAIL}\n`;
+const OPENSSH_PEM = `${["-----BEGIN", "OPENSSH PRIVATE KEY-----"].join(" ")}\nb3BlbnNzaC1rZXktdjEAAAAA\n${["-----END", "OPENSSH PRIVATE KEY-----"].join(" ")}\n`;
+const SSH_PUBLIC = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAITestOnlyTestOnlyTestOnly ops@example";
+
+// The SDK's own proxy and sentinels (runtime exports whose types are stripped).
+const sdkRuntime = policySdk as unknown as {
+  unknownCheckingProxy: <T extends object>(o: T) => T;
+};
+const UNKNOWN_STRING = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
+
+// ---------------------------------------------------------------------------
+// harness: call real policies as the SDK does
+// ---------------------------------------------------------------------------
+
+function options(additionalSecretOutputs: string[] = []): PolicyResourceOptions {
+  return {
+    protect: false,
+    ignoreChanges: [],
+    aliases: [],
+    customTimeouts: { createSeconds: 0, updateSeconds: 0, deleteSeconds: 0 },
+    additionalSecretOutputs,
+  };
+}
+
+function resourceArgs(
+  type: string,
+  props: Record<string, unknown>,
+  additionalSecretOutputs: string[] = [],
+): ResourceValidationArgs {
+  return {
+    type,
+    props,
+    urn: `urn:pulumi:test::fastapi-edge::${type}::subject`,
+    name: "subject",
+    opts: options(additionalSecretOutputs),
+    stackTags: new Map<string, string>(),
+    isType: () => false,
+    asType: () => undefined,
+    getConfig<T extends object>(): T {
+      return {} as T;
+    },
+    notApplicable(reason?: string): never {
+      throw new Error(`not applicable: ${reason ?? ""}`);
+    },
+  };
+}
+
+async function violations(
+  policy: ResourceValidationPolicy,
+  type: string,
+  props: Record<string, unknown>,
+  additionalSecretOutputs: string[] = [],
+): Promise<string[]> {
+  const fns = policy.validateResource === undefined
+    ? []
+    : Array.isArray(policy.validateResource)
+      ? policy.validateResource
+      : [policy.validateResource];
+  const out: string[] = [];
+  const args = resourceArgs(type, props, additionalSecretOutputs);
+  for (const fn of fns) await fn(args, (message) => out.push(message));
+  return out;
+}
+
+function stackResource(
+  name: string,
+  type: string,
+  props: Record<string, unknown>,
+  additionalSecretOutputs: string[] = [],
+): PolicyResource {
+  return {
+    type,
+    props,
+    urn: `urn:pulumi:test::fastapi-edge::${type}::${name}`,
+    name,
+    opts: options(additionalSecretOutputs),
+    dependencies: [],
+    propertyDependencies: {},
+    isType: () => false,
+    asType: () => undefined,
+  };
+}
+
+async function stackViolations(
+  policy: StackValidationPolicy,
+  resources: PolicyResource[],
+): Promise<{ message: string; urn: string | undefined }[]> {
+  const out: { message: string; urn: string | undefined }[] = [];
+  await policy.validateStack(
+    {
+      resources,
+      stackTags: new Map<string, string>(),
+      getConfig<T extends object>(): T {
+        return {} as T;
+      },
+      notApplicable(reason?: string): never {
+        throw new Error(`not applicable: ${reason ?? ""}`);
+      },
+    },
+    (message, urn) => out.push({ message, urn }),
+  );
+  return out;
+}
+
+const T = rules.TYPES;
+
+// ---------------------------------------------------------------------------
+// the pack as a whole
+// ---------------------------------------------------------------------------
+
+describe("policy pack shape", () => {
+  it("has the six policies, unique names, all mandatory", () => {
+    const names = policies.map((p) => p.name);
+    expect(new Set(names).size).toBe(names.length);
+    expect(names).toEqual([
+      "no-ssh-from-internet",
+      "instance-requires-imdsv2",
+      "ebs-encrypted",
+      "lb-listener-tls12-and-https-redirect",
+      "no-plaintext-credential-inputs",
+      "no-plaintext-credentials-in-state",
+    ]);
+    for (const p of policies) expect(p.enforcementLevel).toBe("mandatory");
+  });
+
+  it("ignores resource types a policy does not cover", async () => {
+    const open = { ingress: [{ protocol: "-1", fromPort: 0, toPort: 0, cidrBlocks: ["0.0.0.0/0"] }] };
+    expect(await violations(noSshFromInternet, T.instance, open)).toEqual([]);
+    expect(await violations(instanceRequiresImdsv2, T.ebsVolume, {})).toEqual([]);
+    expect(await violations(ebsEncrypted, T.securityGroup, {})).toEqual([]);
+    expect(await violations(listenerTls12AndRedirect, T.instance, { protocol: "HTTP" })).toEqual([]);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// (a) SSH
+// ---------------------------------------------------------------------------
+
+describe("(a) no-ssh-from-internet", () => {
+  it("ruleCoversSsh understands protocols and ranges", () => {
+    expect(rules.ruleCoversSsh("tcp", 22, 22)).toBe(true);
+    expect(rules.ruleCoversSsh("TCP", 0, 65535)).toBe(true);
+    expect(rules.ruleCoversSsh("6", 20, 25)).toBe(true);
+    expect(rules.ruleCoversSsh("-1", 0, 0)).toBe(true);
+    expect(rules.ruleCoversSsh("all", undefined, undefined)).toBe(true);
+    expect(rules.ruleCoversSsh("tcp", -1, -1)).toBe(true);
+    expect(rules.ruleCoversSsh("tcp", 23, 443)).toBe(false);
+    expect(rules.ruleCoversSsh("tcp", 443, 443)).toBe(false);
+    expect(rules.ruleCoversSsh("udp", 0, 65535)).toBe(false);
+    expect(rules.ruleCoversSsh("icmp", -1, -1)).toBe(false);
+  });
+
+  it("isWorldCidr matches only /0", () => {
+    expect(rules.isWorldCidr("0.0.0.0/0")).toBe(true);
+    expect(rules.isWorldCidr("::/0")).toBe(true);
+    expect(rules.isWorldCidr("10.0.0.0/8")).toBe(false);
+    expect(rules.isWorldCidr("203.0.113.7/32")).toBe(false);
+    expect(rules.isWorldCidr("2001:db8::/32")).toBe(false);
+  });
+
+  it("flags inline SecurityGroup ingress that opens 22 to the world", async () => {
+    const bad = [
+      { protocol: "tcp", fromPort: 22, toPort: 22, cidrBlocks: ["0.0.0.0/0"] },
+      { protocol: "tcp", fromPort: 0, toPort: 65535, ipv6CidrBlocks: ["::/0"] },
+      { protocol: "-1", fromPort: 0, toPort: 0, cidrBlocks: ["0.0.0.0/0"] },
+      { protocol: "6", fromPort: 20, toPort: 25, cidrBlocks: ["10.0.0.0/8", "0.0.0.0/0"] },
+    ];
+    for (const rule of bad) {
+      const v = await violations(noSshFromInternet, T.securityGroup, { ingress: [rule] });
+      expect(v, JSON.stringify(rule)).toHaveLength(1);
+      expect(v[0]).toMatch(/port 22/);
+    }
+  });
+
+  it("passes SecurityGroups that keep SSH private or only open web ports", async () => {
+    const good = {
+      ingress: [
+        { protocol: "tcp", fromPort: 22, toPort: 22, cidrBlocks: ["203.0.113.7/32"] },
+        { protocol: "tcp", fromPort: 80, toPort: 80, cidrBlocks: ["0.0.0.0/0"], ipv6CidrBlocks: ["::/0"] },
+        { protocol: "tcp", fromPort: 443, toPort: 443, cidrBlocks: ["0.0.0.0/0"], ipv6CidrBlocks: ["::/0"] },
+        { protocol: "udp", fromPort: 0, toPort: 65535, cidrBlocks: ["0.0.0.0/0"] },
+      ],
+      egress: [{ protocol: "-1", fromPort: 0, toPort: 0, cidrBlocks: ["0.0.0.0/0"] }],
+    };
+    expect(await violations(noSshFromInternet, T.securityGroup, good)).toEqual([]);
+    expect(await violations(noSshFromInternet, T.securityGroup, {})).toEqual([]);
+  });
+
+  it("checks aws.ec2.SecurityGroupRule (ingress only)", async () => {
+    const open = { type: "ingress", protocol: "tcp", fromPort: 22, toPort: 22, cidrBlocks: ["0.0.0.0/0"] };
+    expect(await violations(noSshFromInternet, T.securityGroupRule, open)).toHaveLength(1);
+    expect(await violations(noSshFromInternet, T.securityGroupRule, { ...open, type: "egress" })).toEqual([]);
+    expect(
+      await violations(noSshFromInternet, T.securityGroupRule, { ...open, cidrBlocks: ["198.51.100.0/24"] }),
+    ).toEqual([]);
+  });
+
+  it("checks aws.vpc.SecurityGroupIngressRule (cidrIpv4/cidrIpv6, ipProtocol -1 = all)", async () => {
+    const bad = [
+      { ipProtocol: "tcp", fromPort: 22, toPort: 22, cidrIpv4: "0.0.0.0/0" },
+      { ipProtocol: "tcp", fromPort: 22, toPort: 22, cidrIpv6: "::/0" },
+      { ipProtocol: "-1", cidrIpv4: "0.0.0.0/0" },
+      { ipProtocol: "tcp", fromPort: 1, toPort: 1024, cidrIpv4: "0.0.0.0/0" },
+    ];
+    for (const rule of bad) {
+      expect(await violations(noSshFromInternet, T.vpcIngressRule, rule), JSON.stringify(rule)).toHaveLength(1);
+    }
+    const good = [
+      { ipProtocol: "tcp", fromPort: 22, toPort: 22, cidrIpv4: "203.0.113.7/32" },
+      { ipProtocol: "tcp", fromPort: 443, toPort: 443, cidrIpv4: "0.0.0.0/0" },
+      { ipProtocol: "-1", referencedSecurityGroupId: "sg-0123456789abcdef0" },
+    ];
+    for (const rule of good) {
+      expect(await violations(noSshFromInternet, T.vpcIngressRule, rule), JSON.stringify(rule)).toEqual([]);
+    }
+  });
+
+  it("lets an unknown CIDR surface as the SDK's preview-unknown error (advisory in preview, enforced in up)", async () => {
+    const props = sdkRuntime.unknownCheckingProxy({
+      ingress: [{ protocol: "tcp", fromPort: 22, toPort: 22, cidrBlocks: UNKNOWN_STRING }],
+    });
+    const err = await violations(noSshFromInternet, T.securityGroup, props).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(isUnknownValueError(err)).toBe(true);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// (b) IMDSv2
+// ---------------------------------------------------------------------------
+
+describe("(b) instance-requires-imdsv2", () => {
+  it("passes httpTokens=required", async () => {
+    expect(
+      await violations(instanceRequiresImdsv2, T.instance, { metadataOptions: { httpTokens: "required", httpEndpoint: "enabled" } }),
+    ).toEqual([]);
+  });
+  it("flags optional or missing metadata options", async () => {
+    expect(await violations(instanceRequiresImdsv2, T.instance, { metadataOptions: { httpTokens: "optional" } })).toHaveLength(1);
+    expect(await violations(instanceRequiresImdsv2, T.instance, { metadataOptions: {} })).toHaveLength(1);
+    const v = await violations(instanceRequiresImdsv2, T.instance, { instanceType: "t3.micro" });
+    expect(v).toHaveLength(1);
+    expect(v[0]).toMatch(/IMDSv1/);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// (c) EBS encryption
+// ---------------------------------------------------------------------------
+
+describe("(c) ebs-encrypted", () => {
+  it("passes an instance with an encrypted root volume", async () => {
+    expect(
+      await violations(ebsEncrypted, T.instance, {
+        rootBlockDevice: { encrypted: true, volumeType: "gp3", volumeSize: 20 },
+        ebsBlockDevices: [{ deviceName: "/dev/sdf", encrypted: true }],
+      }),
+    ).toEqual([]);
+  });
+  it("flags a missing, unencrypted or partially encrypted instance", async () => {
+    expect(await violations(ebsEncrypted, T.instance, {})).toHaveLength(1);
+    expect(await violations(ebsEncrypted, T.instance, { rootBlockDevice: { encrypted: false } })).toHaveLength(1);
+    expect(await violations(ebsEncrypted, T.instance, { rootBlockDevice: { volumeSize: 20 } })).toHaveLength(1);
+    const v = await violations(ebsEncrypted, T.instance, {
+      rootBlockDevice: { encrypted: true },
+      ebsBlockDevices: [{ deviceName: "/dev/sdf", encrypted: false }],
+    });
+    expect(v).toEqual([expect.stringMatching(/ebsBlockDevices\[0\] \(\/dev\/sdf\)/)]);
+  });
+  it("checks aws.ebs.Volume", async () => {
+    expect(await violations(ebsEncrypted, T.ebsVolume, { size: 10, encrypted: true })).toEqual([]);
+    expect(await violations(ebsEncrypted, T.ebsVolume, { size: 10, encrypted: false })).toHaveLength(1);
+    expect(await violations(ebsEncrypted, T.ebsVolume, { size: 10 })).toHaveLength(1);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// (d) listeners
+// ---------------------------------------------------------------------------
+
+describe("(d) lb-listener-tls12-and-https-redirect", () => {
+  const redirect = { type: "redirect", redirect: { protocol: "HTTPS", port: "443", statusCode: "HTTP_301" } };
+
+  it("accepts HTTPS with every allow-listed TLS 1.2+ policy, for lb and alb listeners", async () => {
+    for (const sslPolicy of rules.TLS12_PLUS_SSL_POLICIES) {
+      expect(sslPolicy).not.toMatch(/-1-0-|-1-1-|2016-08|FS-2018-06/);
+      expect(await violations(listenerTls12AndRedirect, T.lbListener, { protocol: "HTTPS", port: 443, sslPolicy })).toEqual([]);
+    }
+    expect(
+      await violations(listenerTls12AndRedirect, T.albListener, {
+        protocol: "HTTPS",
+        sslPolicy: "ELBSecurityPolicy-TLS13-1-2-Res-2021-06",
+      }),
+    ).toEqual([]);
+  });
+
+  it("rejects old or missing ssl policies on HTTPS and TLS listeners", async () => {
+    for (const sslPolicy of ["ELBSecurityPolicy-2016-08", "ELBSecurityPolicy-TLS13-1-0-2021-06", "ELBSecurityPolicy-TLS-1-1-2017-01"]) {
+      expect(await violations(listenerTls12AndRedirect, T.lbListener, { protocol: "HTTPS", sslPolicy }), sslPolicy).toHaveLength(1);
+    }
+    const unset = await violations(listenerTls12AndRedirect, T.lbListener, { protocol: "HTTPS", port: 443 });
+    expect(unset).toEqual([expect.stringMatching(/2016-08/)]);
+    expect(
+      await violations(listenerTls12AndRedirect, T.albListener, { protocol: "TLS", sslPolicy: "ELBSecurityPolicy-TLS13-1-1-2021-06" }),
+    ).toHaveLength(1);
+  });
+
+  it("accepts HTTP listeners that only redirect to HTTPS", async () => {
+    expect(await violations(listenerTls12AndRedirect, T.lbListener, { protocol: "HTTP", port: 80, defaultActions: [redirect] })).toEqual([]);
+    expect(await violations(listenerTls12AndRedirect, T.lbListener, { port: 80, defaultActions: [redirect] })).toEqual([]);
+  });
+
+  it("rejects HTTP listeners that serve traffic or redirect elsewhere", async () => {
+    const forward = { type: "forward", targetGroupArn: "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/app/abc" };
+    expect(await violations(listenerTls12AndRedirect, T.lbListener, { protocol: "HTTP", defaultActions: [forward] })).toHaveLength(1);
+    expect(await violations(listenerTls12AndRedirect, T.lbListener, { protocol: "HTTP", defaultActions: [] })).toHaveLength(1);
+    expect(
+      await violations(listenerTls12AndRedirect, T.lbListener, {
+        protocol: "HTTP",
+        defaultActions: [{ type: "redirect", redirect: { protocol: "HTTP", port: "8080", statusCode: "HTTP_302" } }],
+      }),
+    ).toHaveLength(1);
+    expect(
+      await violations(listenerTls12AndRedirect, T.lbListener, {
+        protocol: "HTTP",
+        defaultActions: [{ type: "fixed-response", fixedResponse: { contentType: "text/plain", statusCode: "200" } }],
+      }),
+    ).toHaveLength(1);
+  });
+
+  it("ignores TCP/UDP listeners", async () => {
+    expect(await violations(listenerTls12AndRedirect, T.lbListener, { protocol: "TCP", port: 22 })).toEqual([]);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// (e) credentials
+// ---------------------------------------------------------------------------
+
+describe("(e) credential detection rules", () => {
+  it("recognises private key material, also base64-encoded", () => {
+    expect(rules.containsPrivateKeyMaterial(RSA_PEM)).toBe(true);
+    expect(rules.containsPrivateKeyMaterial(OPENSSH_PEM)).toBe(true);
+    expect(rules.containsPrivateKeyMaterial(`#!/bin/bash\ncat > /root/k <<EOF\n${RSA_PEM}EOF\n`)).toBe(true);
+    expect(rules.containsPrivateKeyMaterial(Buffer.from(`#!/bin/bash\necho '${OPENSSH_PEM}'`).toString("base64"))).toBe(true);
+    expect(rules.containsPrivateKeyMaterial(SSH_PUBLIC)).toBe(false);
+    expect(rules.containsPrivateKeyMaterial(Buffer.from("#!/bin/bash\napt-get install -y nginx\n".repeat(4)).toString("base64"))).toBe(false);
+    expect(rules.containsPrivateKeyMaterial(["-----BEGIN", "PUBLIC KEY-----"].join(" "))).toBe(false);
+  });
+
+  it("tells credentials from references to them", () => {
+    for (const k of ["privateKey", "private_key", "password", "masterPassword", "passwd", "passphrase", "secret", "clientSecret", "secretString", "secretKey"]) {
+      expect(rules.isCredentialName(k), k).toBe(true);
+    }
+    for (const k of ["secretArn", "secretId", "passwordLength", "secretName", "privateKeyPemWo", "kmsKeyId", "httpTokens", "publicKeyOpenssh", "privateKeyFile"]) {
+      expect(rules.isCredentialName(k), k).toBe(false);
+    }
+  });
+});
+
+describe("(e) no-plaintext-credential-inputs (resource policy)", () => {
+  it("allows key material in a schema-secret property (SDK-provided additionalSecretOutputs)", async () => {
+    // command.remote.Command marks `connection` secret; tls.PrivateKey its key outputs.
+    expect(
+      await violations(
+        noPlaintextCredentialInputs,
+        "command:remote:Command",
+        { connection: { host: "203.0.113.10", user: "admin", privateKey: OPENSSH_PEM }, create: "sudo nginx -t && sudo systemctl reload nginx" },
+        ["connection"],
+      ),
+    ).toEqual([]);
+    expect(
+      await violations(
+        noPlaintextCredentialInputs,
+        "tls:index/privateKey:PrivateKey",
+        { algorithm: "ED25519", privateKeyPem: RSA_PEM, privateKeyOpenssh: OPENSSH_PEM, publicKeyOpenssh: SSH_PUBLIC },
+        ["privateKeyOpenssh", "privateKeyPem", "privateKeyPemPkcs8"],
+      ),
+    ).toEqual([]);
+    expect(await violations(noPlaintextCredentialInputs, "aws:rds/instance:Instance", { password: "hunter2hunter2" }, ["password", "passwordWo"])).toEqual([]);
+  });
+
+  it("flags a private key copied into a plain property (command script, userData, base64 userData, tags)", async () => {
+    const cases: [string, Record<string, unknown>][] = [
+      ["command:remote:Command", { connection: { host: "h", privateKey: OPENSSH_PEM }, create: `echo '${OPENSSH_PEM}' > ~/.ssh/id` }],
+      [T.instance, { userData: `#!/bin/bash\ncat > /etc/ssl/private/k.pem <<'EOF'\n${RSA_PEM}EOF\n` }],
+      [T.instance, { userDataBase64: Buffer.from(`#!/bin/bash\necho '${RSA_PEM}'`).toString("base64") }],
+      [T.instance, { tags: { Name: "edge", debugKey: RSA_PEM } }],
+    ];
+    for (const [type, props] of cases) {
+      const v = await violations(noPlaintextCredentialInputs, type, props, type === "command:remote:Command" ? ["connection"] : []);
+      expect(v, `${type} ${Object.keys(props).join(",")}`).toHaveLength(1);
+      expect(v[0]).toMatch(/private key material/);
+    }
+  });
+
+  it("flags credential-named plain strings, passes references and public keys", async () => {
+    const v = await violations(noPlaintextCredentialInputs, "command:remote:Command", {
+      connection: { host: "h", user: "admin" },
+      create: "./deploy.sh",
+      environment: { DB_PASSWORD: "hunter2hunter2", APP_ENV: "staging" },
+    }, ["connection"]);
+    expect(v).toEqual([expect.stringMatching(/"environment\.DB_PASSWORD".*additionalSecretOutputs/)]);
+    // the same resource with `environment` declared secret passes
+    expect(
+      await violations(noPlaintextCredentialInputs, "command:remote:Command", { environment: { DB_PASSWORD: "x" } }, ["connection", "environment"]),
+    ).toEqual([]);
+    expect(
+      await violations(noPlaintextCredentialInputs, "aws:ec2/keyPair:KeyPair", { keyName: "edge", publicKey: SSH_PUBLIC }),
+    ).toEqual([]);
+    expect(
+      await violations(noPlaintextCredentialInputs, "aws:secretsmanager/secretVersion:SecretVersion", {
+        secretId: "arn:aws:secretsmanager:eu-west-1:123456789012:secret:edge",
+        secretString: "s3cr3t",
+      }, ["secretBinary", "secretString", "secretStringWo"]),
+    ).toEqual([]);
+    expect(
+      await violations(noPlaintextCredentialInputs, T.instance, {
+        tags: { "secret-rotation": "enabled" },
+        metadataOptions: { httpTokens: "required" },
+        passwordData: "",
+        getPasswordData: false,
+      }),
+    ).toEqual([]);
+  });
+
+  it("skips unknown values (preview) and still checks the known ones", async () => {
+    const props = sdkRuntime.unknownCheckingProxy({
+      connection: { host: UNKNOWN_STRING, privateKey: OPENSSH_PEM },
+      create: UNKNOWN_STRING,
+      userData: `echo '${RSA_PEM}'`,
+    });
+    const v = await violations(noPlaintextCredentialInputs, T.instance, props, ["connection"]);
+    expect(v).toEqual([expect.stringMatching(/"userData" contains private key material/)]);
+  });
+});
+
+describe("(e) no-plaintext-credentials-in-state (stack policy)", () => {
+  it("passes a stack where the generated key only flows into secret properties", async () => {
+    const v = await stackViolations(noPlaintextCredentialsInState, [
+      stackResource("deploy-key", "tls:index/privateKey:PrivateKey", { privateKeyOpenssh: OPENSSH_PEM, publicKeyOpenssh: SSH_PUBLIC }, ["privateKeyOpenssh", "privateKeyPem", "privateKeyPemPkcs8"]),
+      stackResource("edge-key", "aws:ec2/keyPair:KeyPair", { publicKey: SSH_PUBLIC, keyName: "edge" }),
+      stackResource("push-nginx", "command:remote:Command", { connection: { host: "203.0.113.10", privateKey: OPENSSH_PEM }, create: "sudo nginx -t", stdout: "ok" }, ["connection"]),
+      // stack exports cannot be judged (secret markers are stripped): skipped
+      stackResource("fastapi-edge-staging", T.stack, { sshPrivateKey: OPENSSH_PEM, url: "https://staging.example.com" }),
+    ]);
+    expect(v).toEqual([]);
+  });
+
+  it("reports every leak with the offending resource's URN", async () => {
+    const leakyCommand = stackResource("write-key", "command:remote:Command", {
+      connection: { host: "203.0.113.10", privateKey: OPENSSH_PEM },
+      create: `printf '%s' '${OPENSSH_PEM}' > ~/.ssh/id_ed25519`,
+    }, ["connection"]);
+    const leakyInstance = stackResource("edge", T.instance, { userData: `#!/bin/bash\necho '${RSA_PEM}' > /root/key` });
+    const unmarkedKey = stackResource("bad-key", "tls:index/privateKey:PrivateKey", { privateKeyPem: RSA_PEM });
+    const v = await stackViolations(noPlaintextCredentialsInState, [leakyCommand, leakyInstance, unmarkedKey]);
+    expect(v.map((x) => x.urn)).toEqual([leakyCommand.urn, leakyInstance.urn, unmarkedKey.urn]);
+    expect(v[0]?.message).toMatch(/^write-key: property "create" contains private key material/);
+    expect(v[2]?.message).toMatch(/^bad-key: property "privateKeyPem"/);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// end to end: the pack as the Pulumi CLI runs it
+// ---------------------------------------------------------------------------
+
+function secret(value: unknown): Record<string, unknown> {
+  return { [specialSigKey]: specialSecretSig, value };
+}
+
+function analyzerOptions(additionalSecretOutputs: string[] = []): analyzerPb.AnalyzerResourceOptions {
+  const o = new analyzerPb.AnalyzerResourceOptions();
+  o.setProtect(false);
+  o.setAdditionalsecretoutputsList(additionalSecretOutputs);
+  return o;
+}
+
+function analyzeRequest(type: string, name: string, props: Record<string, unknown>, aso: string[] = []): analyzerPb.AnalyzeRequest {
+  const r = new analyzerPb.AnalyzeRequest();
+  r.setType(type);
+  r.setName(name);
+  r.setUrn(`urn:pulumi:ci::fastapi-edge::${type}::${name}`);
+  r.setProperties(Struct.fromJavaScript(props as Parameters<typeof Struct.fromJavaScript>[0]));
+  r.setOptions(analyzerOptions(aso));
+  return r;
+}
+
+function analyzerResource(type: string, name: string, props: Record<string, unknown>, aso: string[] = []): analyzerPb.AnalyzerResource {
+  const r = new analyzerPb.AnalyzerResource();
+  r.setType(type);
+  r.setName(name);
+  r.setUrn(`urn:pulumi:ci::fastapi-edge::${type}::${name}`);
+  r.setProperties(Struct.fromJavaScript(props as Parameters<typeof Struct.fromJavaScript>[0]));
+  r.setOptions(analyzerOptions(aso));
+  return r;
+}
+
+interface Diag {
+  policy: string;
+  level: analyzerPb.EnforcementLevel;
+  message: string;
+  urn: string;
+}
+
+function diags(resp: analyzerPb.AnalyzeResponse): Diag[] {
+  return resp.getDiagnosticsList().map((d) => ({
+    policy: d.getPolicyname(),
+    level: d.getEnforcementlevel(),
+    message: d.getMessage(),
+    urn: d.getUrn(),
+  }));
+}
+
+describe("policy pack served over the analyzer gRPC API (as `pulumi preview --policy-pack policy` runs it)", () => {
+  let child: ChildProcess | undefined;
+  let client: AnalyzerClient | undefined;
+  let stderr = "";
+
+  beforeAll(async () => {
+    // The nodejs language host runs `node @pulumi/pulumi/cmd/run-policy-pack <engine> <dir>` in the
+    // pack directory with PULUMI_NODEJS_TYPESCRIPT=true (ts-node, type-checked); the pack prints its port.
+    const runner = path.join(ROOT, "node_modules/@pulumi/pulumi/cmd/run-policy-pack");
+    const proc = spawn(process.execPath, [runner, "127.0.0.1:1", "."], {
+      cwd: POLICY_DIR,
+      env: { ...process.env, PULUMI_NODEJS_TYPESCRIPT: "true" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    child = proc;
+    proc.stderr?.on("data", (b: Buffer) => {
+      stderr += b.toString();
+    });
+    const port = await new Promise<number>((resolve, reject) => {
+      let out = "";
+      const timer = setTimeout(() => reject(new Error(`policy pack did not start in time; stderr:\n${stderr}`)), 110_000);
+      proc.stdout?.on("data", (b: Buffer) => {
+        out += b.toString();
+        const m = /^(\d+)\s*$/m.exec(out);
+        if (m) {
+          clearTimeout(timer);
+          resolve(Number(m[1]));
+        }
+      });
+      proc.on("exit", (code) => {
+        clearTimeout(timer);
+        reject(new Error(`policy pack exited with ${String(code)}; stderr:\n${stderr}`));
+      });
+    });
+    client = new AnalyzerClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+  }, 120_000);
+
+  afterAll(() => {
+    client?.close();
+    if (child?.pid !== undefined && child.exitCode === null) child.kill("SIGTERM");
+  });
+
+  const analyze = (req: analyzerPb.AnalyzeRequest): Promise<analyzerPb.AnalyzeResponse> =>
+    new Promise((resolve, reject) => {
+      client!.analyze(req, (err, res) => (err ? reject(err) : resolve(res)));
+    });
+  const analyzeStack = (req: analyzerPb.AnalyzeStackRequest): Promise<analyzerPb.AnalyzeResponse> =>
+    new Promise((resolve, reject) => {
+      client!.analyzeStack(req, (err, res) => (err ? reject(err) : resolve(res)));
+    });
+  const analyzerInfo = (): Promise<analyzerPb.AnalyzerInfo> =>
+    new Promise((resolve, reject) => {
+      client!.getAnalyzerInfo(new Empty(), (err, res) => (err ? reject(err) : resolve(res)));
+    });
+
+  it("announces the pack name and its six mandatory policies", async () => {
+    const info = await analyzerInfo();
+    expect(info.getName()).toBe("fastapi-edge-baseline");
+    expect(info.getVersion()).toBe("0.1.0");
+    const served = info.getPoliciesList().map((p) => [p.getName(), p.getEnforcementlevel()] as const);
+    expect(served.map(([n]) => n)).toEqual(policies.map((p) => p.name));
+    for (const [, level] of served) expect(level).toBe(analyzerPb.EnforcementLevel.MANDATORY);
+  });
+
+  it("blocks a security group that opens SSH to the world, passes a compliant one", async () => {
+    const bad = await analyze(analyzeRequest(T.securityGroup, "edge-sg", {
+      ingress: [{ protocol: "tcp", fromPort: 22, toPort: 22, cidrBlocks: ["0.0.0.0/0"] }],
+    }));
+    expect(diags(bad)).toEqual([
+      expect.objectContaining({ policy: "no-ssh-from-internet", level: analyzerPb.EnforcementLevel.MANDATORY }),
+    ]);
+    const good = await analyze(analyzeRequest(T.securityGroup, "edge-sg", {
+      ingress: [{ protocol: "tcp", fromPort: 22, toPort: 22, cidrBlocks: ["203.0.113.7/32"] }],
+    }));
+    expect(diags(good)).toEqual([]);
+  });
+
+  it("blocks an instance without IMDSv2 and root encryption", async () => {
+    const resp = await analyze(analyzeRequest(T.instance, "edge", { instanceType: "t3.small" }));
+    expect(diags(resp).map((d) => d.policy).sort()).toEqual(["ebs-encrypted", "instance-requires-imdsv2"]);
+  });
+
+  it("downgrades to advisory when a checked value is unknown during preview", async () => {
+    const resp = await analyze(analyzeRequest(T.securityGroup, "edge-sg", {
+      ingress: [{ protocol: "tcp", fromPort: 22, toPort: 22, cidrBlocks: UNKNOWN_STRING }],
+    }));
+    expect(diags(resp)).toEqual([
+      expect.objectContaining({
+        policy: "no-ssh-from-internet",
+        level: analyzerPb.EnforcementLevel.ADVISORY,
+        message: expect.stringMatching(/can't be known during preview/),
+      }),
+    ]);
+  });
+
+  it("sees through engine secret envelopes: a secret private key inside a non-secret property is still a leak", async () => {
+    const ok = new analyzerPb.AnalyzeStackRequest();
+    ok.setResourcesList([
+      analyzerResource("tls:index/privateKey:PrivateKey", "deploy-key", { privateKeyOpenssh: secret(OPENSSH_PEM), publicKeyOpenssh: SSH_PUBLIC }, ["privateKeyOpenssh", "privateKeyPem", "privateKeyPemPkcs8"]),
+      analyzerResource("command:remote:Command", "push", { connection: secret({ host: "203.0.113.10", privateKey: OPENSSH_PEM }), create: "sudo nginx -t" }, ["connection"]),
+    ]);
+    expect(diags(await analyzeStack(ok))).toEqual([]);
+
+    const leak = new analyzerPb.AnalyzeStackRequest();
+    leak.setResourcesList([
+      analyzerResource("command:remote:Command", "write-key", { connection: secret({ host: "h" }), create: secret(`echo '${OPENSSH_PEM}' > k`) }, ["connection"]),
+    ]);
+    expect(diags(await analyzeStack(leak))).toEqual([
+      expect.objectContaining({
+        policy: "no-plaintext-credentials-in-state",
+        level: analyzerPb.EnforcementLevel.MANDATORY,
+        urn: "urn:pulumi:ci::fastapi-edge::command:remote:Command::write-key",
+        message: expect.stringMatching(/"create" contains private key material/),
+      }),
+    ]);
+  });
+});
