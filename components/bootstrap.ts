@@ -50,7 +50,7 @@ export class HostBootstrap extends pulumi.ComponentResource {
     const script = installFilesScript(scripts, [
       `install -d -m 0755 ${REMOTE.base} ${REMOTE.etcDir} ${REMOTE.stateDir}`,
       `${REMOTE.binDir}/install-packages.sh ${this.packages.map((p) => shq(p, "package")).join(" ")}`,
-      "id -u fastapi-edge >/dev/null 2>&1 || useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin fastapi-edge",
+      `${REMOTE.binDir}/ensure-user.sh fastapi-edge`,
     ]);
     this.ready = hostScript(`${name}-install`, { target: args.target, script }, { parent: this, dependsOn: [wait] });
     this.registerOutputs({ packages: this.packages });

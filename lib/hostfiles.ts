@@ -20,6 +20,7 @@ export const REMOTE = {
 /** Scripts from files/scripts/ installed into REMOTE.binDir. */
 export const HOST_SCRIPTS = [
   "install-packages.sh",
+  "ensure-user.sh",
   "nginx-apply.sh",
   "run-app.sh",
   "app-rollout.sh",
@@ -64,7 +65,7 @@ export function renderAppEnv(c: EdgeConfig, forwardedAllowIps: string): string {
     `APP_DIR=${REMOTE.appDir}`,
     `STATIC_DIR=${REMOTE.appDir}/${c.appStaticDir}`,
     `PYTHON=${c.appPython}`,
-    `APP_HOST=${appBindAddress(c)}`,
+    `UVICORN_HOST=${appBindAddress(c)}`,
     `FORWARDED_ALLOW_IPS=${forwardedAllowIps}`,
     `APP_VERSION=${c.appVersion}`,
     `APP_PORTS=${appPorts(c).join(" ")}`,

@@ -96,7 +96,7 @@ describe("nginx front end on EC2", () => {
     const run = await runProgram(nginxEc2);
     const deploy = run.one("command:remote:Command", "app-deploy").inputs as { stdin: string };
     expect(deploy.stdin).toContain("FORWARDED_ALLOW_IPS=127.0.0.1\n");
-    expect(deploy.stdin).toContain("APP_HOST=127.0.0.1\n");
+    expect(deploy.stdin).toContain("UVICORN_HOST=127.0.0.1\n");
     expect(deploy.stdin).toMatch(/app-rollout\.sh 8000 8001/);
   });
 
@@ -156,7 +156,7 @@ describe("ALB front end", () => {
     expect(rules.filter((r) => r.inputs.securityGroupId === "host-sg-id" && (r.inputs.fromPort === 80 || r.inputs.fromPort === 443))).toEqual([]);
     const deploy = run.one("command:remote:Command", "app-deploy").inputs as { stdin: string };
     expect(deploy.stdin).toContain("FORWARDED_ALLOW_IPS=172.31.0.0/16\n");
-    expect(deploy.stdin).toContain("APP_HOST=0.0.0.0\n");
+    expect(deploy.stdin).toContain("UVICORN_HOST=0.0.0.0\n");
   });
 
   it("adds a WAF rate-based rule when wafRateLimit is set", async () => {

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# run-app.sh PORT — exec uvicorn for one fastapi-edge app instance.
+#
+# Used as ExecStart of fastapi-edge-app@.service (PORT = instance name %i).
+# Required environment (normally from /etc/fastapi-edge/app.env):
+#   APP_MODULE            ASGI app, e.g. main:app
+#   APP_DIR               directory holding the module, e.g. /opt/fastapi-edge/app
+#   FORWARDED_ALLOW_IPS   proxies trusted for X-Forwarded-* (e.g. 127.0.0.1)
+# Optional:
+#   PYTHON                interpreter (default /usr/bin/python3, which has Debian's FastAPI)
+#   UVICORN_KEEPALIVE     keep-alive timeout in s (default 75; must exceed
+#                         nginx's upstream keepalive_timeout so nginx closes first)
+#   UVICORN_HOST          bind address (default 127.0.0.1)
+# Exit: 64 usage error, 78 configuration error; otherwise uvicorn's own status.
+set -euo pipefail
+
+die() {
+  local code=$1
+  shift
+  echo "run-app.sh: error: $*" >&2
+  exit "$code"
+}
+
+[[ $# -eq 1 ]] || die 64 "usage: run-app.sh PORT (got $# arguments)"
+port=$1
+if ! [[ $port =~ ^[0-9]{1,5}$ ]] || (( 10#$port < 1 || 10#$port > 65535 )); then
+  die 64 "PORT must be an integer 1-65535, got '$port'"
+fi
+port=$((10#$port))
+
+missing=()
+for var in APP_MODULE APP_DIR FORWARDED_ALLOW_IPS; do
+  [[ -n ${!var:-} ]] || missing+=("$var")
+done
+(( ${#missing[@]} == 0 )) ||
+  die 78 "required environment variable(s) not set: ${missing[*]} (expected in /etc/fastapi-edge/app.env)"
+
+[[ -d $APP_DIR ]] || die 78 "APP_DIR=$APP_DIR is not a directory"
+
+python=${PYTHON:-/usr/bin/python3}
+command -v "$python" >/dev/null 2>&1 || die 78 "python interpreter '$python' not found (set PYTHON)"
+
+keepalive=${UVICORN_KEEPALIVE:-75}
+[[ $keepalive =~ ^[0-9]+$ ]] || die 78 "UVICORN_KEEPALIVE must be a whole number of seconds, got '$keepalive'"
+
+export APP_PORT=$port
+
+exec "$python" -m uvicorn "$APP_MODULE" \
+  --app-dir "$APP_DIR" \
+  --host "${UVICORN_HOST:-127.0.0.1}" \
+  --port "$port" \
+  --proxy-headers \
+  --forwarded-allow-ips "$FORWARDED_ALLOW_IPS" \
+  --timeout-keep-alive "$keepalive" \
+  --no-access-log

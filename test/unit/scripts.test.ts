@@ -1,0 +1,147 @@
+// Static checks of the host-side files: shellcheck / bash -n over every shell
+// script, py_compile of the app, the systemd unit's required settings, and
+// the argument/environment validation of the scripts (fast paths only).
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { describe, expect, it } from "vitest";
+import { APP_DIR, REPO_ROOT, SCRIPTS_DIR, SYSTEM_PYTHON, run, script } from "../helpers/proc";
+
+const E2E_DIR = path.join(REPO_ROOT, "test", "e2e");
+
+function shellScripts(): string[] {
+  const list = (dir: string): string[] =>
+    existsSync(dir)
+      ? readdirSync(dir)
+          .filter((f) => f.endsWith(".sh"))
+          .sort()
+          .map((f) => path.join(dir, f))
+      : [];
+  return [...list(SCRIPTS_DIR), ...list(E2E_DIR)];
+}
+
+const EXPECTED_SCRIPTS = [
+  "app-rollout.sh",
+  "cert-expiry-check.sh",
+  "certbot-deploy-hook.sh",
+  "ensure-user.sh",
+  "install-packages.sh",
+  "nginx-apply.sh",
+  "run-app.sh",
+];
+
+describe("shell scripts", () => {
+  it("all expected scripts exist", () => {
+    const names = readdirSync(SCRIPTS_DIR);
+    for (const s of EXPECTED_SCRIPTS) expect(names).toContain(s);
+  });
+
+  it("shellcheck reports nothing", async () => {
+    const files = shellScripts();
+    expect(files.length).toBeGreaterThanOrEqual(EXPECTED_SCRIPTS.length);
+    const res = await run("shellcheck", ["--shell=bash", "--severity=style", "--format=gcc", ...files]);
+    expect(res.stdout + res.stderr).toBe("");
+    expect(res.code).toBe(0);
+  });
+
+  it.each(shellScripts().map((f) => [path.relative(REPO_ROOT, f), f]))("%s: bash -n, shebang, strict mode, executable", async (_rel, file) => {
+    const res = await run("bash", ["-n", file]);
+    expect(res.stderr).toBe("");
+    expect(res.code).toBe(0);
+    const text = readFileSync(file, "utf8");
+    expect(text.startsWith("#!/usr/bin/env bash\n")).toBe(true);
+    expect(text).toMatch(/^set -euo pipefail$/m);
+    expect(statSync(file).mode & 0o111).toBe(0o111);
+  });
+});
+
+describe("app", () => {
+  it("main.py compiles under /usr/bin/python3", async () => {
+    const cache = mkdtempSync(path.join(os.tmpdir(), "fastapi-edge-pyc-"));
+    try {
+      const res = await run(SYSTEM_PYTHON, ["-m", "py_compile", path.join(APP_DIR, "main.py")], {
+        env: { ...process.env, PYTHONPYCACHEPREFIX: cache },
+      });
+      expect(res.stderr).toBe("");
+      expect(res.code).toBe(0);
+    } finally {
+      rmSync(cache, { recursive: true, force: true });
+    }
+  });
+
+  it("ships static/index.html and static/style.css", () => {
+    expect(readFileSync(path.join(APP_DIR, "static", "index.html"), "utf8")).toMatch(/<html/);
+    expect(readFileSync(path.join(APP_DIR, "static", "style.css"), "utf8").length).toBeGreaterThan(0);
+  });
+});
+
+describe("systemd template unit", () => {
+  const unit = readFileSync(path.join(REPO_ROOT, "files", "systemd", "fastapi-edge-app@.service"), "utf8");
+  const settings = unit
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => l !== "" && !l.startsWith("#") && !l.startsWith("["));
+
+  it.each([
+    "EnvironmentFile=/etc/fastapi-edge/app.env",
+    "Environment=APP_PORT=%i",
+    "ExecStart=/opt/fastapi-edge/bin/run-app.sh %i",
+    "User=fastapi-edge",
+    "Restart=on-failure",
+    "RestartSec=1",
+    "NoNewPrivileges=true",
+    "ProtectSystem=strict",
+    "ProtectHome=true",
+    "PrivateTmp=true",
+    "WantedBy=multi-user.target",
+  ])("has %s", (line) => {
+    expect(settings).toContain(line);
+  });
+
+  it("has [Unit], [Service] and [Install] sections", () => {
+    expect(unit).toMatch(/^\[Unit\]$[\s\S]*^\[Service\]$[\s\S]*^\[Install\]$/m);
+  });
+});
+
+describe("argument and environment validation", () => {
+  const bare: NodeJS.ProcessEnv = { PATH: process.env.PATH ?? "/usr/bin:/bin" };
+
+  it("run-app.sh rejects a non-numeric or out-of-range PORT (64) and missing env (78)", async () => {
+    const env = { ...bare, APP_MODULE: "main:app", APP_DIR, FORWARDED_ALLOW_IPS: "127.0.0.1" };
+    for (const arg of [["abc"], ["0"], ["65536"], ["80", "81"], []]) {
+      const res = await run(script("run-app.sh"), arg, { env });
+      expect(res.code).toBe(64);
+      expect(res.stderr).toMatch(/run-app\.sh: error:/);
+    }
+    const missing = await run(script("run-app.sh"), ["8000"], { env: { ...bare, APP_DIR } });
+    expect(missing.code).toBe(78);
+    expect(missing.stderr).toMatch(/APP_MODULE FORWARDED_ALLOW_IPS/);
+    const badDir = await run(script("run-app.sh"), ["8000"], { env: { ...env, APP_DIR: "/nonexistent" } });
+    expect(badDir.code).toBe(78);
+    expect(badDir.stderr).toMatch(/APP_DIR=\/nonexistent is not a directory/);
+  });
+
+  it("install-packages.sh skips everything when all packages are installed", async () => {
+    const res = await run(script("install-packages.sh"), ["bash", "coreutils"], { env: { ...process.env, PATH: `/nonexistent-apt-shim:${process.env.PATH ?? ""}` } });
+    expect(res.stderr).toBe("");
+    expect(res.code).toBe(0);
+    expect(res.stdout).toMatch(/all packages already installed: bash coreutils/);
+    expect((await run(script("install-packages.sh"), [])).code).toBe(64);
+    expect((await run(script("install-packages.sh"), ["bad name"])).code).toBe(64);
+  });
+
+  it("ensure-user.sh is a no-op for an existing user and rejects bad names", async () => {
+    const res = await run(script("ensure-user.sh"), ["root"]);
+    expect(res.code).toBe(0);
+    expect(res.stdout).toMatch(/already exists/);
+    expect((await run(script("ensure-user.sh"), ["Bad Name"])).code).toBe(64);
+  });
+
+  it("usage errors exit 64", async () => {
+    expect((await run(script("nginx-apply.sh"), [], { env: bare })).code).toBe(64);
+    expect((await run(script("nginx-apply.sh"), ["--bogus"], { env: bare })).code).toBe(64);
+    expect((await run(script("app-rollout.sh"), [], { env: bare })).code).toBe(64);
+    expect((await run(script("app-rollout.sh"), ["x"], { env: bare })).code).toBe(64);
+    expect((await run(script("cert-expiry-check.sh"), [], { env: bare })).code).toBe(64);
+  });
+});
