@@ -39,7 +39,7 @@ describe("renderer", () => {
     expect(all).toMatch(/add_header Retry-After 30 always;/);
     // the edge overwrites forwarded headers instead of appending the client's
     expect(all).toMatch(/X-Forwarded-For \$remote_addr;/);
-    expect(all).not.toMatch(/\$proxy_add_x_forwarded_for/);
+    expect(all).not.toMatch(/^\s*proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for/m);
     expect(all).toMatch(/server_tokens off;/);
     expect(all).toMatch(/ssl_reject_handshake on;/);
     expect(all).toMatch(/return 444;/);
