@@ -27,11 +27,12 @@ export function writeFilesScript(files: HostFile[], base = ""): string[] {
     const rel = f.path;
     if (!SAFE_PATH.test(rel) || rel.split("/").includes("..")) throw new Error(`unsafe path ${JSON.stringify(rel)}`);
     const dest = base ? `${base}/${rel.replace(/^\//, "")}` : rel;
-    const delim = `FASTAPI_EDGE_EOF_${contentHash([f.content]).slice(0, 8)}`;
+    // A fixed delimiter keeps `preview --diff` to the lines that really changed.
+    const delim = "FASTAPI_EDGE_EOF";
     if (f.content.split("\n").includes(delim)) throw new Error(`file ${rel} contains the heredoc delimiter`);
     const body = f.content.endsWith("\n") ? f.content : f.content + "\n";
     const mode = (f.mode ?? 0o644).toString(8).padStart(4, "0");
-    const q = base ? `"${dest.replace(/^\$stage/, "$stage")}"` : `'${dest}'`;
+    const q = base ? `"${dest}"` : `'${dest}'`;
     const tmp = base ? `"${dest}.tmp"` : `'${dest}.tmp'`;
     out.push(`install -d -m 0755 "$(dirname ${q})"`);
     out.push(`cat > ${tmp} <<'${delim}'`, body.replace(/\n$/, ""), delim);
