@@ -8,7 +8,7 @@ import * as aws from "@pulumi/aws";
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { EdgeConfig } from "../lib/config";
-import { REMOTE } from "../lib/hostfiles";
+import { REMOTE, renderExpiryUnits } from "../lib/hostfiles";
 import { installFilesScript, shq } from "../lib/script";
 import { HostTarget, hostScript } from "./remote";
 
@@ -23,39 +23,6 @@ export interface CertExpiryAlarmArgs {
   /** ALB mode: the ACM certificate. */
   acmCertificateArn?: pulumi.Input<string>;
   region: string;
-}
-
-export function renderExpiryUnits(c: EdgeConfig, region: string): { service: string; timer: string } {
-  const service = [
-    "# Rendered by fastapi-edge: publish the live certificate's days left to CloudWatch.",
-    "[Unit]",
-    "Description=fastapi-edge certificate expiry check",
-    "After=network-online.target nginx.service",
-    "",
-    "[Service]",
-    "Type=oneshot",
-    `Environment=AWS_REGION=${region}`,
-    `Environment=WARN_DAYS=${c.certExpiryAlarmDays}`,
-    // Exit 2 means "below the threshold": the alarm reports it, the unit should not fail.
-    "SuccessExitStatus=2",
-    `ExecStart=${REMOTE.binDir}/cert-expiry-check.sh --host 127.0.0.1 --port 443 --servername ${c.domain} --publish`,
-    "",
-  ].join("\n");
-  const timer = [
-    "[Unit]",
-    "Description=Daily fastapi-edge certificate expiry check",
-    "",
-    "[Timer]",
-    "OnCalendar=daily",
-    "RandomizedDelaySec=1h",
-    "OnBootSec=5min",
-    "Persistent=true",
-    "",
-    "[Install]",
-    "WantedBy=timers.target",
-    "",
-  ].join("\n");
-  return { service, timer };
 }
 
 export class CertExpiryAlarm extends pulumi.ComponentResource {
@@ -110,8 +77,8 @@ export class CertExpiryAlarm extends pulumi.ComponentResource {
             target: args.target,
             script: installFilesScript(
               [
-                { path: "/etc/systemd/system/fastapi-edge-cert-expiry.service", content: units.service },
-                { path: "/etc/systemd/system/fastapi-edge-cert-expiry.timer", content: units.timer },
+                { path: REMOTE.expiryService, content: units.service },
+                { path: REMOTE.expiryTimer, content: units.timer },
               ],
               [
                 // The AWS CLI publishes the metric: Debian packages it; on Ubuntu 24.04 it is a snap.

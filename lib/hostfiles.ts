@@ -15,6 +15,8 @@ export const REMOTE = {
   certbotDropIn: "/etc/systemd/system/certbot.service.d/fastapi-edge.conf",
   acmeCaBundle: "/etc/fastapi-edge/acme-ca.pem",
   deployHook: "/etc/letsencrypt/renewal-hooks/deploy/fastapi-edge-reload-nginx.sh",
+  expiryService: "/etc/systemd/system/fastapi-edge-cert-expiry.service",
+  expiryTimer: "/etc/systemd/system/fastapi-edge-cert-expiry.timer",
 } as const;
 
 /** Scripts from files/scripts/ installed into REMOTE.binDir. */
@@ -43,6 +45,8 @@ export interface HostFileSet {
 }
 
 export interface HostFileOptions {
+  /** AWS region the cert-expiry check publishes to (when alertEmail is set). */
+  region?: string;
   phase: "acme-bootstrap" | "full";
   /** Addresses uvicorn trusts forwarded headers from (nginx: 127.0.0.1; ALB: the VPC range). */
   forwardedAllowIps?: string;
@@ -109,6 +113,10 @@ export function renderHostFiles(c: EdgeConfig, o: HostFileOptions): HostFileSet 
   if (o.acmeCaBundlePem !== undefined) {
     system.push({ path: REMOTE.acmeCaBundle, content: o.acmeCaBundlePem }, { path: REMOTE.certbotDropIn, content: renderCertbotDropIn() });
   }
+  if (c.alertEmail) {
+    const units = renderExpiryUnits(c, o.region ?? "us-east-1");
+    system.push({ path: REMOTE.expiryService, content: units.service }, { path: REMOTE.expiryTimer, content: units.timer });
+  }
   const nginx = renderNginx(c, {
     phase: o.phase,
     layout: hostLayout(c, `${REMOTE.appDir}/${c.appStaticDir}`),
@@ -116,3 +124,38 @@ export function renderHostFiles(c: EdgeConfig, o: HostFileOptions): HostFileSet 
   });
   return { nginx, system };
 }
+
+/** systemd service + timer publishing the live certificate's days left (nginx mode, alertEmail set). */
+export function renderExpiryUnits(c: EdgeConfig, region: string): { service: string; timer: string } {
+  const service = [
+    "# Rendered by fastapi-edge: publish the live certificate's days left to CloudWatch.",
+    "[Unit]",
+    "Description=fastapi-edge certificate expiry check",
+    "After=network-online.target nginx.service",
+    "",
+    "[Service]",
+    "Type=oneshot",
+    `Environment=AWS_REGION=${region}`,
+    `Environment=WARN_DAYS=${c.certExpiryAlarmDays}`,
+    // Exit 2 means "below the threshold": the alarm reports it, the unit should not fail.
+    "SuccessExitStatus=2",
+    `ExecStart=${REMOTE.binDir}/cert-expiry-check.sh --host 127.0.0.1 --port 443 --servername ${c.domain} --publish`,
+    "",
+  ].join("\n");
+  const timer = [
+    "[Unit]",
+    "Description=Daily fastapi-edge certificate expiry check",
+    "",
+    "[Timer]",
+    "OnCalendar=daily",
+    "RandomizedDelaySec=1h",
+    "OnBootSec=5min",
+    "Persistent=true",
+    "",
+    "[Install]",
+    "WantedBy=timers.target",
+    "",
+  ].join("\n");
+  return { service, timer };
+}
+

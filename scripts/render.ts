@@ -3,7 +3,7 @@
 // Writes exactly the files `pulumi up` pushes for a stack, from Pulumi.yaml
 // defaults and Pulumi.NAME.yaml, with no cloud access and no Pulumi CLI.
 // Exits non-zero with the validation message on bad config.
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { ConfigError } from "../lib/config";
@@ -21,7 +21,14 @@ function main(): number {
   const phase = values.phase === "acme-bootstrap" ? "acme-bootstrap" : "full";
   try {
     const cfg = loadStackConfig(path.resolve(__dirname, ".."), values.stack!);
-    const set = renderHostFiles(cfg, { phase });
+    const projectDir = path.resolve(__dirname, "..");
+    const stackFile = readFileSync(path.join(projectDir, `Pulumi.${values.stack}.yaml`), "utf8");
+    const region = /^\s*aws:region:\s*([a-z0-9-]+)\s*$/m.exec(stackFile)?.[1];
+    const set = renderHostFiles(cfg, {
+      phase,
+      ...(region ? { region } : {}),
+      ...(cfg.acmeCaBundle ? { acmeCaBundlePem: readFileSync(path.resolve(projectDir, cfg.acmeCaBundle), "utf8") } : {}),
+    });
     const files: HostFile[] = [
       ...set.nginx.map((f) => ({ ...f, path: path.join("nginx-stage", f.path) })),
       ...set.system.map((f) => ({ ...f, path: path.join("root", f.path) })),
