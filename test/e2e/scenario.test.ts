@@ -94,8 +94,11 @@ let privateKey = "";
 /** Inputs of the steps last applied, by name (the "state"). */
 let state = new Map<string, Step>();
 
-function archivePath(v: unknown): string {
-  if (typeof v === "object" && v !== null && typeof (v as { path?: unknown }).path === "string") return (v as { path: string }).path;
+/** The local path of a FileArchive input (its `path` is a promise in the SDK's asset object). */
+async function archivePath(v: unknown): Promise<string> {
+  const p = typeof v === "object" && v !== null ? (v as { path?: unknown }).path : undefined;
+  const resolved = p instanceof Promise ? ((await p) as unknown) : p;
+  if (typeof resolved === "string") return resolved;
   throw new Error(`CopyToRemote source is not a file archive: ${JSON.stringify(v)}`);
 }
 
@@ -113,7 +116,7 @@ async function plan(extra: Record<string, string> = {}): Promise<Step[]> {
       step.key = JSON.stringify([i["create"], i["stdin"], i["triggers"]]);
       steps.push(step);
     } else if (r.type === "command:remote:CopyToRemote") {
-      const source = archivePath(i["source"]);
+      const source = await archivePath(i["source"]);
       steps.push({ name: r.name, kind: "copy", source, remotePath: String(i["remotePath"]), key: JSON.stringify([source, i["remotePath"], i["triggers"]]) });
     }
   }
