@@ -11,7 +11,7 @@ import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { readFileSync } from "node:fs";
 import * as path from "node:path";
-import { acmeDirectory, EdgeConfig } from "../lib/config";
+import { acmeDirectory, EdgeConfig, parseConfig, targetNginxVersion } from "../lib/config";
 import { REMOTE, renderCertbotDropIn, renderNginxDropIn } from "../lib/hostfiles";
 import { hostLayout, PUBLIC_LISTEN, readTemplate, RenderedFile, renderNginx } from "../lib/render";
 import { installFilesScript, nginxApplyScript, shq, writeFilesScript } from "../lib/script";
@@ -43,7 +43,10 @@ export class NginxFrontend extends pulumi.ComponentResource {
 
     // (1) HTTP-only config, only while no certificate exists: once the full
     // site is live this step never replaces it.
-    const bootstrapFiles = renderNginx(c, { phase: "acme-bootstrap", layout, listen: PUBLIC_LISTEN });
+    // Rendered from the domain alone (every other key at its default), so
+    // changing any other setting never re-runs this step.
+    const bootstrapConfig = parseConfig({ domain: c.domain, email: c.email });
+    const bootstrapFiles = renderNginx(bootstrapConfig, { phase: "acme-bootstrap", layout, listen: PUBLIC_LISTEN, nginxVersion: targetNginxVersion(c) });
     const bootstrap = hostScript(
       `${name}-acme-bootstrap`,
       {

@@ -327,7 +327,8 @@ describe("end to end against a local VPS (program's host steps over real SSH)", 
   }, 20 * MIN);
 
   it("5. certbot renew --dry-run succeeds against Pebble; the deploy hook and timer are installed", () => {
-    const r = guest("REQUESTS_CA_BUNDLE=/etc/fastapi-edge/acme-ca.pem certbot renew --dry-run --no-random-sleep-on-renew 2>&1");
+    // --dry-run switches to Let's Encrypt staging unless --server is given again.
+    const r = guest(`REQUESTS_CA_BUNDLE=/etc/fastapi-edge/acme-ca.pem certbot renew --dry-run --no-random-sleep-on-renew --server ${settings.acmeDirectoryUrl} 2>&1`);
     expect(r.code, r.out).toBe(0);
     expect(r.out).toMatch(/Congratulations, all (simulated )?renewals succeeded/);
     expect(guest("test -x /etc/letsencrypt/renewal-hooks/deploy/fastapi-edge-reload-nginx.sh && echo hook-ok").out).toContain("hook-ok");

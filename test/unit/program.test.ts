@@ -122,6 +122,17 @@ describe("nginx front end on EC2", () => {
   });
 });
 
+describe("change isolation", () => {
+  it("a setting other than the domain changes only the site push, never the ACME bootstrap step", async () => {
+    const a = await runProgram(nginxEc2);
+    const b = await runProgram({ ...nginxEc2, clientMaxBodySize: "20m", appProcesses: "3", rateLimits: "[]" });
+    const stdin = (r: typeof a, n: string) => (r.one("command:remote:Command", n).inputs as { stdin: string }).stdin;
+    expect(stdin(b, "nginx-acme-bootstrap")).toBe(stdin(a, "nginx-acme-bootstrap"));
+    expect(stdin(b, "nginx-certificate")).toBe(stdin(a, "nginx-certificate"));
+    expect(stdin(b, "nginx-site")).not.toBe(stdin(a, "nginx-site"));
+  });
+});
+
 describe("ALB front end", () => {
   it("creates listeners with redirect and a TLS 1.3/1.2 policy, and installs no nginx", async () => {
     const run = await runProgram(albEc2);
