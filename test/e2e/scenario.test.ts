@@ -15,7 +15,7 @@
 //  step anyway changes nothing (idempotence)   3. a change, under wrk load
 //  4. a config nginx -t rejects fails with nginx's message, site keeps serving
 //  5. certbot renew --dry-run   6. destroy, then up again   7. timings
-import { ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
+import { ChildProcess, spawn, spawnSync } from "node:child_process";
 import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
@@ -49,12 +49,33 @@ interface Run {
   seconds: number;
 }
 
-function sh(cmd: string, args: string[], opts: { input?: string; timeoutMs?: number } = {}): Run {
+/**
+ * Run a command without blocking the event loop (a synchronous wait of minutes
+ * starves vitest's worker RPC), capturing stdout+stderr, bounded in time.
+ */
+function sh(cmd: string, args: string[], opts: { input?: string; timeoutMs?: number } = {}): Promise<Run> {
   const t0 = Date.now();
-  const r = spawnSync(cmd, args, { cwd: REPO, input: opts.input, encoding: "utf8", timeout: opts.timeoutMs ?? 20 * MIN, maxBuffer: 64 * 1024 * 1024 });
-  const out = `${r.stdout ?? ""}${r.stderr ?? ""}`;
-  log(`${cmd} ${args.join(" ")}`.slice(0, 300), out);
-  return { code: r.status ?? -1, out, seconds: (Date.now() - t0) / 1000 };
+  return new Promise((resolve) => {
+    const p = spawn(cmd, args, { cwd: REPO, stdio: ["pipe", "pipe", "pipe"] });
+    let out = "";
+    p.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    p.stderr.on("data", (d: Buffer) => (out += d.toString()));
+    const timer = setTimeout(() => p.kill("SIGKILL"), opts.timeoutMs ?? 20 * MIN);
+    p.on("close", (code) => {
+      clearTimeout(timer);
+      log(`${cmd} ${args.join(" ")}`.slice(0, 300), out);
+      resolve({ code: code ?? -1, out, seconds: (Date.now() - t0) / 1000 });
+    });
+    p.stdin.on("error", () => undefined);
+    p.stdin.end(opts.input ?? "");
+  });
+}
+
+/** A harness script's KEY=VALUE output (progress goes to the log). */
+async function harness(script: string, args: string[], timeoutMs: number): Promise<Env> {
+  const r = await sh(path.join(REPO, "test/e2e", script), args, { timeoutMs });
+  if (r.code !== 0) throw new Error(`${script} ${args.join(" ")} failed:\n${r.out}`);
+  return parseEnv(r.out);
 }
 
 let work = "";
@@ -70,7 +91,7 @@ function time<T>(name: string, f: () => Promise<T>): Promise<T> {
   return f().finally(() => (timings[name] ??= []).push((Date.now() - t0) / 1000));
 }
 
-function guest(command: string, input?: string): Run {
+function guest(command: string, input?: string): Promise<Run> {
   return sh("ssh", [...sshOpts, command], input !== undefined ? { input } : {});
 }
 
@@ -130,7 +151,7 @@ interface ApplyResult {
 }
 
 /** Run the steps whose inputs changed, in order, as the command provider would; stop at the first failure. */
-function apply(steps: Step[], opts: { force?: boolean } = {}): ApplyResult {
+async function apply(steps: Step[], opts: { force?: boolean } = {}): Promise<ApplyResult> {
   const ran: string[] = [];
   for (const s of steps) {
     const prev = state.get(s.name);
@@ -138,10 +159,10 @@ function apply(steps: Step[], opts: { force?: boolean } = {}): ApplyResult {
     ran.push(s.name);
     let r: Run;
     if (s.kind === "copy") {
-      r = sh("scp", ["-q", "-r", ...scpOpts(), s.source!, `root@127.0.0.1:${s.remotePath}`]);
+      r = await sh("scp", ["-q", "-r", ...scpOpts(), s.source!, `root@127.0.0.1:${s.remotePath}`]);
     } else {
       const cmd = prev && s.update ? s.update : s.create!;
-      r = guest(cmd, s.stdin ?? "");
+      r = await guest(cmd, s.stdin ?? "");
     }
     if (r.code !== 0) return { ran, failed: { step: s.name, out: r.out } };
     state.set(s.name, s);
@@ -150,12 +171,12 @@ function apply(steps: Step[], opts: { force?: boolean } = {}): ApplyResult {
 }
 
 /** pulumi destroy: delete commands in reverse order. */
-function destroy(): string[] {
+async function destroy(): Promise<string[]> {
   const ran: string[] = [];
   for (const s of [...state.values()].reverse()) {
     if (s.del) {
       ran.push(s.name);
-      const r = guest(s.del);
+      const r = await guest(s.del);
       expect(r.code, `${s.name} delete: ${r.out}`).toBe(0);
     }
   }
@@ -169,14 +190,14 @@ function scpOpts(): string[] {
 
 // ------------------------------------------------------------ checks
 
-function curl(args: string[]): Run {
+function curl(args: string[]): Promise<Run> {
   return sh("curl", ["-sS", "--max-time", "30", "--resolve", `${DOMAIN}:${vps["VPS_HTTPS_PORT"]}:127.0.0.1`, "--resolve", `${DOMAIN}:${vps["VPS_HTTP_PORT"]}:127.0.0.1`, ...args]);
 }
 
 const httpsUrl = (p: string) => `https://${DOMAIN}:${vps["VPS_HTTPS_PORT"]}${p}`;
 
-function assertServing(): void {
-  const r = curl(["--cacert", pebbleRoot, "-w", "\n%{http_code}", httpsUrl("/api/whoami")]);
+async function assertServing(): Promise<void> {
+  const r = await curl(["--cacert", pebbleRoot, "-w", "\n%{http_code}", httpsUrl("/api/whoami")]);
   expect(r.out, r.out).toMatch(/\n200$/);
   const body = JSON.parse(r.out.slice(0, r.out.lastIndexOf("\n"))) as { scheme: string };
   expect(body.scheme).toBe("https");
@@ -205,21 +226,20 @@ function wrkFailures(out: string): { requests: number; errors: number; non2xx: n
 
 // ------------------------------------------------------------ lifecycle
 
-beforeAll(() => {
+beforeAll(async () => {
   mkdirSync(ART, { recursive: true });
   writeFileSync(path.join(ART, "e2e.log"), "");
-  const vpsSh = path.join(REPO, "test/e2e/vps.sh");
-  const pebbleSh = path.join(REPO, "test/e2e/pebble.sh");
-  execFileSync(vpsSh, ["image"], { stdio: ["ignore", "ignore", "inherit"], timeout: 40 * MIN });
-  execFileSync(vpsSh, ["stop"], { stdio: "ignore" });
-  vps = parseEnv(execFileSync(vpsSh, ["start"], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"], timeout: 10 * MIN }));
-  vps = { ...parseEnv(execFileSync(vpsSh, ["env"], { encoding: "utf8" })), ...vps };
-  execFileSync(pebbleSh, ["stop"], { stdio: "ignore" });
-  pebble = parseEnv(execFileSync(pebbleSh, ["start"], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"], timeout: 2 * MIN }));
+  await harness("vps.sh", ["image"], 40 * MIN);
+  await harness("vps.sh", ["stop"], MIN);
+  vps = { ...(await harness("vps.sh", ["env"], MIN)), ...(await harness("vps.sh", ["start"], 10 * MIN)) };
+  await harness("pebble.sh", ["stop"], MIN);
+  pebble = await harness("pebble.sh", ["start"], 2 * MIN);
 
   work = mkdtempSync(path.join(tmpdir(), "fe-e2e-"));
   pebbleRoot = path.join(work, "pebble-root.pem");
-  writeFileSync(pebbleRoot, execFileSync("curl", ["-sf", "--cacert", pebble["ACME_CA_BUNDLE"]!, pebble["PEBBLE_ROOT_URL"]!], { encoding: "utf8" }));
+  const root = await sh("curl", ["-sf", "--cacert", pebble["ACME_CA_BUNDLE"]!, pebble["PEBBLE_ROOT_URL"]!]);
+  expect(root.code, root.out).toBe(0);
+  writeFileSync(pebbleRoot, root.out);
   // The host key is pinned, as the program's hostKey setting pins it for the provider.
   const hostKey = readFileSync(vps["VPS_HOST_KEY_FILE"]!, "utf8").trim().split(" ").slice(0, 2).join(" ");
   writeFileSync(path.join(work, "known_hosts"), `[127.0.0.1]:${vps["VPS_SSH_PORT"]} ${hostKey}\n`);
@@ -253,36 +273,36 @@ afterAll(() => {
 
 describe("end to end against a local VPS (program's host steps over real SSH)", () => {
   it("1. up from a blank guest: packages, certificate from Pebble via HTTP-01, app, full site", async () => {
-    expect(guest("command -v nginx || echo blank").out).toContain("blank");
+    expect((await guest("command -v nginx || echo blank")).out).toContain("blank");
     const steps = await plan();
-    const r = await time("fresh up", async () => apply(steps));
+    const r = await time("fresh up", () => apply(steps));
     expect(r.failed, r.failed?.out).toBeUndefined();
-    assertServing();
-    const issuer = sh("sh", ["-c", `echo | openssl s_client -connect 127.0.0.1:${vps["VPS_HTTPS_PORT"]} -servername ${DOMAIN} 2>/dev/null | openssl x509 -noout -issuer`]);
+    await assertServing();
+    const issuer = await sh("sh", ["-c", `echo | openssl s_client -connect 127.0.0.1:${vps["VPS_HTTPS_PORT"]} -servername ${DOMAIN} 2>/dev/null | openssl x509 -noout -issuer`]);
     expect(issuer.out).toMatch(/Pebble/i);
-    const http = curl(["-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", `http://${DOMAIN}:${vps["VPS_HTTP_PORT"]}/api/hello`]);
+    const http = await curl(["-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", `http://${DOMAIN}:${vps["VPS_HTTP_PORT"]}/api/hello`]);
     expect(http.out).toMatch(/^301 https:\/\/e2e\.fastapi-edge\.test\/api\/hello/);
-    expect(guest("systemctl is-active fastapi-edge-app@8000 fastapi-edge-app@8001 nginx").out.trim().split("\n")).toEqual(["active", "active", "active"]);
+    expect((await guest("systemctl is-active fastapi-edge-app@8000 fastapi-edge-app@8001 nginx")).out.trim().split("\n")).toEqual(["active", "active", "active"]);
   }, 40 * MIN);
 
   it("2. an unchanged plan runs nothing; re-running every step anyway changes nothing", async () => {
     const steps = await plan();
-    const noop = await time("no-op up", async () => apply(steps));
+    const noop = await time("no-op up", () => apply(steps));
     expect(noop).toEqual({ ran: [] });
     // Idempotence, as Molecule checks roles: run every step again.
-    const again = apply(steps, { force: true });
+    const again = await apply(steps, { force: true });
     expect(again.failed, again.failed?.out).toBeUndefined();
     const out = readFileSync(path.join(ART, "e2e.log"), "utf8");
     expect(out).toMatch(/no changes.*nginx not reloaded/);
     expect(out).toMatch(/already installed/);
-    assertServing();
+    await assertServing();
   }, 20 * MIN);
 
   it("3. a changed setting re-runs only the site push, under load with 0 failed requests", async () => {
     const body = path.join(work, "body.bin");
     writeFileSync(body, Buffer.alloc(11 * 1024 * 1024, 97));
-    const post = () => curl(["--cacert", pebbleRoot, "-o", "/dev/null", "-w", "%{http_code}", "--data-binary", `@${body}`, httpsUrl("/api/hello")]).out;
-    expect(post()).toBe("413");
+    const post = async () => (await curl(["--cacert", pebbleRoot, "-o", "/dev/null", "-w", "%{http_code}", "--data-binary", `@${body}`, httpsUrl("/api/hello")])).out;
+    expect(await post()).toBe("413");
     const steps = await plan({ clientMaxBodySize: "20m" });
     const before = state.get("nginx-site")!.stdin!.split("\n");
     const after = steps.find((s) => s.name === "nginx-site")!.stdin!.split("\n");
@@ -293,7 +313,7 @@ describe("end to end against a local VPS (program's host steps over real SSH)", 
 
     const load = startWrk(600);
     await new Promise((r) => setTimeout(r, 3000));
-    const r = await time("change up", async () => apply(steps));
+    const r = await time("change up", () => apply(steps));
     await new Promise((res) => setTimeout(res, 3000));
     load.proc.kill("SIGINT");
     const wrk = wrkFailures(await load.result);
@@ -302,7 +322,7 @@ describe("end to end against a local VPS (program's host steps over real SSH)", 
     expect(wrk.requests).toBeGreaterThan(50);
     expect(wrk.errors).toBe(0);
     expect(wrk.non2xx).toBe(0);
-    expect(post()).not.toBe("413");
+    expect(await post()).not.toBe("413");
     settings.clientMaxBodySize = "20m";
   }, 20 * MIN);
 
@@ -312,34 +332,34 @@ describe("end to end against a local VPS (program's host steps over real SSH)", 
     // Test-only injection: a directive nginx does not know, in the pushed text.
     site.stdin = site.stdin!.replace("proxy_read_timeout 90s;", "proxy_read_timeout 90s;\n    fastapi_edge_broken_directive on;");
     site.key += "broken";
-    const r = apply(steps);
+    const r = await apply(steps);
     expect(r.failed?.step).toBe("nginx-site");
     expect(r.failed?.out).toMatch(/unknown directive "fastapi_edge_broken_directive"/);
     expect(r.failed?.out).toMatch(/candidate nginx config rejected by nginx -t; live config unchanged/);
-    assertServing();
-    expect(guest("grep -rl fastapi_edge_broken_directive /etc/nginx || echo clean").out).toContain("clean");
-    expect(guest("grep -h proxy_read_timeout /etc/nginx/fastapi-edge/site.conf | head -1").out).toContain("60s");
+    await assertServing();
+    expect((await guest("grep -rl fastapi_edge_broken_directive /etc/nginx || echo clean")).out).toContain("clean");
+    expect((await guest("grep -h proxy_read_timeout /etc/nginx/fastapi-edge/site.conf | head -1")).out).toContain("60s");
     // The next good push of the same change succeeds.
-    const fixed = apply(await plan({ proxyReadTimeout: "90s" }));
+    const fixed = await apply(await plan({ proxyReadTimeout: "90s" }));
     expect(fixed).toEqual({ ran: ["nginx-site"] });
     settings.proxyReadTimeout = "90s";
-    assertServing();
+    await assertServing();
   }, 20 * MIN);
 
-  it("5. certbot renew --dry-run succeeds against Pebble; the deploy hook and timer are installed", () => {
+  it("5. certbot renew --dry-run succeeds against Pebble; the deploy hook and timer are installed", async () => {
     // --dry-run switches to Let's Encrypt staging unless --server is given again.
-    const r = guest(`REQUESTS_CA_BUNDLE=/etc/fastapi-edge/acme-ca.pem certbot renew --dry-run --no-random-sleep-on-renew --server ${settings.acmeDirectoryUrl} 2>&1`);
+    const r = await guest(`REQUESTS_CA_BUNDLE=/etc/fastapi-edge/acme-ca.pem certbot renew --dry-run --no-random-sleep-on-renew --server ${settings.acmeDirectoryUrl} 2>&1`);
     expect(r.code, r.out).toBe(0);
     expect(r.out).toMatch(/Congratulations, all (simulated )?renewals succeeded/);
-    expect(guest("test -x /etc/letsencrypt/renewal-hooks/deploy/fastapi-edge-reload-nginx.sh && echo hook-ok").out).toContain("hook-ok");
-    expect(guest("systemctl show certbot.service -p Environment").out).toContain("REQUESTS_CA_BUNDLE=/etc/fastapi-edge/acme-ca.pem");
-    expect(guest("systemctl is-enabled certbot.timer").out).toContain("enabled");
+    expect((await guest("test -x /etc/letsencrypt/renewal-hooks/deploy/fastapi-edge-reload-nginx.sh && echo hook-ok")).out).toContain("hook-ok");
+    expect((await guest("systemctl show certbot.service -p Environment")).out).toContain("REQUESTS_CA_BUNDLE=/etc/fastapi-edge/acme-ca.pem");
+    expect((await guest("systemctl is-enabled certbot.timer")).out).toContain("enabled");
   }, 10 * MIN);
 
   it("6. destroy removes what the program put on the host; up again serves (staging recreate)", async () => {
-    const ran = await time("destroy", async () => destroy());
+    const ran = await time("destroy", () => destroy());
     expect(ran).toEqual(["nginx-site", "app-deploy"]);
-    const left = guest("systemctl list-units --all --plain --no-legend 'fastapi-edge-app@*' | wc -l; ls /etc/nginx/fastapi-edge 2>&1 | head -1; test -e /opt/fastapi-edge/app && echo app-left || echo app-gone; ls /etc/letsencrypt/live/; grep -c sites-enabled /etc/nginx/nginx.conf");
+    const left = await guest("systemctl list-units --all --plain --no-legend 'fastapi-edge-app@*' | wc -l; ls /etc/nginx/fastapi-edge 2>&1 | head -1; test -e /opt/fastapi-edge/app && echo app-left || echo app-gone; ls /etc/letsencrypt/live/; grep -c sites-enabled /etc/nginx/nginx.conf");
     expect(left.out).toMatch(/^0\n/);
     expect(left.out).toMatch(/No such file/);
     expect(left.out).toContain("app-gone");
@@ -347,7 +367,7 @@ describe("end to end against a local VPS (program's host steps over real SSH)", 
     expect(left.out.trim().split("\n").pop()).not.toBe("0"); // the distribution's nginx.conf is back
     const r = await time("recreate up", async () => apply(await plan()));
     expect(r.failed, r.failed?.out).toBeUndefined();
-    assertServing();
+    await assertServing();
   }, 30 * MIN);
 
   it("7. timings are recorded", () => {
