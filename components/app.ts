@@ -7,7 +7,7 @@ import { createHash } from "node:crypto";
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import * as path from "node:path";
 import { appPorts, EdgeConfig } from "../lib/config";
-import { REMOTE, renderAppEnv } from "../lib/hostfiles";
+import { REMOTE, renderAppEnv, rolloutSettleSeconds } from "../lib/hostfiles";
 import { readTemplate } from "../lib/render";
 import { installFilesScript, shq } from "../lib/script";
 import { HostTarget, hostScript } from "./remote";
@@ -79,7 +79,7 @@ export class AppService extends pulumi.ComponentResource {
           `ln -sfn ${shq(releaseDir)} ${shq(`${REMOTE.appDir}.new`)}`,
           `mv -T ${shq(`${REMOTE.appDir}.new`)} ${shq(REMOTE.appDir)}`,
           "systemctl daemon-reload",
-          `HEALTH_PATH=${shq(c.appHealthPath)} EXPECT_VERSION=${shq(c.appVersion)} ${REMOTE.binDir}/app-rollout.sh ${ports.join(" ")}`,
+          `HEALTH_PATH=${shq(c.appHealthPath)} EXPECT_VERSION=${shq(c.appVersion)} SETTLE_SECONDS=${rolloutSettleSeconds(c)} ${REMOTE.binDir}/app-rollout.sh ${ports.join(" ")}`,
           "# keep the three newest releases",
           `ls -1dt ${REMOTE.base}/releases/*/ | tail -n +4 | xargs -r rm -rf`,
         ],

@@ -1,7 +1,7 @@
 // Every file the program puts on a host, as a pure function of validated config.
 // `npm run render` writes these; the components push the same values.
 import { appPorts, EdgeConfig } from "./config";
-import { hostLayout, PUBLIC_LISTEN, readTemplate, RenderedFile, renderNginx, workerNofile } from "./render";
+import { durationSeconds, hostLayout, PUBLIC_LISTEN, readTemplate, RenderedFile, renderNginx, workerNofile } from "./render";
 
 export const REMOTE = {
   base: "/opt/fastapi-edge",
@@ -159,3 +159,15 @@ export function renderExpiryUnits(c: EdgeConfig, region: string): { service: str
   return { service, timer };
 }
 
+
+/**
+ * Pause between two app processes in a rolling restart. While a process
+ * restarts nginx counts its refused connections and, after max_fails, keeps it
+ * out for fail_timeout: restarting the next one before then leaves no live
+ * upstream. +2 s: nginx's clock ticks in seconds and one request must succeed
+ * to re-admit the process. Found by test/stress/rollout.test.ts.
+ */
+export function rolloutSettleSeconds(c: EdgeConfig): number {
+  if (c.frontend !== "nginx" || c.upstreamMaxFails === 0) return 0;
+  return Math.ceil(durationSeconds(c.upstreamFailTimeout)) + 2;
+}

@@ -21,6 +21,12 @@
 #   HEALTH_INTERVAL  seconds between polls (default 0.5)
 #   EXPECT_VERSION   when set, the "version" field the health JSON must report
 #   JOURNAL_LINES    journal lines shown on failure (default 50)
+#   SETTLE_SECONDS   after an instance is healthy, wait this long before
+#                    restarting the next one (default 0). Set it above nginx's
+#                    upstream fail_timeout: nginx stops sending to an instance
+#                    that refused connections while it restarted, for
+#                    fail_timeout, and restarting the next one inside that
+#                    window leaves nginx no live upstream (502/503).
 #   WANTS_DIR        where enabled instances are linked
 #                    (default /etc/systemd/system/multi-user.target.wants)
 #
@@ -35,6 +41,7 @@ HEALTH_PATH=${HEALTH_PATH:-/healthz}
 HEALTH_TIMEOUT=${HEALTH_TIMEOUT:-60}
 HEALTH_INTERVAL=${HEALTH_INTERVAL:-0.5}
 JOURNAL_LINES=${JOURNAL_LINES:-50}
+SETTLE_SECONDS=${SETTLE_SECONDS:-0}
 WANTS_DIR=${WANTS_DIR:-/etc/systemd/system/multi-user.target.wants}
 
 log() { echo "app-rollout: $*"; }
@@ -79,6 +86,7 @@ done
 [[ $UNIT_TEMPLATE =~ ^[A-Za-z0-9_.:-]+$ ]] || die "invalid UNIT_TEMPLATE '$UNIT_TEMPLATE'"
 [[ $HEALTH_INTERVAL =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "HEALTH_INTERVAL must be a number of seconds"
 [[ $HEALTH_PATH == /* ]] || die "HEALTH_PATH must start with /"
+[[ $SETTLE_SECONDS =~ ^[0-9]+$ ]] || die "SETTLE_SECONDS must be a whole number of seconds"
 command -v curl >/dev/null 2>&1 || die "curl is required"
 read -r -a systemctl_cmd <<<"$SYSTEMCTL"
 command -v "${systemctl_cmd[0]}" >/dev/null 2>&1 || die "supervisor command '$SYSTEMCTL' not found"
@@ -155,6 +163,10 @@ if (( restart )); then
       die "rollout stopped at $u (remaining ports untouched)"
     fi
     log "[$i/${#ports[@]}] $u healthy after $((SECONDS - start))s${EXPECT_VERSION:+ (version $EXPECT_VERSION)}"
+    if (( i < ${#ports[@]} && SETTLE_SECONDS > 0 )); then
+      log "[$i/${#ports[@]}] waiting ${SETTLE_SECONDS}s before the next instance (SETTLE_SECONDS)"
+      sleep "$SETTLE_SECONDS"
+    fi
   done
 fi
 
