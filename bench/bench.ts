@@ -162,7 +162,7 @@ async function main(): Promise<number> {
   const a = parseArgs(process.argv.slice(2));
   const started = new Date();
   const m = machine();
-  const cmd = `npm run bench --${a.quick ? " --quick" : ""}` + (a.quick ? "" : ` (rounds ${a.rounds}, ${a.durationS} s per run)`);
+  const cmd = `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(" ")}` : ""}`;
   console.log(`fastapi-edge bench: ${a.rounds} round(s) x ${VARIANTS.length} variants x ${a.durationS} s, wrk -t${a.threads} -c${a.connections}`);
   for (const [k, val] of Object.entries(m)) console.log(`  ${k}: ${val}`);
   const loadBefore = loadavg();
@@ -213,6 +213,13 @@ async function main(): Promise<number> {
   const steadyK = (k: string): number =>
     med(k, (x) => (x.steadyConns !== null && x.steadyProxied ? (x.steadyConns * 1000) / x.steadyProxied : NaN));
   const goal = (ok: boolean): string => (ok ? "met" : "NOT met");
+  // On a shared or small machine the tail is scheduling noise: flag it when
+  // even one direct request's p99 is 10x its p50.
+  const tailNoise = p99("json-direct-c1") > 10 * p50("json-direct-c1");
+  const tail = (ok: boolean): string =>
+    tailNoise
+      ? `${goal(ok)}, unreliable: direct uvicorn's own p99 at 1 connection is ${fmt(p99("json-direct-c1"), 1)} ms for a p50 of ${fmt(p50("json-direct-c1"), 2)} ms`
+      : goal(ok);
 
   const jsonRatio = ratio(rps("json-ours"), rps("json-direct"));
   const p99Added = p99("json-ours") - p99("json-direct");
@@ -240,8 +247,8 @@ async function main(): Promise<number> {
   lines.push(`- load average (1 min): ${loadBefore} before, ${loadAfter} after the run (includes the benchmark's own processes at the end)`);
   lines.push("", "## Comparisons (medians)", "", "| comparison | measured | goal | |", "| --- | --- | --- | --- |");
   lines.push(`| JSON through nginx (TLS) / direct uvicorn, req/s | ${fmt(jsonRatio, 2)}x | >= 0.95x | ${goal(jsonRatio >= 0.95)} |`);
-  lines.push(`| JSON p99 added by nginx (TLS), -c${a.connections} (saturated) | ${fmt(p99Added, 2)} ms | <= 1 ms | ${goal(p99Added <= 1)} |`);
-  lines.push(`| JSON p99 added by nginx (TLS), 1 connection | ${fmt(p99AddedC1, 2)} ms (p50 ${fmt(p50AddedC1, 2)} ms) | <= 1 ms | ${goal(p99AddedC1 <= 1)} |`);
+  lines.push(`| JSON p99 added by nginx (TLS), -c${a.connections} (saturated) | ${fmt(p99Added, 2)} ms | <= 1 ms | ${tail(p99Added <= 1)} |`);
+  lines.push(`| JSON p99 added by nginx (TLS), 1 connection | ${fmt(p99AddedC1, 2)} ms (p50 ${fmt(p50AddedC1, 2)} ms) | <= 1 ms | ${tail(p99AddedC1 <= 1)} |`);
   lines.push(`| static 50 KB: nginx (TLS) / StaticFiles, req/s | ${fmt(s50, 1)}x | >= 10x | ${goal(s50 >= 10)} |`);
   lines.push(`| static 1 MB: nginx (TLS) / StaticFiles, req/s | ${fmt(s1m, 1)}x | >= 4x | ${goal(s1m >= 4)} |`);
   lines.push(`| app connections per 1,000 requests, ours, whole run | ${fmt(oursK, 1)} | <= 2 | ${goal(oursK <= 2)} |`);
@@ -277,8 +284,11 @@ async function main(): Promise<number> {
   );
   const report = lines.join("\n");
   const out = a.quick ? path.join(__dirname, "out", "quick.md") : path.join(__dirname, "RESULTS.md");
-  mkdirSync(path.dirname(out), { recursive: true });
+  mkdirSync(path.join(__dirname, "out"), { recursive: true });
   writeFileSync(out, report);
+  // Raw samples (wrk output included) for whoever wants to look closer; git-ignored.
+  const raw = Object.fromEntries(VARIANTS.map((v) => [v.key, samples.get(v.key)!]));
+  writeFileSync(path.join(__dirname, "out", a.quick ? "quick-samples.json" : "samples.json"), JSON.stringify({ started, args: a, machine: m, raw }, null, 2));
   console.log(`\n${report}\nwritten to ${path.relative(process.cwd(), out)}`);
 
   // Report, not assert: fail only when the harness itself is broken.

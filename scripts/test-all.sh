@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite (`npm test`): type check, unit and live tests (vitest),
-# then the end-to-end scenario and the quick benchmark. Prints one closing
+# including the end-to-end scenario, then the quick benchmark. Prints one closing
 # line "N passed, N failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,9 @@ tsc --noEmit -p tsconfig.json
 echo "== unit and live tests"
 status=0
 vitest run --reporter=default --reporter=json --outputFile=test/artifacts/vitest.json || status=$?
+
+echo "== quick benchmark (reports, asserts only that every variant ran without errors)"
+npm run -s bench -- --quick || status=$?
 
 node -e '
 const r = require("./test/artifacts/vitest.json");

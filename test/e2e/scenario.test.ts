@@ -207,7 +207,7 @@ async function assertServing(): Promise<void> {
 function startWrk(seconds: number): { proc: ChildProcess; result: Promise<string> } {
   const hosts = path.join(work, "hosts");
   writeFileSync(hosts, `127.0.0.1 localhost ${DOMAIN}\n`);
-  const script = `mount --bind ${hosts} /etc/hosts && exec wrk -t1 -c8 -d${seconds}s https://${DOMAIN}:${vps["VPS_HTTPS_PORT"]}/api/hello`;
+  const script = `mount --bind ${hosts} /etc/hosts && exec wrk -t1 -c8 -d${seconds}s --timeout 15s https://${DOMAIN}:${vps["VPS_HTTPS_PORT"]}/api/hello`;
   const proc = spawn("unshare", ["-m", "sh", "-c", script], { stdio: ["ignore", "pipe", "pipe"] });
   background.push(proc);
   let out = "";
@@ -316,8 +316,9 @@ describe("end to end against a local VPS (program's host steps over real SSH)", 
     const r = await time("change up", () => apply(steps));
     await new Promise((res) => setTimeout(res, 3000));
     load.proc.kill("SIGINT");
-    const wrk = wrkFailures(await load.result);
-    log("wrk during change", JSON.stringify(wrk));
+    const wrkOut = await load.result;
+    const wrk = wrkFailures(wrkOut);
+    log("wrk during change", `${JSON.stringify(wrk)}\n${wrkOut}`);
     expect(r).toEqual({ ran: ["nginx-site"] });
     expect(wrk.requests).toBeGreaterThan(50);
     expect(wrk.errors).toBe(0);

@@ -308,6 +308,7 @@ describe("upstream keepalive", () => {
     const connections = 30;
     await site.resetStats();
     const wrk = await site.startWrk({ url: site.httpsUrl("/api/hello"), connections, threads: 2, durationS: 60 });
+    // (a failure before stop() leaves wrk to site.stop() in afterAll)
     await sleep(1_500);
     const s0 = await site.stats();
     await sleep(3_000);
@@ -323,8 +324,10 @@ describe("upstream keepalive", () => {
     );
     expect(wrkFailures(res)).toBe(0);
     expect(proxied).toBeGreaterThanOrEqual(1_500);
-    // premise: on average no connection is anywhere near 1,000 requests yet
-    expect(s1.requests / s1.connections).toBeLessThan(700);
+    // Context, not a pass condition: on a fast run some pool connections reach
+    // nginx's keepalive_requests (1,000) inside the window and are replaced by
+    // design; that is still well under 1 per 1,000 proxied requests.
+    console.log(`requests per app connection at the end of the window: ${(s1.requests / s1.connections).toFixed(0)}`);
     expect(perThousand).toBeLessThanOrEqual(1);
   }, 90_000);
 
