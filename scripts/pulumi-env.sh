@@ -10,5 +10,9 @@ mkdir -p "$repo/.pulumi-state"
 export PULUMI_BACKEND_URL="${FASTAPI_EDGE_BACKEND:-file://$repo/.pulumi-state}"
 export PULUMI_CONFIG_PASSPHRASE="${PULUMI_CONFIG_PASSPHRASE-}"
 export PULUMI_SKIP_UPDATE_CHECK=true
-export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
+# Offline machines (FASTAPI_EDGE_OFFLINE=1) must not try to download plugins;
+# everywhere else Pulumi fetches the aws, tls and command plugins on first use.
+if [ "${FASTAPI_EDGE_OFFLINE:-0}" = 1 ]; then
+  export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
+fi
 export PULUMI_HOME="${PULUMI_HOME:-${FASTAPI_EDGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fastapi-edge}/pulumi-home}"
