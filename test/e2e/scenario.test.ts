@@ -203,11 +203,19 @@ async function assertServing(): Promise<void> {
   expect(body.scheme).toBe("https");
 }
 
-/** wrk against the HTTPS site; the name resolves in a private mount namespace (no global /etc/hosts edit). */
+/**
+ * wrk against the HTTPS site; the name resolves in a private mount namespace
+ * (no global /etc/hosts edit). Every request on a new connection: on a reload,
+ * nginx's old workers close idle keep-alive connections, and a request a client
+ * writes onto one at that instant is lost before nginx reads it (the HTTP
+ * keep-alive race that real clients answer by retrying idempotent requests;
+ * wrk does not retry, and counted 2-3 such read errors in this emulated guest).
+ * New connections go to the listening socket, which a reload never closes.
+ */
 function startWrk(seconds: number): { proc: ChildProcess; result: Promise<string> } {
   const hosts = path.join(work, "hosts");
   writeFileSync(hosts, `127.0.0.1 localhost ${DOMAIN}\n`);
-  const script = `mount --bind ${hosts} /etc/hosts && exec wrk -t1 -c8 -d${seconds}s --timeout 15s https://${DOMAIN}:${vps["VPS_HTTPS_PORT"]}/api/hello`;
+  const script = `mount --bind ${hosts} /etc/hosts && exec wrk -t1 -c8 -d${seconds}s --timeout 15s -H 'Connection: close' https://${DOMAIN}:${vps["VPS_HTTPS_PORT"]}/api/hello`;
   const proc = spawn("unshare", ["-m", "sh", "-c", script], { stdio: ["ignore", "pipe", "pipe"] });
   background.push(proc);
   let out = "";
