@@ -6,7 +6,6 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { appPorts, EdgeConfig, PROJECT } from "../lib/config";
-import { durationSeconds } from "../lib/render";
 
 export const ALB_TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06";
 
@@ -134,6 +133,6 @@ export class AlbFrontend extends pulumi.ComponentResource {
       );
       new aws.wafv2.WebAclAssociation(`${name}-waf-assoc`, { resourceArn: this.loadBalancer.arn, webAclArn: this.webAcl.arn }, parent);
     }
-    this.registerOutputs({ dnsName: this.dnsName, zoneId: this.zoneId, idleTimeoutSeconds: c.albIdleTimeout, websocketTimeoutSeconds: durationSeconds(c.websocketReadTimeout) });
+    this.registerOutputs({ dnsName: this.dnsName, zoneId: this.zoneId });
   }
 }

@@ -2,7 +2,6 @@
 // no Pulumi import. File contents travel as quoted heredocs, so the script is
 // readable in `pulumi preview --diff` line by line, and nothing in a file is
 // ever expanded by the shell.
-import { createHash } from "node:crypto";
 import { HostFile } from "./hostfiles";
 
 const SAFE_PATH = /^[A-Za-z0-9._\/@+-]+$/;
@@ -12,12 +11,6 @@ const SAFE_ARG = /^[A-Za-z0-9._\/@+:=,-]*$/;
 export function shq(v: string, what = "argument"): string {
   if (!SAFE_ARG.test(v)) throw new Error(`refusing to pass ${what} ${JSON.stringify(v)} to a shell command`);
   return `'${v}'`;
-}
-
-export function contentHash(parts: string[]): string {
-  const h = createHash("sha256");
-  for (const p of parts) h.update(p).update("\0");
-  return h.digest("hex").slice(0, 16);
 }
 
 /** Lines that write `files` (paths relative to `base`, or absolute when base is "") atomically. */

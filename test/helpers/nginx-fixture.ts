@@ -117,3 +117,15 @@ export function nginxTest(confDir: string, nginxBin = "nginx"): string {
     throw new Error(`nginx -t failed:\n${err.stderr ?? ""}${err.stdout ?? ""}`);
   }
 }
+
+/** Config variants every renderer check runs through real nginx (1.22 on the host, 1.26 in a chroot). */
+export const RENDER_VARIANTS: Record<string, Record<string, unknown>> = {
+  defaults: {},
+  "single process, no keepalive": { appProcesses: 1, upstreamKeepalive: 0 },
+  "many processes, conn limit, no access log": { appProcesses: 8, limitConnPerIp: 50, accessLog: false },
+  "no rate limits, no scanner paths": { rateLimits: [], scannerPaths: [] },
+  "several rate limits and websocket paths": { rateLimits: ["/auth/token:5r/m:10", "/api/signup:10r/s:0"], websocketPaths: ["/ws/", "/live/"] },
+  "maintenance mode": { maintenanceMode: true },
+  "no buffering, short timeouts": { proxyBuffering: false, proxyReadTimeout: "500ms", clientHeaderTimeout: "2s" },
+  "hsts off": { hstsMaxAge: 0 },
+};

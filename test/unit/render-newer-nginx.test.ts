@@ -11,7 +11,7 @@ import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EdgeConfig, parseConfig } from "../../lib/config";
 import { HostLayout, Listen, RenderedFile, renderNginx, RenderOptions, versionAtLeast } from "../../lib/render";
-import { makeCa, makeNginxFixture, nginxTest, testLayout } from "../helpers/nginx-fixture";
+import { makeCa, makeNginxFixture, nginxTest, testLayout, RENDER_VARIANTS } from "../helpers/nginx-fixture";
 
 const SCRIPT = path.resolve(__dirname, "..", "..", "scripts", "get-nginx-newer.sh");
 const BUILD_TIMEOUT_MS = 15 * 60_000;
@@ -20,17 +20,6 @@ const SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin";
 const base = { domain: "api.example.test", email: "ops@example.test" };
 const listen: Listen = { address: "127.0.0.1", http: 18080, https: 18443 };
 
-// The same variants test/unit/render.test.ts checks with the host's nginx 1.22.
-const variants: Record<string, Record<string, unknown>> = {
-  defaults: {},
-  "single process, no keepalive": { appProcesses: 1, upstreamKeepalive: 0 },
-  "many processes, conn limit, no access log": { appProcesses: 8, limitConnPerIp: 50, accessLog: false },
-  "no rate limits, no scanner paths": { rateLimits: [], scannerPaths: [] },
-  "several rate limits and websocket paths": { rateLimits: ["/auth/token:5r/m:10", "/api/signup:10r/s:0"], websocketPaths: ["/ws/", "/live/"] },
-  "maintenance mode": { maintenanceMode: true },
-  "no buffering, short timeouts": { proxyBuffering: false, proxyReadTimeout: "500ms", clientHeaderTimeout: "2s" },
-  "hsts off": { hstsMaxAge: 0 },
-};
 
 interface NginxRun {
   status: number | null;
@@ -148,7 +137,7 @@ describe.skipIf(skipChroot)("nginx -t with a real nginx >= 1.25.1 (Debian 13 chr
     expect(versionAtLeast(version, "1.25.1")).toBe(true);
   });
 
-  for (const [name, extra] of Object.entries(variants)) {
+  for (const [name, extra] of Object.entries(RENDER_VARIANTS)) {
     for (const phase of ["full", "acme-bootstrap"] as const) {
       it(`${name} (${phase}, nginx 1.26 syntax): nginx -t passes without warnings`, () => {
         const t = tree(parseConfig({ ...base, ...extra }), { phase, nginxVersion: "1.26" });

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { parseConfig } from "../../lib/config";
 import { renderHostFiles } from "../../lib/hostfiles";
 import { renderNginx, versionAtLeast } from "../../lib/render";
-import { makeNginxFixture, nginxTest } from "../helpers/nginx-fixture";
+import { makeNginxFixture, nginxTest, RENDER_VARIANTS } from "../helpers/nginx-fixture";
 
 const base = { domain: "api.example.test", email: "ops@example.test" };
 const listen = { address: "127.0.0.1", http: 18080, https: 18443 };
@@ -100,19 +100,9 @@ function fixtureOpts() {
 }
 
 // Every variant checked by the real nginx (Debian's 1.22) with throwaway certificates.
-const variants: Record<string, Record<string, unknown>> = {
-  defaults: {},
-  "single process, no keepalive": { appProcesses: 1, upstreamKeepalive: 0 },
-  "many processes, conn limit, no access log": { appProcesses: 8, limitConnPerIp: 50, accessLog: false },
-  "no rate limits, no scanner paths": { rateLimits: [], scannerPaths: [] },
-  "several rate limits and websocket paths": { rateLimits: ["/auth/token:5r/m:10", "/api/signup:10r/s:0"], websocketPaths: ["/ws/", "/live/"] },
-  "maintenance mode": { maintenanceMode: true },
-  "no buffering, short timeouts": { proxyBuffering: false, proxyReadTimeout: "500ms", clientHeaderTimeout: "2s" },
-  "hsts off": { hstsMaxAge: 0 },
-};
 
 describe("nginx -t of every rendered variant (real nginx)", () => {
-  for (const [name, extra] of Object.entries(variants)) {
+  for (const [name, extra] of Object.entries(RENDER_VARIANTS)) {
     for (const phase of ["full", "acme-bootstrap"] as const) {
       it(`${name} (${phase}, nginx 1.22 syntax)`, () => {
         const c = parseConfig({ ...base, ...extra });
