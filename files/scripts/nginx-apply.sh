@@ -33,6 +33,18 @@
 #                     it is not running; --remove never starts nginx)
 #   NGINX_BACKUP_KEEP backups kept in STATE_DIR/backups (default 10)
 #   NGINX_APPLY_LOCK_TIMEOUT  seconds to wait for a concurrent run (default 300)
+#   NGINX_APPLY_RELOAD_TIMEOUT  seconds to wait for a reload to take effect
+#                     (default 60)
+#   NGINX_PID_FILE    master pid file (default: the live config's `pid`
+#                     directive, else nginx's compiled-in --pid-path)
+#
+# A reload is only a signal: `nginx -s reload` and `systemctl reload nginx`
+# return before the master has re-read the config, opened new listen sockets
+# and started new workers, and if that fails at runtime (a port in use, which
+# nginx -t does not check) nginx logs it and keeps serving the old config.
+# So after signalling, this script waits until the master has started new
+# worker processes (the proof that the new config is live) and fails, leaving
+# the reload pending, if that does not happen within the timeout.
 #
 # State: STATE_DIR/nginx-owned.txt (one "conf/REL" or "extra/ABS" per line),
 #        STATE_DIR/nginx.conf.orig (distro nginx.conf, saved the first time),
@@ -52,6 +64,7 @@ STATE_DIR=${STATE_DIR%/}
 NGINX_BIN=${NGINX_BIN:-nginx}
 BACKUP_KEEP=${NGINX_BACKUP_KEEP:-10}
 LOCK_TIMEOUT=${NGINX_APPLY_LOCK_TIMEOUT:-300}
+RELOAD_TIMEOUT=${NGINX_APPLY_RELOAD_TIMEOUT:-60}
 
 MANIFEST=$STATE_DIR/nginx-owned.txt
 ORIG=$STATE_DIR/nginx.conf.orig
@@ -92,6 +105,7 @@ esac
 
 [[ $BACKUP_KEEP =~ ^[0-9]+$ ]] || die "NGINX_BACKUP_KEEP must be a whole number"
 [[ $LOCK_TIMEOUT =~ ^[0-9]+$ ]] || die "NGINX_APPLY_LOCK_TIMEOUT must be a whole number"
+[[ $RELOAD_TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "NGINX_APPLY_RELOAD_TIMEOUT must be a whole number of seconds >= 1"
 [[ -d $NGINX_CONF_DIR ]] || die "NGINX_CONF_DIR $NGINX_CONF_DIR is not a directory"
 command -v "$NGINX_BIN" >/dev/null 2>&1 || die "nginx executable '$NGINX_BIN' not found (set NGINX_BIN)"
 
@@ -160,6 +174,80 @@ in_list() {
 
 nginx_test() { # $1 = nginx.conf to test; output captured by caller
   "$NGINX_BIN" -t -c "$1" 2>&1 9<&-
+}
+
+# The master's pid file: NGINX_PID_FILE, else the first `pid` directive of
+# the live config (nginx -T prints nginx.conf first), else --pid-path.
+pid_file() {
+  local f
+  if [[ -n ${NGINX_PID_FILE:-} ]]; then
+    printf '%s' "$NGINX_PID_FILE"
+    return
+  fi
+  f=$("$NGINX_BIN" -T -c "$LIVE_CONF" 2>/dev/null 9<&- |
+    sed -n 's/^[[:space:]]*pid[[:space:]]\{1,\}\([^;[:space:]]\{1,\}\)[[:space:]]*;.*/\1/p' | head -n 1) || f=
+  if [[ -z $f ]]; then
+    f=$("$NGINX_BIN" -V 2>&1 9<&- | grep -o -- '--pid-path=[^[:space:]]*' | head -n 1) || f=
+    f=${f#--pid-path=}
+  fi
+  printf '%s' "$f"
+}
+
+# Pid of the running master, or nothing.
+master_pid() { # $1 = pid file
+  local pid
+  [[ $1 == /* && -r $1 ]] || return 0
+  read -r pid <"$1" 2>/dev/null || return 0
+  [[ $pid =~ ^[1-9][0-9]*$ ]] && kill -0 "$pid" 2>/dev/null && printf '%s' "$pid"
+  return 0
+}
+
+# Child pids of $1, space separated (from /proc; no procps needed).
+children_of() {
+  local f s rest ppid pid out=
+  for f in /proc/[0-9]*/stat; do
+    { s=$(<"$f"); } 2>/dev/null || continue
+    rest=${s##*) }
+    read -r _ ppid _ <<<"$rest"
+    if [[ $ppid == "$1" ]]; then
+      pid=${f#/proc/}
+      out+="${pid%/stat} "
+    fi
+  done
+  printf '%s' "$out"
+}
+
+# Reload (or start) nginx, then wait until the reload has taken effect:
+# the master has new children, or a different master runs (a custom
+# NGINX_RELOAD_CMD that restarts). Returns 1 if the reload command fails,
+# 2 if it did not take effect in time.
+reload_and_confirm() { # $1 = apply|remove
+  local pidf master old now c
+  pidf=$(pid_file)
+  master=$(master_pid "$pidf")
+  old=
+  [[ -n $master ]] && old=$(children_of "$master")
+  reload_nginx "$1" || return 1
+  [[ -n $master ]] || return 0 # nginx was not running: started (or not) synchronously
+  local deadline=$((SECONDS + RELOAD_TIMEOUT))
+  while :; do
+    now=$(master_pid "$pidf")
+    [[ -n $now && $now != "$master" ]] && return 0
+    for c in $(children_of "$master"); do
+      # shellcheck disable=SC2086 # $old is a space-separated pid list
+      in_list "$c" $old || return 0
+    done
+    (( SECONDS < deadline )) || return 2
+    sleep 0.1
+  done
+}
+
+reload_failed() { # $1 = status from reload_and_confirm
+  : >"$PENDING"
+  if (( $1 == 2 )); then
+    die "nginx was signalled to reload but started no new worker processes within ${RELOAD_TIMEOUT}s, so it still serves the previous config; nginx -t passed, so a step only the running server takes failed (for example bind() on a listen address already in use): read nginx's error log, fix, and rerun to retry the reload"
+  fi
+  die "nginx reload failed; new config is installed and valid (nginx -t ok); rerun to retry the reload"
 }
 
 # fd 9 holds the lock: close it for every child, or a daemon we start
@@ -346,8 +434,11 @@ if (( ${#touched[@]} == 0 )); then
   done
   if [[ -f $PENDING ]]; then
     log "no file changes, but a previous reload failed; reloading nginx"
-    reload_nginx "$mode" || die "nginx reload failed (config on disk is valid; rerun to retry)"
+    rc=0
+    reload_and_confirm "$mode" || rc=$?
+    (( rc == 0 )) || reload_failed "$rc"
     rm -f -- "$PENDING"
+    log "nginx reload done"
     exit 0
   fi
   log "no changes; live config already matches, nginx not reloaded"
@@ -458,9 +549,8 @@ verb=applied
 log "nginx config $verb: ${#touched[@]} file(s) changed (${#added[@]} added, ${#updated[@]} updated, ${#removed[@]} removed, ${#restored[@]} restored); backup in $backup"
 print_summary
 
-if ! reload_nginx "$mode"; then
-  : >"$PENDING"
-  die "nginx reload failed; new config is installed and valid (nginx -t ok); rerun to retry the reload"
-fi
+rc=0
+reload_and_confirm "$mode" || rc=$?
+(( rc == 0 )) || reload_failed "$rc"
 rm -f -- "$PENDING"
 log "nginx reload done"

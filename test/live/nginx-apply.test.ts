@@ -2,6 +2,7 @@
 // against a real nginx running from a temp prefix on 127.0.0.1.
 import { createHash } from "node:crypto";
 import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -308,6 +309,56 @@ describe("nginx-apply.sh", () => {
     expect(retry.stdout).toMatch(/previous reload failed; reloading/);
     expect(existsSync(path.join(stateDir, "nginx-reload-pending"))).toBe(false);
     await expectServing("v5");
+  });
+
+  it("returns only once the reload is live: a listen address the new config adds already accepts connections", async () => {
+    // nginx -s reload only sends SIGHUP; the script waits for the master's new
+    // workers, which start after the new listen sockets are open.
+    const extraPort = await freePort();
+    const stage = goodStage("v6", "v6", false);
+    writeFileSync(
+      path.join(stage, "conf/fastapi-edge/extra.conf"),
+      `server { listen 127.0.0.1:${extraPort}; location / { default_type text/plain; return 200 "extra\\n"; } }\n`,
+    );
+    const res = await apply([stage]);
+    expect(res.code, res.stderr).toBe(0);
+    expect(res.stdout).toMatch(/nginx reload done/);
+    // No waiting here: the first connection must be accepted.
+    expect((await httpRequest(`http://127.0.0.1:${extraPort}/`, { timeoutMs: 3000 })).text).toBe("extra\n");
+  });
+
+  it("a reload the running nginx cannot carry out (listen port taken; nginx -t passes) fails the run and stays pending", async () => {
+    const busy = await freePort();
+    const holder = net.createServer();
+    await new Promise<void>((resolve, reject) => {
+      holder.once("error", reject);
+      holder.listen(busy, "127.0.0.1", resolve);
+    });
+    try {
+      const stage = goodStage("v7", "v7", false);
+      writeFileSync(
+        path.join(stage, "conf/fastapi-edge/extra.conf"),
+        `server { listen 127.0.0.1:${busy}; location / { default_type text/plain; return 200 "busy\\n"; } }\n`,
+      );
+      const check = await apply(["--check", stage]);
+      expect(check.code, check.stderr).toBe(0); // nginx -t does not bind
+      const failed = await apply([stage], { NGINX_APPLY_RELOAD_TIMEOUT: "3" });
+      expect(failed.code).toBe(1);
+      expect(failed.stderr).toMatch(/started no new worker processes within 3s, so it still serves the previous config/);
+      expect(existsSync(path.join(stateDir, "nginx-reload-pending"))).toBe(true);
+      expect(await body()).toBe("v6\n");
+      expect(readFileSync(path.join(runDir, "error.log"), "utf8")).toMatch(new RegExp(`bind\\(\\) to 127\\.0\\.0\\.1:${busy} failed`));
+
+      await new Promise<void>((resolve) => holder.close(() => resolve()));
+      const retry = await apply([stage]);
+      expect(retry.code, retry.stderr).toBe(0);
+      expect(retry.stdout).toMatch(/previous reload failed; reloading/);
+      expect(existsSync(path.join(stateDir, "nginx-reload-pending"))).toBe(false);
+      expect((await httpRequest(`http://127.0.0.1:${busy}/`, { timeoutMs: 3000 })).text).toBe("busy\n");
+      await expectServing("v7");
+    } finally {
+      if (holder.listening) await new Promise<void>((resolve) => holder.close(() => resolve()));
+    }
   });
 
   it("--remove restores the distro nginx.conf, deletes owned files and reloads; then is a no-op", async () => {
