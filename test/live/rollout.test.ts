@@ -2,12 +2,13 @@
 // SYSTEMCTL that (re)starts REAL uvicorn processes (through run-app.sh) per
 // port and records every call, plus what all watched ports answered at the
 // moment of each restart, so one-at-a-time order can be asserted.
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   APP_DIR,
+  REPO_ROOT,
   SYSTEM_PYTHON,
   freePorts,
   httpJson,
@@ -31,104 +32,9 @@ let c = 0;
 let extraRunning = 0;
 let extraEnabledOnly = 0;
 
-// Fake systemctl: state in $FAKE_STATE (PORT.pid, PORT.log, enabled/UNIT, calls.log).
-const FAKE_SYSTEMCTL = `#!/usr/bin/env bash
-set -euo pipefail
-S=\${FAKE_STATE:?FAKE_STATE not set}
-mkdir -p "$S/enabled"
-log() { printf '%s\\n' "$*" >> "$S/calls.log"; }
-port_of() {
-  [[ $1 =~ ^fastapi-edge-app@([0-9]+)\\.service$ ]] || { echo "fake systemctl: bad unit '$1'" >&2; exit 5; }
-  echo "\${BASH_REMATCH[1]}"
-}
-alive() {
-  local pid st
-  [[ -f $S/$1.pid ]] || return 1
-  pid=$(<"$S/$1.pid")
-  kill -0 "$pid" 2>/dev/null || return 1
-  st=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1) || return 1
-  [[ $st != Z && $st != X ]]
-}
-stop_port() {
-  local p=$1 pid i
-  if alive "$p"; then
-    pid=$(<"$S/$p.pid")
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do alive "$p" || break; sleep 0.1; done
-    alive "$p" && kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$S/$p.pid"
-}
-start_port() {
-  local p=$1 module=$APP_MODULE
-  [[ " \${FAKE_BROKEN_PORTS:-} " == *" $p "* ]] && module=no_such_module:app
-  echo "=== start $(date +%T) ===" >> "$S/$p.log"
-  setsid bash -c 'sleep "$1"; shift; exec "$@"' _ "\${FAKE_START_DELAY:-0}" \\
-    env APP_MODULE="$module" "$FAKE_RUN_APP" "$p" >> "$S/$p.log" 2>&1 < /dev/null &
-  echo $! > "$S/$p.pid"
-}
-snapshot() {
-  local out=() q body code
-  for q in \${FAKE_WATCH_PORTS:-}; do
-    body=$(curl -s --max-time 2 -w ' %{http_code}' "http://127.0.0.1:$q/healthz" || true)
-    code=\${body##* }
-    if [[ $body =~ \\"version\\":\\"([^\\"]*)\\" ]]; then out+=("$q=$code:\${BASH_REMATCH[1]}"); else out+=("$q=$code"); fi
-  done
-  echo "\${out[*]}"
-}
-now=0
-args=()
-for x in "$@"; do
-  case $x in
-    --now) now=1 ;;
-    --quiet | --no-pager | --all | --plain | --no-legend | --lines=* | --type=*) ;;
-    *) args+=("$x") ;;
-  esac
-done
-cmd=\${args[0]:-}
-units=("\${args[@]:1}")
-case $cmd in
-  daemon-reload) log "daemon-reload" ;;
-  enable)
-    log "enable $(for u in "\${units[@]}"; do port_of "$u"; done | tr '\\n' ' ' | sed 's/ $//')"
-    for u in "\${units[@]}"; do touch "$S/enabled/$u"; done ;;
-  disable)
-    for u in "\${units[@]}"; do
-      p=$(port_of "$u"); log "disable$([[ $now == 1 ]] && echo ' --now') $p"
-      rm -f "$S/enabled/$u" "\${WANTS_DIR:-/nonexistent}/$u"
-      if [[ $now == 1 ]]; then stop_port "$p"; fi
-    done ;;
-  restart)
-    p=$(port_of "\${units[0]}"); log "restart $p | $(snapshot)"
-    stop_port "$p"; start_port "$p" ;;
-  start)
-    p=$(port_of "\${units[0]}"); log "start $p"
-    alive "$p" || start_port "$p" ;;
-  stop) p=$(port_of "\${units[0]}"); log "stop $p"; stop_port "$p" ;;
-  is-active) alive "$(port_of "\${units[0]}")" ;;
-  status)
-    p=$(port_of "\${units[0]}")
-    if alive "$p"; then echo "* \${units[0]} - fake: active (running) pid $(<"$S/$p.pid")"; else echo "* \${units[0]} - fake: inactive (dead)"; exit 3; fi ;;
-  list-units)
-    for f in "$S"/*.pid; do
-      [[ -e $f ]] || continue
-      p=$(basename "$f" .pid)
-      alive "$p" && echo "fastapi-edge-app@$p.service loaded active running fake instance"
-    done ;;
-  *) echo "fake systemctl: unsupported: $*" >&2; exit 1 ;;
-esac
-`;
-
-// Fake journalctl: -u UNIT -n N --no-pager -> tail of that port's log.
-const FAKE_JOURNALCTL = `#!/usr/bin/env bash
-set -euo pipefail
-unit= n=10
-while (( $# )); do
-  case $1 in -u) unit=$2; shift 2 ;; -n) n=$2; shift 2 ;; *) shift ;; esac
-done
-[[ $unit =~ @([0-9]+)\\.service$ ]] || exit 1
-tail -n "$n" "$FAKE_STATE/\${BASH_REMATCH[1]}.log"
-`;
+// The fakes live in test/helpers (shared with the stress rollout test).
+const FAKE_SYSTEMCTL = path.join(REPO_ROOT, "test", "helpers", "fake-systemctl.sh");
+const FAKE_JOURNALCTL = path.join(REPO_ROOT, "test", "helpers", "fake-journalctl.sh");
 
 function rollout(args: string[], extra: Record<string, string> = {}): Promise<RunResult> {
   return run(script("app-rollout.sh"), args, {
@@ -192,12 +98,8 @@ beforeAll(async () => {
   wantsDir = path.join(dir, "wants");
   mkdirSync(state);
   mkdirSync(wantsDir);
-  fakeSystemctl = path.join(dir, "systemctl");
-  fakeJournalctl = path.join(dir, "journalctl");
-  writeFileSync(fakeSystemctl, FAKE_SYSTEMCTL);
-  writeFileSync(fakeJournalctl, FAKE_JOURNALCTL);
-  chmodSync(fakeSystemctl, 0o755);
-  chmodSync(fakeJournalctl, 0o755);
+  fakeSystemctl = FAKE_SYSTEMCTL;
+  fakeJournalctl = FAKE_JOURNALCTL;
   ports = await freePorts(5);
   [a, b, c, extraRunning, extraEnabledOnly] = ports;
 });
@@ -264,7 +166,7 @@ describe("app-rollout.sh", () => {
     expect(res.code).toBe(1);
     expect(Date.now() - t0).toBeGreaterThanOrEqual(3000);
     expect(res.stderr).toContain(`fastapi-edge-app@${b}.service not healthy at http://127.0.0.1:${b}/healthz after 3s`);
-    expect(res.stderr).toMatch(/journalctl -u fastapi-edge-app@\d+\.service \(last 50 lines\)/);
+    expect(res.stderr).toMatch(/journalctl\S* -u fastapi-edge-app@\d+\.service \(last 50 lines\)/);
     expect(res.stderr).toMatch(/Error loading ASGI app|No module named|Could not import module/);
     expect(res.stderr).toContain(`rollout stopped at fastapi-edge-app@${b}.service (remaining ports untouched)`);
     expect(calls().filter((l) => l.startsWith("restart")).map((l) => l.split(" ")[1])).toEqual([String(a), String(b)]);

@@ -3,7 +3,7 @@
 // EXPECT_VERSION) under wrk load through nginx fails no request, and every
 // response after the rollout returns comes from the new version.
 //
-// systemd is replaced by test/stress/fake-systemctl.sh (real uvicorn
+// systemd is replaced by test/helpers/fake-systemctl.sh (real uvicorn
 // processes via run-app.sh, SIGTERM on stop), as in test/live/rollout.test.ts.
 // The script runs with SETTLE_SECONDS = upstream fail_timeout + 2 (see
 // rolloutSettleSeconds in scenarios.ts and docs/stress.md): without a pause

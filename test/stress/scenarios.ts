@@ -10,8 +10,8 @@ import path from "node:path";
 import { RawConfig } from "../../lib/config";
 import { rolloutSettleSeconds } from "../../lib/hostfiles";
 import { childPids, startLiveSite, wrkFailures, type LiveSite, type WrkResult } from "../helpers/live-site";
-import { APP_DIR, SYSTEM_PYTHON, freePorts, httpJson, isAlive, run, script, sleep, stopPidFiles, type RunResult } from "../helpers/proc";
-import { cpuTicks, establishedOn, median, nginxMemory, nginxWorkerFds, nofileLimit, startJsonChild, STRESS_DIR, type ChildEvent, type JsonChild, type NginxMemory } from "./kit";
+import { APP_DIR, REPO_ROOT, SYSTEM_PYTHON, freePorts, httpJson, isAlive, run, script, sleep, stopPidFiles, type RunResult } from "../helpers/proc";
+import { cpuTicks, establishedOn, median, nginxMemory, nginxWorkerFds, nofileLimit, startJsonChild, type ChildEvent, type JsonChild, type NginxMemory } from "./kit";
 
 export type Log = (line: string) => void;
 const quiet: Log = () => undefined;
@@ -544,8 +544,11 @@ export interface RolloutFigures {
 }
 
 
-/** The fake systemctl of the rollout scenario (bash; see the file's header). */
-export const FAKE_SYSTEMCTL = path.join(STRESS_DIR, "fake-systemctl.sh");
+const HELPERS_DIR = path.join(REPO_ROOT, "test", "helpers");
+
+/** The fake systemctl and journalctl of the rollout tests (bash; see the files' headers). */
+export const FAKE_SYSTEMCTL = path.join(HELPERS_DIR, "fake-systemctl.sh");
+export const FAKE_JOURNALCTL = path.join(HELPERS_DIR, "fake-journalctl.sh");
 
 /**
  * Two app processes managed by a fake systemctl (real uvicorn via run-app.sh)
@@ -564,7 +567,7 @@ export async function rolloutScenario(o: RolloutOptions = {}): Promise<RolloutFi
     const env = (version: string, settle: number): NodeJS.ProcessEnv => ({
       ...process.env,
       SYSTEMCTL: `bash ${FAKE_SYSTEMCTL}`,
-      JOURNALCTL: "true",
+      JOURNALCTL: `bash ${FAKE_JOURNALCTL}`,
       WANTS_DIR: path.join(dir, "wants"),
       FAKE_STATE: state,
       FAKE_RUN_APP: script("run-app.sh"),

@@ -17,7 +17,7 @@ function shellScripts(): string[] {
           .sort()
           .map((f) => path.join(dir, f))
       : [];
-  return [...list(SCRIPTS_DIR), ...list(E2E_DIR)];
+  return [...list(SCRIPTS_DIR), ...list(E2E_DIR), ...list(path.join(REPO_ROOT, "test", "helpers"))];
 }
 
 const EXPECTED_SCRIPTS = [

@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
-# A stand-in for systemctl in the rolling-redeploy stress test (no systemd
-# here): each fastapi-edge-app@PORT.service is one REAL uvicorn process
-# started through files/scripts/run-app.sh, as the unit's ExecStart does.
+# A stand-in for systemctl where there is no systemd (the rollout tests):
+# each fastapi-edge-app@PORT.service is one REAL uvicorn process started
+# through files/scripts/run-app.sh, as the unit's ExecStart does.
 # `stop`/`restart` send SIGTERM and wait up to 10 s (then SIGKILL), like the
 # unit's KillMode=mixed with a stop timeout.
 #
-# State in $FAKE_STATE: PORT.pid, PORT.log, enabled/UNIT, calls.log.
+# State in $FAKE_STATE: PORT.pid, PORT.log, enabled/UNIT, calls.log (one line
+# per call: "restart PORT | PORT=CODE:VERSION ...", "enable PORT ...", ...).
 # Environment for the app (as in /etc/fastapi-edge/app.env): APP_MODULE,
-# APP_DIR, FORWARDED_ALLOW_IPS, PYTHON, APP_VERSION; FAKE_RUN_APP is the path
-# of run-app.sh.
+# APP_DIR, FORWARDED_ALLOW_IPS, PYTHON, APP_VERSION. FAKE_RUN_APP is the path
+# of run-app.sh. Optional: FAKE_WATCH_PORTS (ports whose /healthz is recorded
+# at each restart, to prove one-at-a-time order), FAKE_BROKEN_PORTS (ports
+# whose app fails to import), FAKE_START_DELAY (seconds before a start),
+# WANTS_DIR (where `disable` also removes the unit's link).
 set -euo pipefail
 S=${FAKE_STATE:?FAKE_STATE not set}
 mkdir -p "$S/enabled"
-log() { printf '%s %s\n' "$(date +%T.%N | cut -c1-12)" "$*" >>"$S/calls.log"; }
+log() { printf '%s\n' "$*" >>"$S/calls.log"; }
 port_of() {
   [[ $1 =~ ^fastapi-edge-app@([0-9]+)\.service$ ]] || {
     echo "fake systemctl: bad unit '$1'" >&2
@@ -42,11 +46,23 @@ stop_port() {
   rm -f "$S/$p.pid"
 }
 start_port() {
-  local p=$1
+  local p=$1 module=${APP_MODULE:-main:app}
+  [[ " ${FAKE_BROKEN_PORTS:-} " == *" $p "* ]] && module=no_such_module:app
   echo "=== start $(date +%T) version ${APP_VERSION:-} ===" >>"$S/$p.log"
   # setsid: the app outlives this short-lived command, as under systemd.
-  setsid env APP_PORT="$p" "$FAKE_RUN_APP" "$p" >>"$S/$p.log" 2>&1 </dev/null &
+  # shellcheck disable=SC2016 # expanded by the inner bash
+  setsid bash -c 'sleep "$1"; shift; exec "$@"' _ "${FAKE_START_DELAY:-0}" \
+    env APP_MODULE="$module" APP_PORT="$p" "$FAKE_RUN_APP" "$p" >>"$S/$p.log" 2>&1 </dev/null &
   echo $! >"$S/$p.pid"
+}
+snapshot() {
+  local out=() q body code
+  for q in ${FAKE_WATCH_PORTS:-}; do
+    body=$(curl -s --max-time 2 -w ' %{http_code}' "http://127.0.0.1:$q/healthz" || true)
+    code=${body##* }
+    if [[ $body =~ \"version\":\"([^\"]*)\" ]]; then out+=("$q=$code:${BASH_REMATCH[1]}"); else out+=("$q=$code"); fi
+  done
+  echo "${out[*]}"
 }
 now=0
 args=()
@@ -62,23 +78,24 @@ units=("${args[@]:1}")
 case $cmd in
   daemon-reload) log "daemon-reload" ;;
   enable)
+    ports=()
     for u in "${units[@]}"; do
-      port_of "$u" >/dev/null
+      ports+=("$(port_of "$u")")
       touch "$S/enabled/$u"
     done
-    log "enable ${units[*]}"
+    log "enable ${ports[*]}"
     ;;
   disable)
     for u in "${units[@]}"; do
       p=$(port_of "$u")
       log "disable$([[ $now == 1 ]] && echo ' --now') $p"
-      rm -f "$S/enabled/$u"
+      rm -f "$S/enabled/$u" "${WANTS_DIR:-/nonexistent}/$u"
       if [[ $now == 1 ]]; then stop_port "$p"; fi
     done
     ;;
   restart)
     p=$(port_of "${units[0]}")
-    log "restart $p"
+    log "restart $p | $(snapshot)"
     stop_port "$p"
     start_port "$p"
     ;;
