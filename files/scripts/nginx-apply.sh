@@ -35,8 +35,8 @@
 #   NGINX_APPLY_LOCK_TIMEOUT  seconds to wait for a concurrent run (default 300)
 #   NGINX_APPLY_RELOAD_TIMEOUT  seconds to wait for a reload to take effect
 #                     (default 60)
-#   NGINX_PID_FILE    master pid file (default: the live config's `pid`
-#                     directive, else nginx's compiled-in --pid-path)
+#   NGINX_PID_FILE    master pid file (default: the `pid` directive in the
+#                     live nginx.conf, else nginx's compiled-in --pid-path)
 #
 # A reload is only a signal: `nginx -s reload` and `systemctl reload nginx`
 # return before the master has re-read the config, opened new listen sockets
@@ -176,16 +176,16 @@ nginx_test() { # $1 = nginx.conf to test; output captured by caller
   "$NGINX_BIN" -t -c "$1" 2>&1 9<&-
 }
 
-# The master's pid file: NGINX_PID_FILE, else the first `pid` directive of
-# the live config (nginx -T prints nginx.conf first), else --pid-path.
+# The master's pid file: NGINX_PID_FILE, else the `pid` directive of the live
+# nginx.conf (a main-context directive: Debian's and ours set it there), else
+# nginx's compiled-in --pid-path. No config parse: this runs on every reload.
 pid_file() {
   local f
   if [[ -n ${NGINX_PID_FILE:-} ]]; then
     printf '%s' "$NGINX_PID_FILE"
     return
   fi
-  f=$("$NGINX_BIN" -T -c "$LIVE_CONF" 2>/dev/null 9<&- |
-    sed -n 's/^[[:space:]]*pid[[:space:]]\{1,\}\([^;[:space:]]\{1,\}\)[[:space:]]*;.*/\1/p' | head -n 1) || f=
+  f=$(sed -n 's/^[[:space:]]*pid[[:space:]]\{1,\}\([^;[:space:]]\{1,\}\)[[:space:]]*;.*/\1/p' "$LIVE_CONF" 2>/dev/null | tail -n 1) || f=
   if [[ -z $f ]]; then
     f=$("$NGINX_BIN" -V 2>&1 9<&- | grep -o -- '--pid-path=[^[:space:]]*' | head -n 1) || f=
     f=${f#--pid-path=}
