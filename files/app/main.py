@@ -23,6 +23,7 @@ import json
 import os
 import secrets
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Dict, MutableMapping, Optional, Set, Tuple
 from urllib.parse import parse_qs
@@ -62,21 +63,56 @@ app = FastAPI(title="fastapi-edge", version=APP_VERSION)
 
 
 class ConnectionStats:
-    """Counts distinct TCP peers (host, port) and requests seen."""
+    """Counts TCP connections and requests seen.
+
+    A connection is one transport object: each is counted the first time a
+    request arrives on it, and remembered only weakly, so a new connection is
+    never mistaken for an old one even when the kernel gives it the same
+    (host, port) as one that closed (loopback ports are reused quickly).
+    Requests whose transport cannot be reached fall back to distinct
+    (host, port) peers.
+    """
 
     def __init__(self) -> None:
+        self._seen: "weakref.WeakSet[object]" = weakref.WeakSet()
+        self.transports = 0
         self.peers: Set[Tuple[str, int]] = set()
         self.requests = 0
 
     def reset(self) -> None:
+        self._seen = weakref.WeakSet()
+        self.transports = 0
         self.peers.clear()
         self.requests = 0
 
+    def note(self, transport: Optional[object], peer: Optional[Tuple[str, int]]) -> None:
+        self.requests += 1
+        if transport is not None:
+            try:
+                if transport not in self._seen:
+                    self._seen.add(transport)
+                    self.transports += 1
+                return
+            except TypeError:  # not weakly referenceable: count by peer
+                pass
+        if peer is not None:
+            self.peers.add(peer)
+
     def snapshot(self) -> Dict[str, int]:
-        return {"connections": len(self.peers), "requests": self.requests}
+        return {"connections": self.transports + len(self.peers), "requests": self.requests}
 
 
 STATS = ConnectionStats()
+
+
+def _transport(receive: Receive) -> Optional[Any]:
+    """The transport of the TCP connection that carries this request.
+
+    The protocol object that owns `receive` (uvicorn's per-request cycle or
+    websocket protocol) holds it.
+    """
+    owner = getattr(receive, "__self__", None)
+    return getattr(owner, "transport", None)
 
 
 def _tcp_peer(scope: Scope, receive: Receive) -> Optional[Tuple[str, int]]:
@@ -84,12 +120,10 @@ def _tcp_peer(scope: Scope, receive: Receive) -> Optional[Tuple[str, int]]:
 
     uvicorn's --proxy-headers rewrites scope["client"] to (X-Forwarded-For, 0)
     for trusted proxies, which would hide the proxy's source port. The
-    protocol object that owns `receive` (uvicorn's per-request cycle or
-    websocket protocol) holds the transport, whose peername is the true
-    (host, port) of the TCP connection. Fall back to scope["client"].
+    transport's peername is the true (host, port) of the TCP connection.
+    Fall back to scope["client"].
     """
-    owner = getattr(receive, "__self__", None)
-    transport = getattr(owner, "transport", None)
+    transport = _transport(receive)
     if transport is not None:
         try:
             peer = transport.get_extra_info("peername")
@@ -112,10 +146,7 @@ class ConnectionStatsMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("type") in ("http", "websocket") and scope.get("path") != "/_stats":
-            self.stats.requests += 1
-            peer = _tcp_peer(scope, receive)
-            if peer is not None:
-                self.stats.peers.add(peer)
+            self.stats.note(_transport(receive), _tcp_peer(scope, receive))
         await self.app(scope, receive, send)
 
 

@@ -1,6 +1,7 @@
 // Live test of files/app/main.py under real uvicorn, started the way the
 // systemd unit does it: through files/scripts/run-app.sh.
 import http from "node:http";
+import net from "node:net";
 import { readFileSync } from "node:fs";
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
@@ -10,6 +11,7 @@ import WebSocket from "ws";
 import {
   APP_DIR,
   SYSTEM_PYTHON,
+  freePort,
   freePorts,
   httpJson,
   httpRequest,
@@ -235,6 +237,24 @@ describe("run-app.sh + main.py under uvicorn", () => {
       await httpRequest(`${base(trustedPort)}/api/hello`, { headers: { Connection: "close" } });
     }
     expect(await stats()).toEqual({ connections: 4, requests: 8 });
+
+    // 2 connections one after the other from the same local port (the server
+    // closes first, so the port is free again at once): 2 connections, not 1,
+    // as happens to a proxy that opens one connection per request.
+    const localPort = await freePort();
+    for (let i = 0; i < 2; i++) {
+      const reply = await new Promise<string>((resolve, reject) => {
+        const sock = net.connect({ host: "127.0.0.1", port: trustedPort, localAddress: "127.0.0.1", localPort });
+        let data = "";
+        sock.setEncoding("utf8");
+        sock.on("error", reject);
+        sock.on("connect", () => sock.write("GET /api/hello HTTP/1.1\r\nHost: stats.test\r\nConnection: close\r\n\r\n"));
+        sock.on("data", (chunk: string) => (data += chunk));
+        sock.on("close", () => resolve(data));
+      });
+      expect(reply).toMatch(/^HTTP\/1\.1 200 /);
+    }
+    expect(await stats()).toEqual({ connections: 6, requests: 10 });
   });
 
   it("/_stats does not exist without FASTAPI_EDGE_STATS=1", async () => {
