@@ -31,6 +31,7 @@ import {
   APP_DIR,
   REPO_ROOT,
   SYSTEM_PYTHON,
+  collectResponse,
   freePorts,
   isAlive,
   run,
@@ -41,6 +42,7 @@ import {
   waitFor,
   waitForHttp,
   waitForPort,
+  type HttpResponse,
   type RunResult,
   type StartedProcess,
 } from "./proc";
@@ -98,12 +100,7 @@ export interface LiveSiteOptions {
   startTimeoutMs?: number;
 }
 
-export interface Response {
-  status: number;
-  headers: http.IncomingHttpHeaders;
-  body: Buffer;
-  text: string;
-}
+export type Response = HttpResponse;
 
 export interface RequestOptions {
   method?: string;
@@ -256,55 +253,40 @@ export async function stopNginx(pid: number): Promise<void> {
 // ---------------------------------------------------------------- HTTP
 
 export function httpsRequest(port: number, p: string, ca: string | Buffer, opts: RequestOptions & { servername: string; host: string }): Promise<Response> {
-  return new Promise((resolve, reject) => {
-    const req = https.request(
-      {
-        host: "127.0.0.1",
-        port,
-        path: p,
-        method: opts.method ?? "GET",
-        servername: opts.servername,
-        ca,
-        agent: false,
-        ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
-        headers: { Host: opts.host, ...(opts.headers ?? {}) },
-      },
-      (res) => collect(res, resolve, reject),
-    );
-    req.setTimeout(opts.timeoutMs ?? 15_000, () => req.destroy(new Error(`timeout: https ${p}`)));
-    req.on("error", reject);
-    req.end(opts.body);
-  });
+  return send(https.request, { servername: opts.servername, ca }, port, p, opts, "https");
 }
 
 export function plainRequest(port: number, p: string, opts: RequestOptions & { host: string }): Promise<Response> {
+  return send(http.request, {}, port, p, opts, "http");
+}
+
+/** One request to 127.0.0.1:port with a fresh connection (no agent). */
+function send(
+  request: typeof https.request,
+  tlsOptions: https.RequestOptions,
+  port: number,
+  p: string,
+  opts: RequestOptions & { host: string },
+  scheme: string,
+): Promise<Response> {
   return new Promise((resolve, reject) => {
-    const req = http.request(
+    const req = request(
       {
         host: "127.0.0.1",
         port,
         path: p,
         method: opts.method ?? "GET",
+        ...tlsOptions,
         agent: false,
-        headers: { Host: opts.host, ...(opts.headers ?? {}) },
         ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
+        headers: { Host: opts.host, ...(opts.headers ?? {}) },
       },
-      (res) => collect(res, resolve, reject),
+      (res) => collectResponse(res, resolve, reject),
     );
-    req.setTimeout(opts.timeoutMs ?? 15_000, () => req.destroy(new Error(`timeout: http ${p}`)));
+    req.setTimeout(opts.timeoutMs ?? 15_000, () => req.destroy(new Error(`timeout: ${scheme} ${p}`)));
     req.on("error", reject);
     req.end(opts.body);
   });
-}
-
-function collect(res: http.IncomingMessage, resolve: (r: Response) => void, reject: (e: Error) => void): void {
-  const chunks: Buffer[] = [];
-  res.on("data", (c: Buffer) => chunks.push(c));
-  res.on("end", () => {
-    const body = Buffer.concat(chunks);
-    resolve({ status: res.statusCode ?? 0, headers: res.headers, body, text: body.toString("utf8") });
-  });
-  res.on("error", reject);
 }
 
 /** Raw bytes to 127.0.0.1:port (TLS with SNI when servername is given), collected until close. */

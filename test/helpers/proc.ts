@@ -264,20 +264,23 @@ export interface HttpOptions {
   timeoutMs?: number;
 }
 
+/** Read a whole response (status, headers, body) and hand it to resolve. */
+export function collectResponse(res: http.IncomingMessage, resolve: (r: HttpResponse) => void, reject: (e: Error) => void): void {
+  const chunks: Buffer[] = [];
+  res.on("data", (c: Buffer) => chunks.push(c));
+  res.on("end", () => {
+    const body = Buffer.concat(chunks);
+    resolve({ status: res.statusCode ?? 0, headers: res.headers, body, text: body.toString("utf8") });
+  });
+  res.on("error", reject);
+}
+
 export function httpRequest(url: string, opts: HttpOptions = {}): Promise<HttpResponse> {
   return new Promise((resolve, reject) => {
     const req = http.request(
       url,
       { method: opts.method ?? "GET", headers: opts.headers ?? {}, agent: opts.agent ?? false },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on("data", (c: Buffer) => chunks.push(c));
-        res.on("end", () => {
-          const body = Buffer.concat(chunks);
-          resolve({ status: res.statusCode ?? 0, headers: res.headers, body, text: body.toString("utf8") });
-        });
-        res.on("error", reject);
-      },
+      (res) => collectResponse(res, resolve, reject),
     );
     req.setTimeout(opts.timeoutMs ?? 15_000, () => req.destroy(new Error(`timeout: ${url}`)));
     req.on("error", reject);

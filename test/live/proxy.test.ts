@@ -10,7 +10,7 @@ import { writeFileSync, readFileSync, mkdirSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
-import { accessLogLines, startLiveSite, staticPayload, wrkFailures, type LiveSite, type Response } from "../helpers/live-site";
+import { accessLogLines, startLiveSite, staticPayload, wrkFailures, type AppStats, type LiveSite, type Response, type WrkResult } from "../helpers/live-site";
 import { sleep } from "../helpers/proc";
 
 const HSTS = "max-age=63072000; includeSubDomains";
@@ -298,27 +298,45 @@ describe("rate limit on /auth/token (5r/m, burst 10)", () => {
 });
 
 describe("upstream keepalive", () => {
-  it("under wrk load the app gets at most 1 new TCP connection per 1,000 proxied requests", async () => {
-    // One wrk run (30 connections, below the 32 idle connections each nginx
-    // worker keeps); the app's counters are read while it runs, once the pool
-    // has formed (t=1.5s) and 3 s later. The window ends long before any
-    // upstream connection serves 1,000 requests (nginx's default upstream
-    // keepalive_requests, after which it opens a fresh one by design), so a
-    // new connection inside it is a request keepalive failed to serve.
-    const connections = 30;
-    await site.resetStats();
-    const wrk = await site.startWrk({ url: site.httpsUrl("/api/hello"), connections, threads: 2, durationS: 60 });
-    // (a failure before stop() leaves wrk to site.stop() in afterAll)
+  interface Window {
+    wrk: WrkResult;
+    /** App counters when the window opened and closed. */
+    s0: AppStats;
+    s1: AppStats;
+    proxied: number;
+    fresh: number;
+    perThousand: number;
+  }
+
+  /**
+   * wrk (30 connections, TLS) against `front`'s nginx for up to 60 s; the
+   * app's counters are read once the pool has formed (t=1.5 s) and `windowMs`
+   * later, then wrk is stopped. New app connections per 1,000 proxied
+   * requests inside that window.
+   */
+  async function measureWindow(front: LiveSite, windowMs: number): Promise<Window> {
+    const wrk = await front.startWrk({ url: front.httpsUrl("/api/hello"), connections: 30, threads: 2, durationS: 60 });
+    // (a failure before stop() leaves wrk to the site's stop())
     await sleep(1_500);
     const s0 = await site.stats();
-    await sleep(3_000);
+    await sleep(windowMs);
     const s1 = await site.stats();
     const res = await wrk.stop();
     const proxied = s1.requests - s0.requests;
     const fresh = s1.connections - s0.connections;
-    const perThousand = (fresh * 1000) / proxied;
+    return { wrk: res, s0, s1, proxied, fresh, perThousand: (fresh * 1000) / proxied };
+  }
+
+  it("under wrk load the app gets at most 1 new TCP connection per 1,000 proxied requests", async () => {
+    // 30 connections, below the 32 idle connections each nginx worker keeps;
+    // a 3 s window that ends long before any upstream connection serves
+    // 1,000 requests (nginx's default upstream keepalive_requests, after
+    // which it opens a fresh one by design), so a new connection inside it
+    // is a request keepalive failed to serve.
+    await site.resetStats();
+    const { wrk: res, s0, s1, proxied, fresh, perThousand } = await measureWindow(site, 3_000);
     console.log(
-      `keepalive: wrk ${res.requests} requests (${res.rps.toFixed(0)}/s, ${connections} connections); ` +
+      `keepalive: wrk ${res.requests} requests (${res.rps.toFixed(0)}/s, 30 connections); ` +
         `window: ${proxied} proxied, ${fresh} new app connections = ${perThousand.toFixed(2)} per 1,000; ` +
         `pool formed at t=1.5s: ${s0.connections} connections for ${s0.requests} requests`,
     );
@@ -339,15 +357,8 @@ describe("upstream keepalive", () => {
     // is taken blur the figure, by at most one per wrk connection.
     const seed = await startLiveSite({ variant: "seed", reuseAppPorts: site.appPorts });
     try {
-      const wrk = await seed.startWrk({ url: seed.httpsUrl("/api/hello"), connections: 30, threads: 2, durationS: 60 });
-      await sleep(1_500);
-      const s0 = await site.stats();
-      await sleep(2_000);
-      const s1 = await site.stats();
-      const res = await wrk.stop();
-      const proxied = s1.requests - s0.requests;
-      const perThousand = ((s1.connections - s0.connections) * 1000) / proxied;
-      console.log(`seed keepalive: window ${proxied} proxied, ${s1.connections - s0.connections} new app connections = ${perThousand.toFixed(0)} per 1,000`);
+      const { wrk: res, proxied, fresh, perThousand } = await measureWindow(seed, 2_000);
+      console.log(`seed keepalive: window ${proxied} proxied, ${fresh} new app connections = ${perThousand.toFixed(0)} per 1,000`);
       expect(wrkFailures(res)).toBe(0);
       expect(perThousand).toBeGreaterThan(950);
     } finally {

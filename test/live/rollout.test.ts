@@ -1,15 +1,13 @@
-// Live test of files/scripts/app-rollout.sh. systemd is replaced by a fake
-// SYSTEMCTL that (re)starts REAL uvicorn processes (through run-app.sh) per
+// Live test of files/scripts/app-rollout.sh. systemd is replaced by
+// test/helpers/fake-systemctl.sh, which (re)starts REAL uvicorn processes (through run-app.sh) per
 // port and records every call, plus what all watched ports answered at the
 // moment of each restart, so one-at-a-time order can be asserted.
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { FAKE_SYSTEMCTL, fakeSystemdEnv } from "../helpers/fake-systemd";
 import {
-  APP_DIR,
-  REPO_ROOT,
-  SYSTEM_PYTHON,
   freePorts,
   httpJson,
   isAlive,
@@ -23,8 +21,6 @@ import {
 let dir = "";
 let state = "";
 let wantsDir = "";
-let fakeSystemctl = "";
-let fakeJournalctl = "";
 let ports: number[] = [];
 let a = 0;
 let b = 0;
@@ -32,46 +28,20 @@ let c = 0;
 let extraRunning = 0;
 let extraEnabledOnly = 0;
 
-// The fakes live in test/helpers (shared with the stress rollout test).
-const FAKE_SYSTEMCTL = path.join(REPO_ROOT, "test", "helpers", "fake-systemctl.sh");
-const FAKE_JOURNALCTL = path.join(REPO_ROOT, "test", "helpers", "fake-journalctl.sh");
-
 function rollout(args: string[], extra: Record<string, string> = {}): Promise<RunResult> {
   return run(script("app-rollout.sh"), args, {
-    env: {
-      ...process.env,
-      SYSTEMCTL: fakeSystemctl,
-      JOURNALCTL: fakeJournalctl,
+    env: fakeSystemdEnv(state, {
       WANTS_DIR: wantsDir,
-      FAKE_STATE: state,
-      FAKE_RUN_APP: script("run-app.sh"),
       FAKE_WATCH_PORTS: [a, b, c].join(" "),
-      APP_MODULE: "main:app",
-      APP_DIR,
-      FORWARDED_ALLOW_IPS: "127.0.0.1",
-      PYTHON: SYSTEM_PYTHON,
-      PYTHONDONTWRITEBYTECODE: "1",
       HEALTH_INTERVAL: "0.2",
       ...extra,
-    },
+    }),
     timeoutMs: 180_000,
   });
 }
 
 function fake(args: string[], extra: Record<string, string> = {}): Promise<RunResult> {
-  return run(fakeSystemctl, args, {
-    env: {
-      ...process.env,
-      FAKE_STATE: state,
-      FAKE_RUN_APP: script("run-app.sh"),
-      APP_MODULE: "main:app",
-      APP_DIR,
-      FORWARDED_ALLOW_IPS: "127.0.0.1",
-      PYTHON: SYSTEM_PYTHON,
-      PYTHONDONTWRITEBYTECODE: "1",
-      ...extra,
-    },
-  });
+  return run(FAKE_SYSTEMCTL, args, { env: fakeSystemdEnv(state, extra) });
 }
 
 function calls(): string[] {
@@ -98,8 +68,6 @@ beforeAll(async () => {
   wantsDir = path.join(dir, "wants");
   mkdirSync(state);
   mkdirSync(wantsDir);
-  fakeSystemctl = FAKE_SYSTEMCTL;
-  fakeJournalctl = FAKE_JOURNALCTL;
   ports = await freePorts(5);
   [a, b, c, extraRunning, extraEnabledOnly] = ports;
 });

@@ -116,7 +116,8 @@ export interface NginxMemory {
   totalKb: number;
 }
 
-function rssKb(pid: number): number {
+/** Resident set size of a process in KiB (VmRSS), 0 when it is gone. */
+export function rssKb(pid: number): number {
   try {
     const m = /^VmRSS:\s+([0-9]+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
     return m ? Number(m[1]) : 0;

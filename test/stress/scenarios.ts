@@ -10,8 +10,10 @@ import path from "node:path";
 import { RawConfig } from "../../lib/config";
 import { rolloutSettleSeconds } from "../../lib/hostfiles";
 import { childPids, startLiveSite, wrkFailures, type LiveSite, type WrkResult } from "../helpers/live-site";
-import { APP_DIR, REPO_ROOT, SYSTEM_PYTHON, freePorts, httpJson, isAlive, run, script, sleep, stopPidFiles, type RunResult } from "../helpers/proc";
-import { cpuTicks, establishedOn, median, nginxMemory, nginxWorkerFds, nofileLimit, startJsonChild, type ChildEvent, type JsonChild, type NginxMemory } from "./kit";
+import { fakeSystemdEnv } from "../helpers/fake-systemd";
+import { freePorts, httpJson, isAlive, run, script, sleep, stopPidFiles, type RunResult } from "../helpers/proc";
+import type { KindStats } from "./slow-clients";
+import { cpuTicks, establishedOn, median, nginxMemory, nginxWorkerFds, nofileLimit, rssKb, startJsonChild, type ChildEvent, type JsonChild, type NginxMemory } from "./kit";
 
 export type Log = (line: string) => void;
 const quiet: Log = () => undefined;
@@ -22,15 +24,6 @@ export function errorLogLines(site: LiveSite, re: RegExp): string[] {
   return readFileSync(site.errorLog, "utf8")
     .split("\n")
     .filter((l) => re.test(l));
-}
-
-function rssKbOf(pid: number): number {
-  try {
-    const m = /^VmRSS:\s+([0-9]+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-    return m ? Number(m[1]) : 0;
-  } catch {
-    return 0;
-  }
 }
 
 export function wrkLine(r: WrkResult): string {
@@ -198,16 +191,6 @@ export interface PhaseFigures {
   runs: WrkResult[];
 }
 
-export interface KindStats {
-  clients: number;
-  connects: number;
-  connectErrors: number;
-  closedByServer: number;
-  responses: Record<string, number>;
-  bytesSent: number;
-  bytesRead: number;
-  open: number;
-}
 
 export interface AttackEvent extends ChildEvent {
   elapsedMs: number;
@@ -303,7 +286,7 @@ export async function slowClientsScenario(o: SlowOptions = {}): Promise<SlowFigu
       log(`${target}: idle`);
       const idleRuns = await measure(site, urls[target], Math.ceil(n / 2), sampleSeconds, log, `${target} idle`);
       const appConnectionsIdle = await establishedOn(appPort);
-      const appRssIdleKb = rssKbOf(appPid);
+      const appRssIdleKb = rssKb(appPid);
       const phaseMs = rampMs + maxSettleMs + n * (sampleSeconds + 3) * 1000 + 10_000;
       await site.resetStats();
       const attacker = startJsonChild("slow-clients.ts", {
@@ -343,7 +326,7 @@ export async function slowClientsScenario(o: SlowOptions = {}): Promise<SlowFigu
           app: (ticks("app") - c0.app) / 100 / secs,
         };
         const appConnections = await establishedOn(appPort);
-        const appRssKb = rssKbOf(appPid);
+        const appRssKb = rssKb(appPid);
         const nginxRssKb = nginxMemory(site.nginxPid()).totalKb;
         attacker.send({ cmd: "exit" });
         const done = await attacker.next<AttackEvent>("done", 10_000);
@@ -544,11 +527,6 @@ export interface RolloutFigures {
 }
 
 
-const HELPERS_DIR = path.join(REPO_ROOT, "test", "helpers");
-
-/** The fake systemctl and journalctl of the rollout tests (bash; see the files' headers). */
-export const FAKE_SYSTEMCTL = path.join(HELPERS_DIR, "fake-systemctl.sh");
-export const FAKE_JOURNALCTL = path.join(HELPERS_DIR, "fake-journalctl.sh");
 
 /**
  * Two app processes managed by a fake systemctl (real uvicorn via run-app.sh)
@@ -564,26 +542,16 @@ export async function rolloutScenario(o: RolloutOptions = {}): Promise<RolloutFi
   let site: LiveSite | null = null;
   try {
     const ports = await freePorts(2);
-    const env = (version: string, settle: number): NodeJS.ProcessEnv => ({
-      ...process.env,
-      SYSTEMCTL: `bash ${FAKE_SYSTEMCTL}`,
-      JOURNALCTL: `bash ${FAKE_JOURNALCTL}`,
-      WANTS_DIR: path.join(dir, "wants"),
-      FAKE_STATE: state,
-      FAKE_RUN_APP: script("run-app.sh"),
-      // As in /etc/fastapi-edge/app.env.
-      APP_MODULE: "main:app",
-      APP_DIR,
-      FORWARDED_ALLOW_IPS: "127.0.0.1",
-      PYTHON: SYSTEM_PYTHON,
-      PYTHONDONTWRITEBYTECODE: "1",
-      APP_VERSION: version,
-      // As components/app.ts runs it.
-      HEALTH_PATH: "/healthz",
-      EXPECT_VERSION: version,
-      HEALTH_INTERVAL: "0.2",
-      SETTLE_SECONDS: String(settle),
-    });
+    const env = (version: string, settle: number): NodeJS.ProcessEnv =>
+      fakeSystemdEnv(state, {
+        WANTS_DIR: path.join(dir, "wants"),
+        APP_VERSION: version,
+        // As components/app.ts runs it.
+        HEALTH_PATH: "/healthz",
+        EXPECT_VERSION: version,
+        HEALTH_INTERVAL: "0.2",
+        SETTLE_SECONDS: String(settle),
+      });
     const first = await run(rolloutScript, ports.map(String), { env: env("1.0.0", 0), timeoutMs: 120_000 });
     if (first.code !== 0) throw new Error(`initial rollout failed:\n${first.stdout}\n${first.stderr}`);
     site = await startLiveSite({ reuseAppPorts: ports, config: o.config ?? {} });

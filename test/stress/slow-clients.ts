@@ -48,7 +48,7 @@ interface SlowConfig {
 
 type Kind = "header" | "body" | "reader";
 
-interface KindStats {
+export interface KindStats {
   clients: number;
   connects: number;
   connectErrors: number;
