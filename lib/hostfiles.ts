@@ -159,7 +159,6 @@ export function renderExpiryUnits(c: EdgeConfig, region: string): { service: str
   return { service, timer };
 }
 
-
 /**
  * Pause between two app processes in a rolling restart. While a process
  * restarts nginx counts its refused connections and, after max_fails, keeps it

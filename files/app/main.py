@@ -115,7 +115,7 @@ def _transport(receive: Receive) -> Optional[Any]:
     return getattr(owner, "transport", None)
 
 
-def _tcp_peer(scope: Scope, receive: Receive) -> Optional[Tuple[str, int]]:
+def _tcp_peer(scope: Scope, transport: Optional[Any]) -> Optional[Tuple[str, int]]:
     """The real TCP peer of this request.
 
     uvicorn's --proxy-headers rewrites scope["client"] to (X-Forwarded-For, 0)
@@ -123,7 +123,6 @@ def _tcp_peer(scope: Scope, receive: Receive) -> Optional[Tuple[str, int]]:
     transport's peername is the true (host, port) of the TCP connection.
     Fall back to scope["client"].
     """
-    transport = _transport(receive)
     if transport is not None:
         try:
             peer = transport.get_extra_info("peername")
@@ -146,7 +145,8 @@ class ConnectionStatsMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("type") in ("http", "websocket") and scope.get("path") != "/_stats":
-            self.stats.note(_transport(receive), _tcp_peer(scope, receive))
+            transport = _transport(receive)
+            self.stats.note(transport, _tcp_peer(scope, transport))
         await self.app(scope, receive, send)
 
 
