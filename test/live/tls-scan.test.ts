@@ -132,7 +132,13 @@ afterAll(async () => {
 describe("testssl.sh against the live site", () => {
   it("scanned the site's name on 127.0.0.1 and trusted the chain", () => {
     expect(findings.length).toBeGreaterThan(50);
-    for (const f of findings.filter((x) => x.ip !== "")) {
+    // Notes about the scanning client itself carry no target: testssl writes
+    // them before it connects, with ip "" or "/" (e.g. engine_problem: "No
+    // engine or GOST support via engine with your /usr/bin/openssl", which
+    // depends on how the machine's OpenSSL was built, not on the site).
+    const aboutClient = findings.filter((x) => x.ip === "" || x.ip === "/");
+    if (aboutClient.length > 0) console.log(`testssl: notes about the scanning client: ${aboutClient.map((f) => `${f.id} (${f.finding})`).join("; ")}`);
+    for (const f of findings.filter((x) => !aboutClient.includes(x))) {
       expect(f.ip, f.id).toBe(`${site.domain}/127.0.0.1`);
       expect(f.port, f.id).toBe(String(site.httpsPort));
     }
