@@ -271,8 +271,8 @@ async function main(): Promise<number> {
       "each TCP connection (transport) once, the first time a request arrives on it, so a connection that reuses a " +
       "closed one's loopback port still counts. The whole-run figure includes the pool nginx opens at the start of the run (up " +
       "to " + a.connections + " connections; idle upstream connections expire after 60 s) and the fresh connection " +
-      "nginx opens after 1,000 requests on one (its upstream `keepalive_requests` default); the second figure starts " +
-      "counting once the first quarter of the run is over.",
+      "nginx opens after `keepalive_requests` requests on one (10,000 in our upstream, 1,000 by default); the second " +
+      "figure starts counting once the first quarter of the run is over.",
     "- The seed config's nginx sends `Connection: close` upstream (no `proxy_set_header Connection \"\"`), so its " +
       "`keepalive 32` never engages.",
     "- Static comparisons serve the same files from the same directory: nginx with sendfile over TLS, the app with " +

@@ -27,6 +27,7 @@ describe("renderer", () => {
     const all = set.nginx.map((f) => f.content).join("\n");
     // keepalive only engages with HTTP/1.1 and a cleared Connection header
     expect(all).toMatch(/keepalive 32;/);
+    expect(all).toMatch(/keepalive_requests 10000;/);
     expect(all).toMatch(/proxy_http_version 1\.1;/);
     expect(fileText(set.nginx, "conf/fastapi-edge/site.conf")).toMatch(/location \/ \{\n\s+include fastapi-edge\/snippets\/proxy\.conf;\n\s+proxy_set_header Connection "";/);
     // Mozilla intermediate, not HIGH:!aNULL:!MD5
