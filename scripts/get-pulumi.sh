@@ -1,24 +1,25 @@
 #!/usr/bin/env bash
-# Make the real Pulumi engine available offline, built from Go modules.
+# Make the real Pulumi engine available, also on machines without internet access.
 #
-# Builds (or reuses) three binaries into a cache directory outside git:
-#   pulumi                   CLI / engine            (github.com/pulumi/pulumi/pkg/v3 v3.259.0)
-#   pulumi-language-nodejs   Node.js language host   (same SDK release)
-#   pulumi-resource-command  command provider        (github.com/pulumi/pulumi-command v1.2.1)
+#   pulumi                   CLI / engine: a pulumi on PATH, or built from Go modules
+#                            (github.com/pulumi/pulumi/pkg/v3 v3.259.0, served by the proxy)
+#   pulumi-language-nodejs   Node.js language host: the one shipped beside that CLI, or built
+#                            from ../shared/vendor/ (sdk/nodejs/cmd/pulumi-language-nodejs, v3.259.0)
+#   command plugin v1.2.1    installed in $PULUMI_HOME like a downloaded plugin: downloaded by
+#                            pulumi where it can, else built from ../shared/vendor/ and installed
+#                            with `pulumi plugin install resource command v1.2.1 --file BINARY`
 #
 # Usage:   PATH="$(scripts/get-pulumi.sh | tail -1):$PATH"
-# All progress goes to stderr; the last line of stdout is the bin directory.
+# All progress goes to stderr; the last line of stdout is the bin directory. Exits non-zero
+# if any of the three cannot be provided.
 #
 # Environment:
 #   FASTAPI_EDGE_CACHE      cache root (default ${XDG_CACHE_HOME:-$HOME/.cache}/fastapi-edge)
+#   FASTAPI_EDGE_VENDOR     plugin sources (default ../shared/vendor beside the repository)
+#   FASTAPI_EDGE_OFFLINE    1 = do not try to download the command plugin
+#   PULUMI_HOME             plugin cache (default $FASTAPI_EDGE_CACHE/pulumi-home)
 #   GET_PULUMI_FORCE_BUILD  1 = ignore a pulumi found on PATH, build the CLI from Go modules
-#   GET_PULUMI_STRICT       1 = exit non-zero if any of the three binaries is missing
-#                           (default: only a missing CLI is fatal; see docs/engine.md)
-#   GET_PULUMI_LEGACY_LANGHOST  0 = no fallback language host from sdk/v3 v3.68.0
 #   GET_PULUMI_RETRY        1 = ask the proxy again for module versions it refused < 24h ago
-#   GET_PULUMI_LANGHOST_VERSION, GET_PULUMI_COMMAND_VERSION
-#                           override the Go module (pseudo-)versions tried for the language
-#                           host and the command provider
 # Needs go and jq (installed with apt-get when missing and running as root).
 set -euo pipefail
 
@@ -31,33 +32,29 @@ CLI_MAIN="${PKG_MOD}/cmd/pulumi"
 CLI_LDFLAGS="-s -w -X ${SDK_MOD}/go/common/version.Version=${PULUMI_VERSION}"
 CLI_TAGS="osusergo,grpcnotrace"
 
-# The language host module has no tags of its own: only a pseudo-version of the commit
-# tagged v3.259.0 / sdk/v3.259.0 (0ac56e876614) names it.
-LANGHOST_MOD="github.com/pulumi/pulumi/sdk/nodejs/cmd/pulumi-language-nodejs/v3"
-LANGHOST_MAIN="${LANGHOST_MOD}"
-LANGHOST_VERSION="${GET_PULUMI_LANGHOST_VERSION:-v3.0.0-20260819165155-0ac56e876614}"
+# The language host and the command provider: the Go module proxy refuses both at these
+# versions (their folders have no tags of their own), so they are built from the public
+# sources at the exact upstream tags kept in ../shared/vendor/ (see its README).
+LANGHOST_TARBALL="pulumi-language-nodejs-${PULUMI_VERSION#v}.tar.gz"
+LANGHOST_SUBDIR="pulumi-${PULUMI_VERSION#v}/sdk/nodejs/cmd/pulumi-language-nodejs"
 LANGHOST_LDFLAGS="-s -w -X ${SDK_MOD}/go/common/version.Version=${PULUMI_VERSION}"
-# Fallback while the proxy refuses that module: sdk/v3 v3.68.0 is the last release whose
-# module still contains the language host as a package (v3.69.0 moved it to its own module).
-LEGACY_LANGHOST_SDK="v3.68.0"
-LEGACY_LANGHOST_MAIN="${SDK_MOD}/nodejs/cmd/pulumi-language-nodejs"
-LEGACY_LANGHOST_LDFLAGS="-s -w -X ${SDK_MOD}/go/common/version.Version=${LEGACY_LANGHOST_SDK}"
-
-# The command provider module (subdirectory provider/) has no tags either: pseudo-version of
-# the commit of v1.2.1 (f0839b236d7b, as sdk/v1.2.1 reports). The proxy here refuses both this
-# and the language host version above (403): see docs/engine.md.
-COMMAND_MOD="github.com/pulumi/pulumi-command/provider"
-COMMAND_MAIN="${COMMAND_MOD}/cmd/pulumi-resource-command"
-COMMAND_MODVERSION="${GET_PULUMI_COMMAND_VERSION:-v0.0.0-20260304002345-f0839b236d7b}"
-COMMAND_LDFLAGS="-s -w -X ${COMMAND_MOD}/pkg/version.Version=${COMMAND_VERSION}"
+COMMAND_TARBALL="pulumi-command-${COMMAND_VERSION#v}-provider.tar.gz"
+COMMAND_SUBDIR="pulumi-command-${COMMAND_VERSION#v}/provider"
+COMMAND_MAIN="./cmd/pulumi-resource-command"
+COMMAND_LDFLAGS="-s -w -X github.com/pulumi/pulumi-command/provider/pkg/version.Version=${COMMAND_VERSION#v}"
 
 CACHE_ROOT="${FASTAPI_EDGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fastapi-edge}"
 TOOLS_DIR="${CACHE_ROOT}/tools"
 BIN_DIR="${TOOLS_DIR}/bin"
 SRC_DIR="${TOOLS_DIR}/src"
 LOG_DIR="${TOOLS_DIR}/logs"
+VENDOR_DIR="$(realpath -m "${FASTAPI_EDGE_VENDOR:-$(dirname "$0")/../../shared/vendor}")"
+# Plugins are installed where the engine of scripts/pulumi-env.sh looks for them.
+export PULUMI_HOME="${PULUMI_HOME:-${CACHE_ROOT}/pulumi-home}"
 
 export PULUMI_SKIP_UPDATE_CHECK=true
+# Every build: module mode (no vendor/ dirs), no go.work, static binaries as upstream releases.
+export GOFLAGS="-mod=mod ${GOFLAGS:-}" GOWORK=off CGO_ENABLED=0
 
 log() { printf '[get-pulumi] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -149,7 +146,6 @@ wrapper_build() {
   : >"$logf"
   (
     cd "$dir"
-    export GOFLAGS="-mod=mod ${GOFLAGS:-}" GOWORK=off CGO_ENABLED=0
     {
       echo "+ go mod init fastapi-edge.local/tools/${name}"
       go mod init "fastapi-edge.local/tools/${name}"
@@ -213,13 +209,51 @@ ensure_cli() {
   [[ "$ver" == "$PULUMI_VERSION" ]] || die "built pulumi reports '${ver}', expected ${PULUMI_VERSION}"
 }
 
-ensure_langhost() {
-  local bin="${BIN_DIR}/pulumi-language-nodejs" real
-  if is_current "$bin" "$LANGHOST_MAIN" "$LANGHOST_LDFLAGS" "$LANGHOST_MOD" "$LANGHOST_VERSION"; then
-    log "pulumi-language-nodejs ${LANGHOST_VERSION}: cached"
+# vendor_build NAME TARBALL SUBDIR MAINPKG LDFLAGS [go mod edit args...]
+# Builds MAINPKG of the Go module in SUBDIR of ../shared/vendor/TARBALL into $BIN_DIR/NAME.
+# The binary is reused while the tarball and the flags are unchanged (stamp NAME.buildinfo).
+vendor_build() {
+  local name="$1" tarball="$2" subdir="$3" main="$4" ldflags="$5"
+  shift 5
+  local src="${VENDOR_DIR}/${tarball}" dir="${SRC_DIR}/${name}" logf="${LOG_DIR}/${name}.log"
+  local bin="${BIN_DIR}/${name}" stamp t0
+  [[ -f "$src" ]] || { log "${name}: source archive ${src} is missing (set FASTAPI_EDGE_VENDOR)"; return 1; }
+  stamp="source: $(sha256sum "$src" | cut -d' ' -f1) ${tarball}
+ldflags: ${ldflags}
+edits: $*"
+  if [[ -x "$bin" && -f "${bin}.buildinfo" ]] && [[ "$(sed -n '1,3p' "${bin}.buildinfo")" == "$stamp" ]]; then
+    log "${name}: cached (${bin})"
     return 0
   fi
-  # A CLI reused from PATH usually ships its own language host beside it.
+  have_go || { log "go is missing: cannot build ${name}"; return 1; }
+  t0="$(now)"
+  log "building ${name} from ${tarball} (log: ${logf})"
+  rm -rf "$dir"
+  mkdir -p "$dir" "$BIN_DIR" "$LOG_DIR"
+  (
+    tar -xzf "$src" -C "$dir"
+    cd "${dir}/${subdir}"
+    if (($#)); then
+      echo "+ go mod edit $*"
+      go mod edit "$@"
+    fi
+    echo "+ go build -trimpath -ldflags '${ldflags}' -o ${BIN_DIR}/.${name}.tmp ${main}"
+    go build -trimpath -ldflags "$ldflags" -o "${BIN_DIR}/.${name}.tmp" "$main"
+  ) >"$logf" 2>&1 || {
+    log "FAILED to build ${name}; last lines of ${logf}:"
+    tail -n 15 "$logf" >&2
+    rm -f "${BIN_DIR}/.${name}.tmp"
+    return 1
+  }
+  mv -f "${BIN_DIR}/.${name}.tmp" "$bin"
+  printf '%s\n' "$stamp" >"${bin}.buildinfo"
+  rm -rf "$dir"
+  log "built ${name} in $(($(now) - t0))s"
+}
+
+ensure_langhost() {
+  local bin="${BIN_DIR}/pulumi-language-nodejs" real
+  # A CLI reused from PATH ships its own language host beside it: use that one.
   if [[ -L "${BIN_DIR}/pulumi" ]]; then
     real="$(dirname "$(readlink -f "${BIN_DIR}/pulumi")")/pulumi-language-nodejs"
     if [[ -x "$real" ]]; then
@@ -228,52 +262,33 @@ ensure_langhost() {
       return 0
     fi
   fi
-  have_go || { log "go is missing: cannot build pulumi-language-nodejs"; return 1; }
-  if wrapper_build pulumi-language-nodejs "$LANGHOST_MAIN" "$LANGHOST_LDFLAGS" "" \
-    "${LANGHOST_MOD}@${LANGHOST_VERSION}" "${PKG_MOD}@${PULUMI_VERSION}" "${SDK_MOD}@${PULUMI_VERSION}"; then
-    return 0
-  fi
-  [[ "${GET_PULUMI_LEGACY_LANGHOST:-1}" == 1 ]] || return 1
-  log "WARNING: pulumi-language-nodejs ${PULUMI_VERSION} could not be built; falling back to the language" \
-    "host of sdk/v3 ${LEGACY_LANGHOST_SDK} (GET_PULUMI_LEGACY_LANGHOST=0 disables; see docs/engine.md)"
-  if is_current "$bin" "$LEGACY_LANGHOST_MAIN" "$LEGACY_LANGHOST_LDFLAGS" "$SDK_MOD" "$LEGACY_LANGHOST_SDK"; then
-    log "pulumi-language-nodejs ${LEGACY_LANGHOST_SDK} (fallback): cached"
-    return 0
-  fi
-  wrapper_build pulumi-language-nodejs "$LEGACY_LANGHOST_MAIN" "$LEGACY_LANGHOST_LDFLAGS" "" \
-    "${SDK_MOD}@${LEGACY_LANGHOST_SDK}"
+  [[ ! -L "$bin" ]] || rm -f "$bin"
+  # Upstream's go.mod points pkg/v3 and sdk/v3 at folders of the same repository;
+  # the released modules of the same tag replace them.
+  vendor_build pulumi-language-nodejs "$LANGHOST_TARBALL" "$LANGHOST_SUBDIR" . "$LANGHOST_LDFLAGS" \
+    -dropreplace "${PKG_MOD}" -dropreplace "${SDK_MOD}" \
+    -require "${PKG_MOD}@${PULUMI_VERSION}" -require "${SDK_MOD}@${PULUMI_VERSION}"
 }
 
-ensure_command_provider() {
-  local bin="${BIN_DIR}/pulumi-resource-command"
-  if is_current "$bin" "$COMMAND_MAIN" "$COMMAND_LDFLAGS" "$COMMAND_MOD" "$COMMAND_MODVERSION"; then
-    log "pulumi-resource-command ${COMMAND_VERSION}: cached"
+# The command provider as an installed plugin in $PULUMI_HOME, exactly where `pulumi` puts a
+# downloaded one. Online, pulumi downloads it; offline (or when the download fails) it is
+# built from ../shared/vendor/ and installed from the file.
+ensure_command_plugin() {
+  local pulumi="${BIN_DIR}/pulumi" ver="${COMMAND_VERSION#v}"
+  if "$pulumi" plugin ls --json 2>/dev/null |
+    jq -e --arg v "$ver" 'any(.[]; .name == "command" and .kind == "resource" and .version == $v)' >/dev/null; then
+    log "pulumi-resource-command ${COMMAND_VERSION}: installed in ${PULUMI_HOME}"
     return 0
   fi
-  have_go || { log "go is missing: cannot build pulumi-resource-command"; return 1; }
-  wrapper_build pulumi-resource-command "$COMMAND_MAIN" "$COMMAND_LDFLAGS" "" \
-    "${COMMAND_MOD}@${COMMAND_MODVERSION}"
-}
-
-# pulumi-resource-pulumi-nodejs: the plugin that serves pulumi.dynamic.Resource for Node.js
-# programs. Pulumi's CLI archives ship it beside the CLI; it only starts the dynamic-provider
-# script of the program's own @pulumi/pulumi (resolved from the program directory).
-ensure_dynamic_provider_shim() {
-  local bin="${BIN_DIR}/pulumi-resource-pulumi-nodejs" tmp
-  tmp="$(mktemp "${BIN_DIR}/.shim.XXXXXX")"
-  cat >"$tmp" <<'SHIM'
-#!/bin/sh
-# Written by fastapi-edge scripts/get-pulumi.sh: Node.js dynamic-provider plugin.
-script=$(node -e "console.log(require.resolve('@pulumi/pulumi/cmd/dynamic-provider'))") || exit 1
-exec node "$script" "$@"
-SHIM
-  chmod 0755 "$tmp"
-  if cmp -s "$tmp" "$bin"; then
-    rm -f "$tmp"
-  else
-    mv -f "$tmp" "$bin"
-    log "wrote ${bin}"
+  if [[ "${FASTAPI_EDGE_OFFLINE:-0}" != 1 ]]; then
+    log "pulumi-resource-command ${COMMAND_VERSION}: trying the download (FASTAPI_EDGE_OFFLINE=1 skips it)"
+    if timeout "${GET_PULUMI_DOWNLOAD_TIMEOUT:-60}" "$pulumi" plugin install resource command "$COMMAND_VERSION" >&2 2>"${LOG_DIR}/command-download.log"; then
+      return 0
+    fi
+    log "download failed ($(tail -n 1 "${LOG_DIR}/command-download.log")); building from source"
   fi
+  vendor_build pulumi-resource-command "$COMMAND_TARBALL" "$COMMAND_SUBDIR" "$COMMAND_MAIN" "$COMMAND_LDFLAGS" || return 1
+  "$pulumi" plugin install resource command "$COMMAND_VERSION" --file "${BIN_DIR}/pulumi-resource-command" >&2
 }
 
 main() {
@@ -296,14 +311,11 @@ main() {
 
   ensure_cli || die "could not provide the pulumi CLI"
   ensure_langhost || missing+=(pulumi-language-nodejs)
-  ensure_command_provider || missing+=(pulumi-resource-command)
-  ensure_dynamic_provider_shim
+  ensure_command_plugin || missing+=(pulumi-resource-command)
+  rm -f "${BIN_DIR}/pulumi-resource-pulumi-nodejs" "${BIN_DIR}/pulumi-resource-pulumi-nodejs.buildinfo"
 
   log "done in $(($(now) - t0))s; bin dir: ${BIN_DIR}"
-  if ((${#missing[@]})); then
-    log "WARNING: not available: ${missing[*]} (see docs/engine.md for the fallback)"
-    [[ "${GET_PULUMI_STRICT:-0}" != 1 ]] || exit 1
-  fi
+  ((${#missing[@]} == 0)) || die "not available: ${missing[*]} (see ${LOG_DIR} and docs/engine.md)"
   printf '%s\n' "$BIN_DIR"
 }
 
