@@ -9,6 +9,9 @@
 #   pebble.sh stop    stop both by their PID files (safe when not running)
 #   pebble.sh env     print the KEY=VALUE lines (values never contain spaces)
 #
+# PEBBLE_ROOTS names a file holding the issuing root of every Pebble start in this run dir, so a
+# certificate issued before a restart still verifies against it.
+#
 # HTTP-01 validation: Pebble connects to 127.0.0.1:$VPS_ACME_HTTP_PORT, which vps.sh forwards to
 # the guest's port 80. Pebble's issuing root is new at every start: fetch it from PEBBLE_ROOT_URL.
 set -euo pipefail
@@ -179,7 +182,16 @@ print_env() {
     "PEBBLE_MGMT_URL=https://127.0.0.1:$PEBBLE_MGMT_PORT" \
     "PEBBLE_CHALLTESTSRV_URL=http://127.0.0.1:$PEBBLE_CHALLTESTSRV_PORT" \
     "PEBBLE_HTTP_PORT=$VPS_ACME_HTTP_PORT" \
-    "PEBBLE_RUN_DIR=$PEBBLE_RUN_DIR"
+    "PEBBLE_RUN_DIR=$PEBBLE_RUN_DIR" \
+    "PEBBLE_ROOTS=$PEBBLE_RUN_DIR/roots.pem"
+}
+
+# Adds this start's issuing root to roots.pem (once).
+save_root() {
+  local root
+  root=$(curl -sf --cacert "$CA_PEM" "https://127.0.0.1:$PEBBLE_MGMT_PORT/roots/0") || die "could not fetch Pebble's root"
+  touch "$PEBBLE_RUN_DIR/roots.pem"
+  grep -qF "$(sed -n 2p <<<"$root")" "$PEBBLE_RUN_DIR/roots.pem" || printf '%s\n' "$root" >>"$PEBBLE_RUN_DIR/roots.pem"
 }
 
 cmd_start() {
@@ -207,6 +219,7 @@ cmd_start() {
     pebble -config "$CONFIG" -dnsserver "127.0.0.1:$PEBBLE_DNS_PORT"
   wait_for pebble pebble curl -sf --cacert "$CA_PEM" "https://127.0.0.1:$PEBBLE_PORT/dir"
   log "ACME directory up at https://127.0.0.1:$PEBBLE_PORT/dir (pebble pid $(cat "$PEBBLE_RUN_DIR/pebble.pid"))"
+  save_root
   print_env
 }
 

@@ -4,7 +4,11 @@
 #
 #   vps.sh image          build the cached base image if missing or if its recipe changed
 #   vps.sh start          boot a FRESH guest (copy-on-write overlay over the base), wait for SSH
-#   vps.sh stop           power the guest off (safe when it is not running)
+#   vps.sh up             keep a guest running with a PERSISTENT disk: reuse the running guest,
+#                         else boot the overlay kept from before (or a new one); for the
+#                         `local` stack, whose state says what the disk holds
+#   vps.sh stop           power the guest off and delete its disk (safe when it is not running;
+#                         VPS_KEEP_DISK=1 keeps the disk for the next `vps.sh up`)
 #   vps.sh ssh [-- CMD]   run CMD in the guest (as ssh does: words joined, run by the remote shell)
 #   vps.sh env            print the connection settings as KEY=VALUE lines
 #   vps.sh status         print VPS_STATE=running|stopped (exit 0 when running, 1 otherwise)
@@ -347,7 +351,8 @@ stop_guest() {
     fi
     log "stopped QEMU (pid $pid)"
   fi
-  rm -f "$PIDFILE" "$OVERLAY"
+  rm -f "$PIDFILE"
+  [[ ${VPS_KEEP_DISK:-0} == 1 ]] || rm -f "$OVERLAY"
 }
 
 print_env() {
@@ -371,16 +376,32 @@ cmd_image() {
     "VPS_IMAGE_BUILT=$IMAGE_BUILT" "VPS_IMAGE_BUILD_SECONDS=$IMAGE_SECONDS"
 }
 
+# cmd_start [persistent]: boot a guest; "persistent" reuses a running one or the kept disk.
 cmd_start() {
+  local persistent=${1:-}
   ensure_commands qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils ssh:openssh-client
   ensure_image
   install -d -m 700 "$VPS_RUN_DIR"
   exec 9>"$VPS_RUN_DIR/.lock"
   flock 9
+  if [[ -n $persistent ]] && qemu_pid >/dev/null; then
+    log "reusing the running guest on port $VPS_SSH_PORT (pid $(qemu_pid))"
+    print_env
+    printf '%s\n' "VPS_PID=$(qemu_pid)" "VPS_BOOT_SECONDS=0" "VPS_DISK_NEW=0"
+    return 0
+  fi
   if qemu_pid >/dev/null; then
     log "a guest is already running on port $VPS_SSH_PORT: replacing it with a fresh one"
   fi
-  stop_guest
+  if [[ -n $persistent ]]; then
+    VPS_KEEP_DISK=1 stop_guest
+    if [[ -s $OVERLAY && $BASE -nt $OVERLAY ]]; then
+      log "the base image was rebuilt after this guest's disk was made: starting from a blank disk"
+      rm -f "$OVERLAY"
+    fi
+  else
+    stop_guest
+  fi
 
   local hostfwd="hostfwd=tcp:127.0.0.1:$VPS_SSH_PORT-:22"
   hostfwd+=",hostfwd=tcp:127.0.0.1:$VPS_HTTP_PORT-:80"
@@ -394,7 +415,13 @@ cmd_start() {
   fi
 
   # QEMU must not inherit the lock (fd 9): it would block every later start/stop.
-  qemu-img create -q -f qcow2 -F raw -b "$BASE" "$OVERLAY"
+  local disk_new=0
+  if [[ -s $OVERLAY ]]; then
+    log "booting the kept disk $OVERLAY"
+  else
+    qemu-img create -q -f qcow2 -F raw -b "$BASE" "$OVERLAY"
+    disk_new=1
+  fi
   : >"$CONSOLE_LOG"
   local t0
   t0=$(now)
@@ -408,7 +435,7 @@ cmd_start() {
     -display none -vga none -monitor none -serial "file:$CONSOLE_LOG" \
     -pidfile "$PIDFILE" -daemonize 2>"$QEMU_LOG" 8>&- 9>&-; then
     cat "$QEMU_LOG" >&2
-    rm -f "$OVERLAY"
+    [[ -n $persistent ]] || rm -f "$OVERLAY"
     die "QEMU did not start (a forwarded port already in use? see $QEMU_LOG)"
   fi
   log "QEMU pid $(cat "$PIDFILE"), waiting for SSH on $VPS_HOST:$VPS_SSH_PORT (console: $CONSOLE_LOG)"
@@ -432,7 +459,7 @@ cmd_start() {
   boot=$(since "$t0")
   log "SSH answered ${boot}s after QEMU started"
   print_env
-  printf '%s\n' "VPS_PID=$(cat "$PIDFILE")" "VPS_BOOT_SECONDS=$boot"
+  printf '%s\n' "VPS_PID=$(cat "$PIDFILE")" "VPS_BOOT_SECONDS=$boot" "VPS_DISK_NEW=$disk_new"
 }
 
 cmd_stop() {
@@ -481,13 +508,14 @@ main() {
   case $cmd in
     image) cmd_image ;;
     start) cmd_start ;;
+    up) cmd_start persistent ;;
     stop) cmd_stop ;;
     ssh) cmd_ssh "$@" ;;
     env) print_env ;;
     status) cmd_status ;;
     clean) cmd_clean ;;
     -h | --help | help | '') usage ;;
-    *) die "unknown command '$cmd' (image|start|stop|ssh|env|status|clean)" ;;
+    *) die "unknown command '$cmd' (image|start|up|stop|ssh|env|status|clean)" ;;
   esac
 }
 
