@@ -67,3 +67,9 @@ export const sshCommand = host.sshCommand;
 export const appRelease = app.release;
 /** The generated SSH private key (secret), when no sshPublicKey was configured. */
 export const sshPrivateKey = ec2?.privateKey;
+
+// The engine warns on every run about a top-level output that is undefined ("Undefined value
+// (sshPrivateKey) will not show as a stack output"): outputs that do not apply to this stack's
+// mode are left out of the module's exports instead.
+const cjsExports = exports as Record<string, unknown>;
+for (const key of ["loadBalancerDnsName", "sshPrivateKey"]) if (cjsExports[key] === undefined) delete cjsExports[key];

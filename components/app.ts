@@ -52,9 +52,11 @@ export class AppService extends pulumi.ComponentResource {
     const upload = `/var/tmp/fastapi-edge-upload-${this.release}`;
 
     // The release travels over SFTP; it is re-sent only when its content changes.
+    // The trailing slash copies the directory's contents into remotePath (without it the
+    // provider copies the directory itself, as remotePath/NAME/).
     const copy = new command.remote.CopyToRemote(
       `${name}-upload`,
-      { connection: args.target.connection, source: new pulumi.asset.FileArchive(source), remotePath: upload, triggers: [args.target.machineId, this.release] },
+      { connection: args.target.connection, source: new pulumi.asset.FileArchive(`${source}/`), remotePath: upload, triggers: [args.target.machineId, this.release] },
       { parent: this },
     );
 
@@ -85,13 +87,9 @@ export class AppService extends pulumi.ComponentResource {
         ],
       ),
     );
-    const deleteScript = [
-      "set -u",
-      "for unit in $(systemctl list-units --all --plain --no-legend 'fastapi-edge-app@*' | awk '{print $1}'); do systemctl disable --now \"$unit\" || true; done",
-      `rm -f ${REMOTE.unit} ${REMOTE.envFile}`,
-      `rm -rf ${REMOTE.appDir} ${REMOTE.base}/releases`,
-      "systemctl daemon-reload || true",
-    ].join("\n");
+    // Names its own release: when a new release replaces this one, the engine runs this after
+    // the new release is live, and it must then leave everything alone (app-remove.sh).
+    const deleteScript = `${REMOTE.binDir}/app-remove.sh ${this.release}`;
     this.deploy = hostScript(`${name}-deploy`, { target: args.target, script, deleteScript, triggers: [this.release] }, { parent: this, dependsOn: [copy] });
     this.registerOutputs({ release: this.release });
   }

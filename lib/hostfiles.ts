@@ -26,6 +26,7 @@ export const HOST_SCRIPTS = [
   "nginx-apply.sh",
   "run-app.sh",
   "app-rollout.sh",
+  "app-remove.sh",
   "obtain-cert.sh",
   "cert-expiry-check.sh",
 ] as const;

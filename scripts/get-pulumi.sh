@@ -48,6 +48,7 @@ TOOLS_DIR="${CACHE_ROOT}/tools"
 BIN_DIR="${TOOLS_DIR}/bin"
 SRC_DIR="${TOOLS_DIR}/src"
 LOG_DIR="${TOOLS_DIR}/logs"
+PLUGIN_BUILD_DIR="${TOOLS_DIR}/plugin-build"
 VENDOR_DIR="$(realpath -m "${FASTAPI_EDGE_VENDOR:-$(dirname "$0")/../../shared/vendor}")"
 # Plugins are installed where the engine of scripts/pulumi-env.sh looks for them.
 export PULUMI_HOME="${PULUMI_HOME:-${CACHE_ROOT}/pulumi-home}"
@@ -209,14 +210,14 @@ ensure_cli() {
   [[ "$ver" == "$PULUMI_VERSION" ]] || die "built pulumi reports '${ver}', expected ${PULUMI_VERSION}"
 }
 
-# vendor_build NAME TARBALL SUBDIR MAINPKG LDFLAGS [go mod edit args...]
-# Builds MAINPKG of the Go module in SUBDIR of ../shared/vendor/TARBALL into $BIN_DIR/NAME.
+# vendor_build OUTDIR NAME TARBALL SUBDIR MAINPKG LDFLAGS [go mod edit args...]
+# Builds MAINPKG of the Go module in SUBDIR of ../shared/vendor/TARBALL into OUTDIR/NAME.
 # The binary is reused while the tarball and the flags are unchanged (stamp NAME.buildinfo).
 vendor_build() {
-  local name="$1" tarball="$2" subdir="$3" main="$4" ldflags="$5"
-  shift 5
+  local outdir="$1" name="$2" tarball="$3" subdir="$4" main="$5" ldflags="$6"
+  shift 6
   local src="${VENDOR_DIR}/${tarball}" dir="${SRC_DIR}/${name}" logf="${LOG_DIR}/${name}.log"
-  local bin="${BIN_DIR}/${name}" stamp t0
+  local bin="${outdir}/${name}" stamp t0
   [[ -f "$src" ]] || { log "${name}: source archive ${src} is missing (set FASTAPI_EDGE_VENDOR)"; return 1; }
   stamp="source: $(sha256sum "$src" | cut -d' ' -f1) ${tarball}
 ldflags: ${ldflags}
@@ -229,7 +230,7 @@ edits: $*"
   t0="$(now)"
   log "building ${name} from ${tarball} (log: ${logf})"
   rm -rf "$dir"
-  mkdir -p "$dir" "$BIN_DIR" "$LOG_DIR"
+  mkdir -p "$dir" "$outdir" "$LOG_DIR"
   (
     tar -xzf "$src" -C "$dir"
     cd "${dir}/${subdir}"
@@ -237,15 +238,15 @@ edits: $*"
       echo "+ go mod edit $*"
       go mod edit "$@"
     fi
-    echo "+ go build -trimpath -ldflags '${ldflags}' -o ${BIN_DIR}/.${name}.tmp ${main}"
-    go build -trimpath -ldflags "$ldflags" -o "${BIN_DIR}/.${name}.tmp" "$main"
+    echo "+ go build -trimpath -ldflags '${ldflags}' -o ${outdir}/.${name}.tmp ${main}"
+    go build -trimpath -ldflags "$ldflags" -o "${outdir}/.${name}.tmp" "$main"
   ) >"$logf" 2>&1 || {
     log "FAILED to build ${name}; last lines of ${logf}:"
     tail -n 15 "$logf" >&2
-    rm -f "${BIN_DIR}/.${name}.tmp"
+    rm -f "${outdir}/.${name}.tmp"
     return 1
   }
-  mv -f "${BIN_DIR}/.${name}.tmp" "$bin"
+  mv -f "${outdir}/.${name}.tmp" "$bin"
   printf '%s\n' "$stamp" >"${bin}.buildinfo"
   rm -rf "$dir"
   log "built ${name} in $(($(now) - t0))s"
@@ -265,7 +266,7 @@ ensure_langhost() {
   [[ ! -L "$bin" ]] || rm -f "$bin"
   # Upstream's go.mod points pkg/v3 and sdk/v3 at folders of the same repository;
   # the released modules of the same tag replace them.
-  vendor_build pulumi-language-nodejs "$LANGHOST_TARBALL" "$LANGHOST_SUBDIR" . "$LANGHOST_LDFLAGS" \
+  vendor_build "$BIN_DIR" pulumi-language-nodejs "$LANGHOST_TARBALL" "$LANGHOST_SUBDIR" . "$LANGHOST_LDFLAGS" \
     -dropreplace "${PKG_MOD}" -dropreplace "${SDK_MOD}" \
     -require "${PKG_MOD}@${PULUMI_VERSION}" -require "${SDK_MOD}@${PULUMI_VERSION}"
 }
@@ -287,8 +288,10 @@ ensure_command_plugin() {
     fi
     log "download failed ($(tail -n 1 "${LOG_DIR}/command-download.log")); building from source"
   fi
-  vendor_build pulumi-resource-command "$COMMAND_TARBALL" "$COMMAND_SUBDIR" "$COMMAND_MAIN" "$COMMAND_LDFLAGS" || return 1
-  "$pulumi" plugin install resource command "$COMMAND_VERSION" --file "${BIN_DIR}/pulumi-resource-command" >&2
+  # Outside the bin dir: a provider on PATH would be used instead of the installed plugin
+  # (with a warning on every run).
+  vendor_build "$PLUGIN_BUILD_DIR" pulumi-resource-command "$COMMAND_TARBALL" "$COMMAND_SUBDIR" "$COMMAND_MAIN" "$COMMAND_LDFLAGS" || return 1
+  "$pulumi" plugin install resource command "$COMMAND_VERSION" --file "${PLUGIN_BUILD_DIR}/pulumi-resource-command" >&2
 }
 
 main() {
@@ -312,7 +315,8 @@ main() {
   ensure_cli || die "could not provide the pulumi CLI"
   ensure_langhost || missing+=(pulumi-language-nodejs)
   ensure_command_plugin || missing+=(pulumi-resource-command)
-  rm -f "${BIN_DIR}/pulumi-resource-pulumi-nodejs" "${BIN_DIR}/pulumi-resource-pulumi-nodejs.buildinfo"
+  # Left by earlier versions of this script: a shim and a provider on PATH.
+  rm -f "${BIN_DIR}/pulumi-resource-pulumi-nodejs" "${BIN_DIR}"/pulumi-resource-command*
 
   log "done in $(($(now) - t0))s; bin dir: ${BIN_DIR}"
   ((${#missing[@]} == 0)) || die "not available: ${missing[*]} (see ${LOG_DIR} and docs/engine.md)"

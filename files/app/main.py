@@ -24,12 +24,13 @@ import os
 import secrets
 import time
 import weakref
+from html import escape
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Dict, MutableMapping, Optional, Set, Tuple
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Query, Request, Response, WebSocket
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.websockets import WebSocketDisconnect
 
@@ -166,6 +167,37 @@ if _stats_enabled():
 # --------------------------------------------------------------------------
 # Routes
 # --------------------------------------------------------------------------
+
+
+_HOME = """<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+  <title>fastapi-edge</title>
+  <link rel="stylesheet" href="/static/style.css">
+</head>
+<body>
+  <main>
+    <h1>fastapi-edge is serving</h1>
+    <p>This page comes from the FastAPI app (version <strong>{version}</strong>), through nginx.</p>
+    <p>You reached it over <strong>{scheme}</strong> from <strong>{client}</strong>, as the app sees it.</p>
+    <ul>
+      <li><a href="/static/index.html">a static page, served by nginx from disk</a></li>
+      <li><a href="/api/hello">/api/hello</a> and <a href="/api/whoami">/api/whoami</a></li>
+      <li><a href="/api/version">/api/version</a>, <a href="/healthz">/healthz</a></li>
+    </ul>
+  </main>
+</body>
+</html>
+"""
+
+
+@app.get("/", include_in_schema=False)
+async def home(request: Request) -> HTMLResponse:
+    client = request.client.host if request.client else "unknown"
+    html = _HOME.format(version=escape(APP_VERSION), scheme=escape(request.url.scheme), client=escape(client))
+    return HTMLResponse(html)
 
 
 @app.get("/healthz")

@@ -21,6 +21,7 @@ function shellScripts(): string[] {
 }
 
 const EXPECTED_SCRIPTS = [
+  "app-remove.sh",
   "app-rollout.sh",
   "cert-expiry-check.sh",
   "certbot-deploy-hook.sh",
@@ -141,6 +142,8 @@ describe("argument and environment validation", () => {
     expect((await run(script("nginx-apply.sh"), [], { env: bare })).code).toBe(64);
     expect((await run(script("nginx-apply.sh"), ["--bogus"], { env: bare })).code).toBe(64);
     expect((await run(script("app-rollout.sh"), [], { env: bare })).code).toBe(64);
+    expect((await run(script("app-remove.sh"), [], { env: bare })).code).toBe(64);
+    expect((await run(script("app-remove.sh"), ["../x"], { env: bare })).code).toBe(64);
     expect((await run(script("app-rollout.sh"), ["x"], { env: bare })).code).toBe(64);
     expect((await run(script("cert-expiry-check.sh"), [], { env: bare })).code).toBe(64);
   });
