@@ -1,0 +1,95 @@
+// Engine benchmark: wall times of real `pulumi` commands against the local VPS (QEMU guest,
+// Pebble), median of several rounds, and how many SSH sessions a no-op up opens on the host
+// (goal: 0). Not a test: these machines are noisy, so it reports and asserts nothing.
+//
+//   npx tsx bench/engine.ts [--rounds N]      (default 3; each round starts from a blank guest)
+//
+// Per round: fresh up, no-op up, one-setting change (nginx text), app version change (new
+// release, rolling restart), destroy, recreate. Results: bench/out/engine.json and a table.
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import * as path from "node:path";
+import { copyProject, engine, getEngine, MIN, REPO, Run, sh } from "../test/e2e/engine";
+
+const rounds = Number(process.argv[process.argv.indexOf("--rounds") + 1] ?? "3") || 3;
+const OUT = path.join(REPO, "bench/out");
+
+function kv(text: string): Record<string, string> {
+  return Object.fromEntries(text.split("\n").flatMap((l) => (/^[A-Z_]+=\S*$/.test(l) ? [[l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]] : [])));
+}
+
+async function harness(script: string, ...args: string[]): Promise<Record<string, string>> {
+  const r = await sh("bash", [path.join(REPO, "test/e2e", script), ...args], { timeoutMs: 40 * MIN });
+  if (r.code !== 0) throw new Error(`${script} ${args.join(" ")}: ${r.out}`);
+  return kv(r.out);
+}
+
+function must(r: Run, what: string): Run {
+  if (r.code !== 0) throw new Error(`${what} failed:\n${r.out}`);
+  return r;
+}
+
+async function main(): Promise<void> {
+  mkdirSync(OUT, { recursive: true });
+  const bin = await getEngine();
+  await harness("vps.sh", "image");
+  const pebble = await harness("pebble.sh", "start");
+  const times: Record<string, number[]> = {};
+  const noopSessions: number[] = [];
+  const add = (k: string, r: Run) => (times[k] ??= []).push(r.seconds);
+  try {
+    for (let round = 1; round <= rounds; round++) {
+      const vps = { ...(await harness("vps.sh", "env")), ...(await harness("vps.sh", "start")) };
+      const work = mkdtempSync(path.join(tmpdir(), "fe-bench-"));
+      const ssh = (cmd: string) => sh("ssh", ["-p", vps["VPS_SSH_PORT"]!, "-i", vps["VPS_KEY"]!, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "root@127.0.0.1", cmd]);
+      const logins = async () => Number((await ssh("journalctl -u ssh.service -o cat --no-pager | grep -c '^Accepted publickey' || true")).out.trim());
+      copyProject(path.join(work, "project"));
+      const e = engine(bin, path.join(work, "project"), path.join(work, "state"), "bench");
+      const up = (...extra: string[]) => e.pulumi(["up", "--yes", "--skip-preview", ...extra], { timeoutMs: 40 * MIN });
+      must(await e.pulumi(["stack", "init"]), "stack init");
+      const hostKey = readFileSync(vps["VPS_HOST_KEY_FILE"]!, "utf8").trim().split(" ").slice(0, 2).join(" ");
+      const cfg: Record<string, string> = {
+        domain: "bench.fastapi-edge.test",
+        email: "ops@example.test",
+        hostMode: "existing",
+        hostAddress: "127.0.0.1",
+        hostPort: vps["VPS_SSH_PORT"]!,
+        hostKey,
+        acme: "custom",
+        acmeDirectoryUrl: pebble["ACME_DIRECTORY_URL_FOR_GUEST"]!,
+        acmeCaBundle: pebble["ACME_CA_BUNDLE"]!,
+        appProcesses: "2",
+      };
+      for (const [k, v] of Object.entries(cfg)) must(await e.pulumi(["config", "set", k, v]), `config ${k}`);
+      must(await e.pulumi(["config", "set", "--secret", "hostPrivateKey"], { input: readFileSync(vps["VPS_KEY"]!, "utf8") }), "config key");
+
+      add("fresh up", must(await up(), "fresh up"));
+      const before = await logins();
+      add("no-op up", must(await up("--expect-no-changes"), "no-op up"));
+      noopSessions.push((await logins()) - before - 1);
+      must(await e.pulumi(["config", "set", "clientMaxBodySize", "20m"]), "config");
+      add("one-setting change", must(await up(), "change up"));
+      writeFileSync(path.join(e.dir, "files/app/static/release.txt"), `round ${round}\n`);
+      must(await e.pulumi(["config", "set", "appVersion", "2"]), "config");
+      add("app version change", must(await up(), "app up"));
+      add("destroy", must(await e.pulumi(["destroy", "--yes", "--skip-preview"], { timeoutMs: 20 * MIN }), "destroy"));
+      add("recreate", must(await up(), "recreate"));
+      rmSync(work, { recursive: true, force: true });
+      console.log(`round ${round}:`, JSON.stringify(Object.fromEntries(Object.entries(times).map(([k, v]) => [k, v[v.length - 1]]))));
+    }
+  } finally {
+    await harness("vps.sh", "stop");
+    await harness("pebble.sh", "stop");
+  }
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const rows = Object.entries(times).map(([k, v]) => ({ step: k, median: median(v), runs: v }));
+  writeFileSync(path.join(OUT, "engine.json"), JSON.stringify({ rounds, rows, noopSessions }, null, 2));
+  console.log(`\n| step | median (s) | runs (s) |\n| --- | --- | --- |`);
+  for (const r of rows) console.log(`| ${r.step} | ${r.median.toFixed(1)} | ${r.runs.map((x) => x.toFixed(1)).join(", ")} |`);
+  console.log(`\nSSH sessions opened on the host by a no-op up: ${noopSessions.join(", ")} (goal: 0)`);
+}
+
+main().catch((e: unknown) => {
+  console.error(e);
+  process.exit(1);
+});

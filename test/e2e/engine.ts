@@ -1,0 +1,116 @@
+// The real Pulumi engine for the end-to-end scenario and the engine benchmark: the CLI, the
+// Node.js language host and the command provider from scripts/get-pulumi.sh, a local file
+// backend, and a private copy of the project (so a test can change an app file or an nginx
+// snippet the way a user edits them, without touching the checkout).
+import { spawn } from "node:child_process";
+import { appendFileSync, cpSync, mkdirSync, rmSync, symlinkSync } from "node:fs";
+import * as path from "node:path";
+
+export const REPO = path.resolve(__dirname, "../..");
+export const MIN = 60_000;
+
+export interface Run {
+  code: number;
+  out: string;
+  seconds: number;
+}
+
+export interface ShOptions {
+  input?: string;
+  timeoutMs?: number;
+  cwd?: string;
+  env?: NodeJS.ProcessEnv;
+  /** Called with every chunk of output as it arrives. */
+  onData?: (chunk: string) => void;
+  /** Where the command and its output are appended. */
+  logFile?: string;
+  /** Called with the pid (and process group id) right after the start. */
+  onSpawn?: (pid: number | undefined) => void;
+}
+
+/**
+ * Run a command without blocking the event loop (a synchronous wait of minutes starves
+ * vitest's worker RPC), capturing stdout+stderr, bounded in time. The command runs in its
+ * own process group, killed as a whole on timeout.
+ */
+export function sh(cmd: string, args: string[], opts: ShOptions = {}): Promise<Run> {
+  const t0 = Date.now();
+  return new Promise((resolve) => {
+    const p = spawn(cmd, args, { cwd: opts.cwd ?? REPO, env: opts.env ?? process.env, stdio: ["pipe", "pipe", "pipe"], detached: true });
+    opts.onSpawn?.(p.pid);
+    let out = "";
+    const take = (d: Buffer) => {
+      const s = d.toString();
+      out += s;
+      opts.onData?.(s);
+    };
+    p.stdout.on("data", take);
+    p.stderr.on("data", take);
+    const timer = setTimeout(() => killGroup(p.pid), opts.timeoutMs ?? 20 * MIN);
+    p.on("close", (code, signal) => {
+      clearTimeout(timer);
+      if (opts.logFile) appendFileSync(opts.logFile, `\n===== ${new Date().toISOString()} ${`${cmd} ${args.join(" ")}`.slice(0, 300)}\n${out}\n`);
+      resolve({ code: code ?? (signal ? 128 : -1), out, seconds: (Date.now() - t0) / 1000 });
+    });
+    p.stdin.on("error", () => undefined);
+    p.stdin.end(opts.input ?? "");
+  });
+}
+
+/** SIGKILL a process group started by sh() (its pid is the group id). */
+export function killGroup(pid: number | undefined): void {
+  if (pid === undefined) return;
+  try {
+    process.kill(-pid, "SIGKILL");
+  } catch {
+    // already gone
+  }
+}
+
+/** The engine's bin directory (building it on a fresh machine: minutes). */
+export async function getEngine(logFile?: string): Promise<string> {
+  const r = await sh("bash", [path.join(REPO, "scripts/get-pulumi.sh")], { timeoutMs: 60 * MIN, ...(logFile ? { logFile } : {}) });
+  if (r.code !== 0) throw new Error(`scripts/get-pulumi.sh failed:\n${r.out}`);
+  return r.out.trim().split("\n").pop()!;
+}
+
+const PROJECT_FILES = ["index.ts", "Pulumi.yaml", "package.json", "tsconfig.json", "components", "lib", "files", "policy"];
+
+/** A private copy of the program in DIR; node_modules is the checkout's. */
+export function copyProject(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  for (const f of PROJECT_FILES) cpSync(path.join(REPO, f), path.join(dir, f), { recursive: true });
+  symlinkSync(path.join(REPO, "node_modules"), path.join(dir, "node_modules"));
+}
+
+export interface Engine {
+  dir: string;
+  env: NodeJS.ProcessEnv;
+  /** `pulumi ARGS --stack STACK --non-interactive --color never` in the project copy. */
+  pulumi(args: string[], opts?: ShOptions & { stack?: string }): Promise<Run>;
+}
+
+/**
+ * The environment of scripts/pulumi-env.sh, with the state in STATE_DIR: the engine never
+ * downloads anything, and the plugin cache is get-pulumi.sh's.
+ */
+export function engine(binDir: string, projectDir: string, stateDir: string, stack: string, logFile?: string): Engine {
+  mkdirSync(stateDir, { recursive: true });
+  const cache = process.env["FASTAPI_EDGE_CACHE"] ?? path.join(process.env["XDG_CACHE_HOME"] ?? path.join(process.env["HOME"] ?? "/root", ".cache"), "fastapi-edge");
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    PATH: `${path.join(REPO, "node_modules/.bin")}:${binDir}:${process.env["PATH"] ?? ""}`,
+    PULUMI_HOME: process.env["PULUMI_HOME"] ?? path.join(cache, "pulumi-home"),
+    PULUMI_BACKEND_URL: `file://${stateDir}`,
+    PULUMI_CONFIG_PASSPHRASE: "",
+    PULUMI_SKIP_UPDATE_CHECK: "true",
+    PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION: "true",
+  };
+  return {
+    dir: projectDir,
+    env,
+    pulumi: (args, opts = {}) =>
+      sh("pulumi", [...args, "--stack", opts.stack ?? stack, "--non-interactive", "--color", "never"], { cwd: projectDir, env, ...(logFile ? { logFile } : {}), ...opts }),
+  };
+}
