@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A throwaway local "VPS" for end-to-end tests: a blank Debian 12 guest under QEMU (TCG, no KVM
+# A throwaway local "VPS" for end-to-end tests: a blank Debian 12 guest under QEMU (KVM if usable, else TCG: no KVM
 # needed), reachable over SSH on 127.0.0.1. See docs/local-vps.md.
 #
 #   vps.sh image          build the cached base image if missing or if its recipe changed
@@ -423,11 +423,16 @@ cmd_start() {
     disk_new=1
   fi
   : >"$CONSOLE_LOG"
+  # KVM when this machine offers it (a VPS with nested virtualisation, a workstation), else
+  # software emulation (TCG), which is what CI machines without /dev/kvm get.
+  local accel=tcg,thread=multi
+  if [[ -r /dev/kvm && -w /dev/kvm ]]; then accel=kvm; fi
+  log "accelerator: ${accel%%,*}"
   local t0
   t0=$(now)
   if ! qemu-system-x86_64 \
     -name fastapi-edge-vps -nodefaults \
-    -accel tcg,thread=multi -smp "$VPS_CPUS" -m "$VPS_MEMORY" \
+    -accel "$accel" -smp "$VPS_CPUS" -m "$VPS_MEMORY" \
     -kernel "$KERNEL" -initrd "$INITRD" -append "$KERNEL_CMDLINE" \
     -drive "file=$OVERLAY,format=qcow2,if=virtio,cache=unsafe" \
     -netdev "user,id=n0,$hostfwd" -device virtio-net-pci,netdev=n0 \
