@@ -286,10 +286,11 @@ describe("end to end through the real Pulumi engine against a local VPS", () => 
       timeoutMs: 20 * MIN,
       onSpawn: (p) => (pid = p),
       onData: (chunk) => {
-        // Kill the whole process group (CLI, language host, provider) once the rollout runs.
-        if (!killed && /app-deploy\s+updating/.test(chunk)) {
+        // Kill the whole process group (CLI, language host, provider) in the middle of the
+        // rolling restart: the first process is restarting, the second still serves.
+        if (!killed && /app-rollout: \[1\/2\] restarting/.test(chunk)) {
           killed = true;
-          setTimeout(() => killGroup(pid), 5000);
+          setTimeout(() => killGroup(pid), 2000);
         }
       },
     });
