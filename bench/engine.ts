@@ -13,6 +13,23 @@ import { copyProject, engine, getEngine, MIN, REPO, Run, sh } from "../test/e2e/
 
 const rounds = Number(process.argv[process.argv.indexOf("--rounds") + 1] ?? "3") || 3;
 const OUT = path.join(REPO, "bench/out");
+const CACHE = process.env["FASTAPI_EDGE_CACHE"] ?? path.join(process.env["XDG_CACHE_HOME"] ?? path.join(process.env["HOME"] ?? "/root", ".cache"), "fastapi-edge");
+
+// Its own guest and Pebble (ports, run directories), so it can run beside the e2e test and
+// the local stack.
+Object.assign(process.env, {
+  VPS_SSH_PORT: "2422",
+  VPS_HTTP_PORT: "8280",
+  VPS_HTTPS_PORT: "8643",
+  VPS_ACME_HTTP_PORT: "5202",
+  VPS_RUN_DIR: path.join(CACHE, "run/bench-vps"),
+  PEBBLE_RUN_DIR: path.join(CACHE, "run/bench-pebble"),
+  PEBBLE_PORT: "14200",
+  PEBBLE_MGMT_PORT: "15200",
+  PEBBLE_TLS_PORT: "5201",
+  PEBBLE_DNS_PORT: "8253",
+  PEBBLE_CHALLTESTSRV_PORT: "8255",
+});
 
 function kv(text: string): Record<string, string> {
   return Object.fromEntries(text.split("\n").flatMap((l) => (/^[A-Z_]+=\S*$/.test(l) ? [[l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]] : [])));
