@@ -99,96 +99,169 @@ const NGINX_VERSION_RE = /^1\.(2[2-9]|[3-9][0-9])(\.[0-9]{1,3})?$/;
 // ------------------------------------------------------------------- schema
 
 /**
- * Every stack config key, with its default. Pulumi.yaml declares the same
- * keys (a unit test keeps the two in step).
+ * Every stack config key: its validation, its default and its one-line
+ * description (`.describe()`, last in each chain so the description sits on
+ * the schema that `shape` holds). Pulumi.yaml's `config:` block and the
+ * README's config table are generated from this alone (npm run gen-config);
+ * a unit test fails when they drift.
  */
 export const configSchema = z
   .object({
     // Front end and host
-    frontend: z.enum(["nginx", "alb"], { message: "must be nginx or alb" }).default("nginx"),
-    hostMode: z.enum(["ec2", "existing"], { message: "must be ec2 or existing" }).default("ec2"),
-    domain: hostname,
+    frontend: z
+      .enum(["nginx", "alb"], { message: "must be nginx or alb" })
+      .default("nginx")
+      .describe("What terminates TLS: nginx (on the host, certbot certificate) or alb (AWS Application Load Balancer, ACM certificate, no nginx)."),
+    hostMode: z
+      .enum(["ec2", "existing"], { message: "must be ec2 or existing" })
+      .default("ec2")
+      .describe("ec2 creates an EC2 instance; existing deploys to any server reachable over SSH (hostAddress, hostPort, hostUser, hostPrivateKey)."),
+    domain: hostname.describe("DNS name the site answers to, e.g. api.example.com. Required."),
     // EC2
-    instanceType: z.string().regex(INSTANCE_TYPE_RE, msg("an EC2 instance type such as t3.small")).default("t3.small"),
-    amiId: z.string().regex(AMI_RE, msg("an AMI id such as ami-0123456789abcdef0")).optional(),
-    rootVolumeGb: int(8, 1024).default(20),
+    instanceType: z
+      .string()
+      .regex(INSTANCE_TYPE_RE, msg("an EC2 instance type such as t3.small"))
+      .default("t3.small")
+      .describe("EC2 instance type (hostMode ec2)."),
+    amiId: z
+      .string()
+      .regex(AMI_RE, msg("an AMI id such as ami-0123456789abcdef0"))
+      .optional()
+      .describe("AMI to boot; default: the latest Ubuntu 24.04 LTS amd64 image from Canonical, found by lookup."),
+    rootVolumeGb: int(8, 1024).default(20).describe("Size of the encrypted gp3 root volume in GiB."),
     sshAllowedCidrs: list(
       cidr.refine((c) => !/^(0\.0\.0\.0|::)\/0$/.test(c), msg("a narrower block than the whole internet (SSH is never opened to 0.0.0.0/0 or ::/0)")),
-    ).default([]),
-    sshPublicKey: z.string().regex(SSH_PUBKEY_RE, msg("one OpenSSH public key line (ssh-ed25519 AAAA... comment)")).optional(),
-    protect: bool.default(false),
+    )
+      .default([])
+      .describe("CIDR blocks allowed to reach port 22. Empty (the default) opens SSH to nobody; 0.0.0.0/0 is refused."),
+    sshPublicKey: z
+      .string()
+      .regex(SSH_PUBKEY_RE, msg("one OpenSSH public key line (ssh-ed25519 AAAA... comment)"))
+      .optional()
+      .describe("OpenSSH public key for the instance. Unset: a key pair is generated with @pulumi/tls and its private key kept only as a Pulumi secret."),
+    protect: bool.default(false).describe("Protect the instance, Elastic IP and certificate resources from deletion (prod)."),
     // Existing host
     hostAddress: z
       .string()
       .refine((h) => IPV4_RE.test(h) || HOSTNAME_RE.test(h) || h === "localhost", msg("an IPv4 address or DNS name"))
-      .optional(),
-    hostPort: int(1, 65535).default(22),
-    hostUser: z.string().regex(UNIX_USER_RE, msg("a Unix user name such as root or ubuntu")).optional(),
-    hostKey: z.string().regex(SSH_PUBKEY_RE, msg("the host's public key line, to pin it (ssh-ed25519 AAAA...)")).optional(),
+      .optional()
+      .describe("hostMode existing: IP address or DNS name of the server."),
+    hostPort: int(1, 65535).default(22).describe("SSH port of the server."),
+    hostUser: z
+      .string()
+      .regex(UNIX_USER_RE, msg("a Unix user name such as root or ubuntu"))
+      .optional()
+      .describe("SSH user (default: ubuntu on EC2, root on an existing host). A non-root user needs passwordless sudo."),
+    hostKey: z
+      .string()
+      .regex(SSH_PUBKEY_RE, msg("the host's public key line, to pin it (ssh-ed25519 AAAA...)"))
+      .optional()
+      .describe("Pin the server's SSH host key (the public key line); unset, the host key is not checked."),
     // The target's nginx, so the renderer emits syntax it accepts.
-    nginxVersion: z.string().regex(NGINX_VERSION_RE, msg("an nginx version 1.22 or newer such as 1.22, 1.24 or 1.26.1")).optional(),
+    nginxVersion: z
+      .string()
+      .regex(NGINX_VERSION_RE, msg("an nginx version 1.22 or newer such as 1.22, 1.24 or 1.26.1"))
+      .optional()
+      .describe(
+        "nginx version on the target, so the renderer emits syntax it accepts (http2 on from 1.25.1). Default: 1.24 on EC2 (Ubuntu 24.04), 1.22 on an existing host (Debian 12).",
+      ),
     // TLS
     acme: z
       .enum(["letsencrypt-staging", "letsencrypt", "custom"], { message: "must be letsencrypt-staging, letsencrypt or custom" })
-      .default("letsencrypt-staging"),
+      .default("letsencrypt-staging")
+      .describe("ACME server: letsencrypt-staging (untrusted test certificates, no rate-limit risk), letsencrypt (production) or custom (acmeDirectoryUrl)."),
     acmeDirectoryUrl: z
       .string()
       .regex(/^https:\/\/[A-Za-z0-9.-]+(:[0-9]{1,5})?(\/[A-Za-z0-9._~\/-]*)?$/, msg("an https:// ACME directory URL"))
-      .optional(),
-    acmeCaBundle: z.string().regex(/^[A-Za-z0-9._\/-]+\.(pem|crt)$/, msg("a local path to a PEM file (.pem or .crt)")).optional(),
-    email: z.string().regex(EMAIL_RE, msg("an e-mail address such as ops@example.com")).optional(),
-    hstsMaxAge: int(0, 126144000).default(63072000),
+      .optional()
+      .describe("acme custom: the ACME directory URL, e.g. https://acme.example.test/dir."),
+    acmeCaBundle: z
+      .string()
+      .regex(/^[A-Za-z0-9._\/-]+\.(pem|crt)$/, msg("a local path to a PEM file (.pem or .crt)"))
+      .optional()
+      .describe("acme custom: local path of a PEM bundle certbot must trust to reach the ACME server (also used by scheduled renewals)."),
+    email: z
+      .string()
+      .regex(EMAIL_RE, msg("an e-mail address such as ops@example.com"))
+      .optional()
+      .describe("ACME account e-mail (nginx front end)."),
+    hstsMaxAge: int(0, 126144000).default(63072000).describe("HSTS max-age in seconds, sent on every HTTPS response."),
     // App
-    appSource: z.string().regex(/^[A-Za-z0-9._\/-]+$/, msg("a local directory path")).default("files/app"),
-    appModule: z.string().regex(PY_MODULE_RE, msg("MODULE:ATTRIBUTE such as main:app")).default("main:app"),
+    appSource: z
+      .string()
+      .regex(/^[A-Za-z0-9._\/-]+$/, msg("a local directory path"))
+      .default("files/app")
+      .describe("Local directory uploaded as the app (the sample app in files/app by default)."),
+    appModule: z
+      .string()
+      .regex(PY_MODULE_RE, msg("MODULE:ATTRIBUTE such as main:app"))
+      .default("main:app")
+      .describe("ASGI app as MODULE:ATTRIBUTE, relative to the app directory."),
     appStaticDir: z
       .string()
       .regex(REL_DIR_RE, msg("a directory relative to the app source such as static"))
       .refine((d) => !d.split("/").includes(".."), msg("a directory inside the app source (no ..)"))
-      .default("static"),
-    appVersion: z.string().regex(VERSION_STR_RE, msg("a version string of letters, digits and . _ + -")).default("1"),
-    appProcesses: int(1, 16).default(2),
-    appBasePort: int(1024, 65000).default(8000),
-    appHealthPath: urlPath.default("/healthz"),
+      .default("static")
+      .describe("Static files directory inside the app, served by nginx at staticPath."),
+    appVersion: z
+      .string()
+      .regex(VERSION_STR_RE, msg("a version string of letters, digits and . _ + -"))
+      .default("1")
+      .describe("App version string (APP_VERSION in the app's environment); changing it rolls the app processes one at a time."),
+    appProcesses: int(1, 16).default(2).describe("Number of uvicorn processes (one systemd instance per port) behind nginx."),
+    appBasePort: int(1024, 65000).default(8000).describe("Port of the first app process on 127.0.0.1; the others follow."),
+    appHealthPath: urlPath.default("/healthz").describe("Health route the rolling restart waits on (and the ALB health check uses)."),
     appPython: z
       .string()
       .regex(ABS_PATH_RE, msg("an absolute path to a Python interpreter"))
       .refine((p) => !p.split("/").includes("..") && !p.includes("//"), msg("a normalised absolute path (no // or ..)"))
-      .default("/usr/bin/python3"),
-    appPackages: list(z.string().regex(/^[a-z0-9][a-z0-9.+-]+$/, msg("Debian package names"))).default([
-      "python3-fastapi",
-      "python3-uvicorn",
-    ]),
+      .default("/usr/bin/python3")
+      .describe("Python interpreter that runs uvicorn on the host."),
+    appPackages: list(z.string().regex(/^[a-z0-9][a-z0-9.+-]+$/, msg("Debian package names")))
+      .default(["python3-fastapi", "python3-uvicorn"])
+      .describe("Debian/Ubuntu packages the app needs, installed with apt."),
     // nginx
-    staticPath: urlPath.default("/static/"),
-    websocketPaths: list(urlPath).default(["/ws/"]),
-    clientMaxBodySize: size.default("10m"),
-    proxyConnectTimeout: duration.default("5s"),
-    proxyReadTimeout: duration.default("60s"),
-    proxySendTimeout: duration.default("60s"),
-    websocketReadTimeout: duration.default("1h"),
-    clientHeaderTimeout: duration.default("10s"),
-    clientBodyTimeout: duration.default("10s"),
-    sendTimeout: duration.default("10s"),
-    keepaliveTimeout: duration.default("65s"),
-    upstreamKeepalive: int(0, 1024).default(32),
-    upstreamMaxFails: int(0, 100).default(3),
-    upstreamFailTimeout: duration.default("10s"),
-    proxyBuffering: bool.default(true),
-    workerConnections: int(512, 1048576).default(16384),
-    limitConnPerIp: int(0, 100000).default(0),
-    rateLimits: list(rateLimit).prefault(["/auth/token:5r/m:10"]),
-    scannerPaths: list(urlPath).default(["/wp-login.php", "/wp-admin", "/xmlrpc.php"]),
-    maintenanceMode: bool.default(false),
-    accessLog: bool.default(true),
+    staticPath: urlPath.default("/static/").describe("URL prefix served from appStaticDir by nginx, with a 30-day expiry and no access log."),
+    websocketPaths: list(urlPath).default(["/ws/"]).describe("URL prefixes proxied as WebSockets (upgrade headers, long read timeout)."),
+    clientMaxBodySize: size.default("10m").describe("Largest request body (nginx size, e.g. 10m); larger bodies get 413."),
+    proxyConnectTimeout: duration.default("5s").describe("Timeout to connect to an app process."),
+    proxyReadTimeout: duration.default("60s").describe("Timeout between two reads from the app."),
+    proxySendTimeout: duration.default("60s").describe("Timeout between two writes to the app."),
+    websocketReadTimeout: duration.default("1h").describe("Read/send timeout of WebSocket locations (idle sockets stay open this long)."),
+    clientHeaderTimeout: duration.default("10s").describe("Time a client has to send the request headers (slow-client protection)."),
+    clientBodyTimeout: duration.default("10s").describe("Time between two reads of the request body."),
+    sendTimeout: duration.default("10s").describe("Time between two writes of the response to the client."),
+    keepaliveTimeout: duration.default("65s").describe("Idle time of client keep-alive connections."),
+    upstreamKeepalive: int(0, 1024).default(32).describe("Idle connections to the app kept open per worker (0 disables upstream keepalive)."),
+    upstreamMaxFails: int(0, 100).default(3).describe("Failed attempts before an app process is taken out for upstreamFailTimeout."),
+    upstreamFailTimeout: duration.default("10s").describe("Window for upstreamMaxFails, and how long a failed process stays out."),
+    proxyBuffering: bool.default(true).describe("Buffer app responses in nginx, so slow clients never hold an app process."),
+    workerConnections: int(512, 1048576)
+      .default(16384)
+      .describe("Connections per nginx worker (Debian's default is 768); worker_rlimit_nofile and the service's LimitNOFILE follow."),
+    limitConnPerIp: int(0, 100000).default(0).describe("Concurrent connections allowed per client address (0: no limit)."),
+    // A prefault, not a default: the default is given in input form and parsed
+    // like a configured value (and Pulumi.yaml declares that input form).
+    rateLimits: list(rateLimit).prefault(["/auth/token:5r/m:10"]).describe("Rate-limited paths as PATH:RATE:BURST; excess requests get 429."),
+    scannerPaths: list(urlPath).default(["/wp-login.php", "/wp-admin", "/xmlrpc.php"]).describe("URL prefixes closed without a response (444)."),
+    maintenanceMode: bool.default(false).describe("Serve the maintenance page (503, Retry-After) for every request."),
+    accessLog: bool.default(true).describe("Write the access log (/var/log/nginx/fastapi-edge.access.log)."),
     // ALB
-    albIdleTimeout: int(1, 4000).default(3600),
-    albDeregistrationDelay: int(0, 3600).default(15),
-    wafRateLimit: int(0, 2000000000).default(0),
+    albIdleTimeout: int(1, 4000).default(3600).describe("ALB idle timeout in seconds (raised for WebSockets)."),
+    albDeregistrationDelay: int(0, 3600).default(15).describe("Seconds the ALB drains a deregistered target."),
+    wafRateLimit: int(0, 2000000000).default(0).describe("ALB mode: requests per 5 minutes per client address before WAF blocks (0: no WAF)."),
     // DNS and alerts
-    route53ZoneId: z.string().regex(ZONE_ID_RE, msg("a Route53 hosted zone id such as Z0123456789ABC")).optional(),
-    alertEmail: z.string().regex(EMAIL_RE, msg("an e-mail address such as ops@example.com")).optional(),
-    certExpiryAlarmDays: int(1, 60).default(14),
+    route53ZoneId: z
+      .string()
+      .regex(ZONE_ID_RE, msg("a Route53 hosted zone id such as Z0123456789ABC"))
+      .optional()
+      .describe("Route53 hosted zone for the domain's record (and ALB mode's ACM validation)."),
+    alertEmail: z
+      .string()
+      .regex(EMAIL_RE, msg("an e-mail address such as ops@example.com"))
+      .optional()
+      .describe("E-mail subscribed to the certificate-expiry alarm topic (unset: no alarm)."),
+    certExpiryAlarmDays: int(1, 60).default(14).describe("Alarm when the certificate has fewer days left than this."),
   })
   .strict()
   .superRefine((c, ctx) => {

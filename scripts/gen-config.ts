@@ -1,31 +1,65 @@
 // Regenerates the `config:` section of Pulumi.yaml and the README's config
-// table from the schema (lib/config.ts) and its docs (lib/configdocs.ts).
+// table from the schema in lib/config.ts alone: each key's type, default and
+// description (`.describe()`) are read off its zod schema.
 //   npm run gen-config          rewrite both
-//   npm run gen-config -- --check   exit 1 when either is stale (used by tests)
+//   npm run gen-config -- --check   exit 1 when either is stale
+// test/unit/config.test.ts fails when either file drifts from the schema.
 import { readFileSync, writeFileSync } from "node:fs";
 import * as path from "node:path";
-import { CONFIG_KEYS, EdgeConfig, parseConfig } from "../lib/config";
-import { CONFIG_DOCS } from "../lib/configdocs";
+import { z } from "zod";
+import { CONFIG_KEYS, configSchema } from "../lib/config";
 
 const ROOT = path.resolve(__dirname, "..");
 
-type Decl = { type: "string" | "integer" | "boolean" | "array"; description: string; default?: unknown; secret?: boolean };
+type DeclType = "string" | "integer" | "boolean" | "array";
+type Decl = { type: DeclType; description: string; default?: unknown; secret?: boolean };
+
+/**
+ * What Pulumi.yaml declares for one key, read off its schema: the wrappers
+ * (.optional(), .default(), .prefault(), z.preprocess, .transform()) are
+ * peeled to the schema of the value itself.
+ */
+function declaration(key: string, schema: z.ZodType): Decl {
+  const description = schema.description;
+  if (!description) throw new Error(`config key ${key} has no .describe() in lib/config.ts`);
+  let optional = false;
+  let defaultValue: unknown;
+  let s: z.core.$ZodType = schema;
+  for (;;) {
+    if (s instanceof z.ZodOptional) {
+      optional = true;
+      s = s.def.innerType;
+    } else if (s instanceof z.ZodDefault || s instanceof z.ZodPrefault) {
+      // A prefault's default is in input form, which is what Pulumi.yaml needs.
+      defaultValue ??= s.def.defaultValue;
+      s = s.def.innerType;
+    } else if (s instanceof z.ZodPipe) {
+      // z.preprocess(f, T) is pipe(transform, T); T.transform(f) is pipe(T, transform).
+      s = s.def.out instanceof z.ZodTransform ? s.def.in : s.def.out;
+    } else {
+      break;
+    }
+  }
+  // The engine treats a declared key without a default as required, so
+  // optional keys default to "" (parseConfig reads "" as unset). Keys with
+  // neither (domain) stay required.
+  if (defaultValue === undefined && optional) defaultValue = "";
+  return { type: valueType(key, s), description, ...(defaultValue !== undefined ? { default: defaultValue } : {}) };
+}
+
+function valueType(key: string, s: z.core.$ZodType): DeclType {
+  if (s instanceof z.ZodString || s instanceof z.ZodEnum) return "string";
+  if (s instanceof z.ZodNumber && s.isInt) return "integer";
+  if (s instanceof z.ZodBoolean) return "boolean";
+  if (s instanceof z.ZodArray) return "array";
+  if (s instanceof z.ZodUnion && s.def.options.every((o) => valueType(key, o) === "string")) return "string";
+  if (s instanceof z.ZodLiteral && s.def.values.every((v) => typeof v === "string")) return "string";
+  throw new Error(`config key ${key}: no Pulumi.yaml type for a ${s._zod.def.type} schema`);
+}
 
 export function configDeclarations(): Record<string, Decl> {
-  // Parse a minimal config: what comes back for keys not given is the default.
-  const given = { domain: "example.com", email: "ops@example.com" };
-  const parsed: EdgeConfig = parseConfig(given);
   const out: Record<string, Decl> = {};
-  for (const key of CONFIG_KEYS) {
-    let value: unknown = key in given ? undefined : parsed[key];
-    if (key === "rateLimits") value = parsed.rateLimits.map((r) => `${r.path}:${r.rate}:${r.burst}`);
-    const type = Array.isArray(value) ? "array" : typeof value === "number" ? "integer" : typeof value === "boolean" ? "boolean" : "string";
-    // The engine treats a declared key without a default as required, so
-    // optional keys default to "" (parseConfig reads "" as unset). `domain`
-    // stays required.
-    if (value === undefined && key !== "domain") value = "";
-    out[key] = { type, description: CONFIG_DOCS[key], ...(value !== undefined ? { default: value } : {}) };
-  }
+  for (const key of CONFIG_KEYS) out[key] = declaration(key, configSchema.shape[key]);
   return out;
 }
 
@@ -64,26 +98,30 @@ function replaceBetween(text: string, begin: string, end: string, body: string):
   return text.slice(0, a + begin.length) + "\n" + body + text.slice(b);
 }
 
-function main(): number {
-  const check = process.argv.includes("--check");
-  const pulumiPath = path.join(ROOT, "Pulumi.yaml");
-  const readmePath = path.join(ROOT, "README.md");
-  const pulumiYaml = readFileSync(pulumiPath, "utf8");
+/** Pulumi.yaml and README.md as they are and as the schema says they should be. */
+export function generatedFiles(root: string = ROOT): { file: string; current: string; generated: string }[] {
+  const pulumiYaml = readFileSync(path.join(root, "Pulumi.yaml"), "utf8");
   const cut = pulumiYaml.indexOf("\nconfig:\n");
   const head = cut < 0 ? pulumiYaml.trimEnd() + "\n" : pulumiYaml.slice(0, cut + 1);
-  const newPulumi = head + renderConfigYaml();
-  const readme = readFileSync(readmePath, "utf8");
-  const newReadme = replaceBetween(readme, BEGIN, END, renderConfigTable());
+  const readme = readFileSync(path.join(root, "README.md"), "utf8");
+  return [
+    { file: "Pulumi.yaml", current: pulumiYaml, generated: head + renderConfigYaml() },
+    { file: "README.md", current: readme, generated: replaceBetween(readme, BEGIN, END, renderConfigTable()) },
+  ];
+}
+
+function main(): number {
+  const check = process.argv.includes("--check");
+  const files = generatedFiles();
   if (check) {
-    const stale = [newPulumi !== pulumiYaml && "Pulumi.yaml", newReadme !== readme && "README.md"].filter(Boolean);
+    const stale = files.filter((f) => f.generated !== f.current).map((f) => f.file);
     if (stale.length) {
       console.error(`stale: ${stale.join(", ")} (run npm run gen-config)`);
       return 1;
     }
     return 0;
   }
-  writeFileSync(pulumiPath, newPulumi);
-  writeFileSync(readmePath, newReadme);
+  for (const f of files) writeFileSync(path.join(ROOT, f.file), f.generated);
   return 0;
 }
 

@@ -2,8 +2,8 @@
 // plus the messages users see.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { ConfigError, CONFIG_KEYS, parseConfig } from "../../lib/config";
-import { CONFIG_DOCS } from "../../lib/configdocs";
+import { ConfigError, CONFIG_KEYS, configSchema, parseConfig } from "../../lib/config";
+import { configDeclarations, generatedFiles } from "../../scripts/gen-config";
 import { renderHostFiles } from "../../lib/hostfiles";
 import { execFileSync } from "node:child_process";
 
@@ -40,8 +40,19 @@ describe("config validation", () => {
     expect(c.sshAllowedCidrs).toEqual([]);
   });
 
-  it("documents every key", () => {
-    for (const k of CONFIG_KEYS) expect(CONFIG_DOCS[k], k).toBeTruthy();
+  it("documents every key on the schema itself", () => {
+    for (const k of CONFIG_KEYS) expect(configSchema.shape[k].description, k).toBeTruthy();
+  });
+
+  it("Pulumi.yaml and the README's config table are what the schema generates (npm run gen-config)", () => {
+    for (const f of generatedFiles()) expect(f.current, `${f.file} is stale: run npm run gen-config`).toBe(f.generated);
+  });
+
+  it("the defaults Pulumi.yaml declares parse to the schema's own defaults", () => {
+    const declared: Record<string, unknown> = {};
+    for (const [k, d] of Object.entries(configDeclarations())) if (d.default !== undefined) declared[k] = d.default;
+    expect(Object.keys(declared)).not.toContain("domain");
+    expect(parseConfig({ ...declared, ...base })).toEqual(parseConfig(base));
   });
 
   it("names the key, the accepted form and the bad value", () => {
