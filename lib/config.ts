@@ -17,11 +17,6 @@ const HOSTNAME_RE =
 const URL_PATH_RE = /^\/[A-Za-z0-9._~\/-]*$/;
 const SIZE_RE = /^[1-9][0-9]{0,5}[km]?$/;
 const DURATION_RE = /^[1-9][0-9]{0,5}(ms|s|m|h)$/;
-const IPV4_RE =
-  /^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$/;
-const CIDR4_RE =
-  /^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}\/(3[0-2]|[12]?[0-9])$/;
-const CIDR6_RE = /^[0-9a-fA-F:]{2,39}\/(12[0-8]|1[01][0-9]|[1-9]?[0-9])$/;
 const EMAIL_RE = /^[A-Za-z0-9._%+-]{1,64}@(?=.{1,253}$)[a-z0-9-]+(\.[a-z0-9-]+)+$/;
 const SSH_PUBKEY_RE =
   /^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+\/]+={0,3}( [A-Za-z0-9@._+-]{0,100})?$/;
@@ -43,9 +38,9 @@ const urlPath = z
   .refine((p) => !p.includes("//") && !p.split("/").includes(".."), msg("a normalised URL path (no // or ..)"));
 const size = z.string().regex(SIZE_RE, msg("an nginx size such as 512k, 10m or 4096 (digits with optional k or m)"));
 const duration = z.string().regex(DURATION_RE, msg("an nginx duration such as 500ms, 60s, 5m or 1h"));
-const cidr = z
-  .string()
-  .refine((c) => CIDR4_RE.test(c) || CIDR6_RE.test(c), msg("a CIDR block such as 203.0.113.4/32 or 2001:db8::/48"));
+// zod's own address validators: z.cidrv6() parses the address (hex digits,
+// colons and dots only), so shapes like :::::/64 or ffff/64 are refused.
+const cidr = z.union([z.cidrv4(), z.cidrv6()], msg("a CIDR block such as 203.0.113.4/32 or 2001:db8::/48"));
 
 const bool = z.preprocess((v) => {
   if (v === "true" || v === true) return true;
@@ -142,8 +137,7 @@ export const configSchema = z
     protect: bool.default(false).describe("Protect the instance, Elastic IP and certificate resources from deletion (prod)."),
     // Existing host
     hostAddress: z
-      .string()
-      .refine((h) => IPV4_RE.test(h) || HOSTNAME_RE.test(h) || h === "localhost", msg("an IPv4 address or DNS name"))
+      .union([z.ipv4(), z.string().regex(HOSTNAME_RE), z.literal("localhost")], msg("an IPv4 address or DNS name"))
       .optional()
       .describe("hostMode existing: IP address or DNS name of the server."),
     hostPort: int(1, 65535).default(22).describe("SSH port of the server."),

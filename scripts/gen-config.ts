@@ -48,7 +48,7 @@ function declaration(key: string, schema: z.ZodType): Decl {
 }
 
 function valueType(key: string, s: z.core.$ZodType): DeclType {
-  if (s instanceof z.ZodString || s instanceof z.ZodEnum) return "string";
+  if (s instanceof z.core.$ZodString || s instanceof z.ZodEnum) return "string"; // z.ipv4() etc. are string formats
   if (s instanceof z.ZodNumber && s.isInt) return "integer";
   if (s instanceof z.ZodBoolean) return "boolean";
   if (s instanceof z.ZodArray) return "array";

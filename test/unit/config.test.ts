@@ -68,6 +68,33 @@ describe("config validation", () => {
     expect(errorOf({ ...base, sshAllowedCidrs: ["0.0.0.0/0"] })).toMatch(/never opened to 0\.0\.0\.0\/0/);
   });
 
+  it("validates CIDR blocks with zod's validators: malformed IPv6 shapes are refused, real blocks pass", () => {
+    // :::::/64, ffff/64 and 2001:db8:::1/64 passed the old hand-written IPv6 expression.
+    for (const bad of [":::::/64", "ffff/64", "2001:db8:::1/64", "2001:db8::/129", "203.0.113.4/33", "203.0.113.256/32", "1.2.3/24", "2001:db8::"]) {
+      expect(errorOf({ ...base, sshAllowedCidrs: [bad] }), bad).toMatch(
+        /fastapi-edge:sshAllowedCidrs must be a CIDR block such as 203\.0\.113\.4\/32 or 2001:db8::\/48/,
+      );
+    }
+    const good = ["2001:db8::/48", "203.0.113.4/32", "198.51.100.0/24", "2001:db8:0:1::1/128"];
+    expect(parseConfig({ ...base, sshAllowedCidrs: good }).sshAllowedCidrs).toEqual(good);
+    // ::/0 is a well-formed block: sshAllowedCidrs refuses it as the whole internet, not for its form.
+    for (const world of ["::/0", "0.0.0.0/0"]) {
+      const e = errorOf({ ...base, sshAllowedCidrs: [world] });
+      expect(e, world).toMatch(/fastapi-edge:sshAllowedCidrs must be a narrower block than the whole internet/);
+      expect(e, world).not.toMatch(/must be a CIDR block/);
+    }
+  });
+
+  it("hostAddress takes an IPv4 address (zod's validator), a DNS name or localhost", () => {
+    const existing = { ...base, hostMode: "existing" };
+    for (const ok of ["203.0.113.4", "0.0.0.0", "host.example.com", "localhost"]) {
+      expect(parseConfig({ ...existing, hostAddress: ok }).hostAddress, ok).toBe(ok);
+    }
+    for (const bad of ["2001:db8::1", "host", "-x.example.com", "203.0.113.4:22", "203.0.113.4/32"]) {
+      expect(errorOf({ ...existing, hostAddress: bad }), bad).toMatch(/fastapi-edge:hostAddress must be an IPv4 address or DNS name/);
+    }
+  });
+
   it("reads Pulumi's string forms: JSON arrays, comma lists, numbers and booleans", () => {
     const c = parseConfig({ ...base, sshAllowedCidrs: '["198.51.100.0/24","2001:db8::/48"]', scannerPaths: "/a,/b", appProcesses: "3", accessLog: "false" });
     expect(c.sshAllowedCidrs).toEqual(["198.51.100.0/24", "2001:db8::/48"]);
