@@ -125,7 +125,8 @@ export const configSchema = z
       .describe("AMI to boot; default: the latest Ubuntu 24.04 LTS amd64 image from Canonical, found by lookup."),
     rootVolumeGb: int(8, 1024).default(20).describe("Size of the encrypted gp3 root volume in GiB."),
     sshAllowedCidrs: list(
-      cidr.refine((c) => !/^(0\.0\.0\.0|::)\/0$/.test(c), msg("a narrower block than the whole internet (SSH is never opened to 0.0.0.0/0 or ::/0)")),
+      // Any /0 is the whole internet, however the address is spelled (0::/0, 1.2.3.4/0).
+      cidr.refine((c) => !c.endsWith("/0"), msg("a narrower block than the whole internet (SSH is never opened to 0.0.0.0/0 or ::/0)")),
     )
       .default([])
       .describe("CIDR blocks allowed to reach port 22. Empty (the default) opens SSH to nobody; 0.0.0.0/0 is refused."),

@@ -78,7 +78,7 @@ describe("config validation", () => {
     const good = ["2001:db8::/48", "203.0.113.4/32", "198.51.100.0/24", "2001:db8:0:1::1/128"];
     expect(parseConfig({ ...base, sshAllowedCidrs: good }).sshAllowedCidrs).toEqual(good);
     // ::/0 is a well-formed block: sshAllowedCidrs refuses it as the whole internet, not for its form.
-    for (const world of ["::/0", "0.0.0.0/0"]) {
+    for (const world of ["::/0", "0.0.0.0/0", "0::/0", "0:0:0:0:0:0:0:0/0", "203.0.113.4/0"]) {
       const e = errorOf({ ...base, sshAllowedCidrs: [world] });
       expect(e, world).toMatch(/fastapi-edge:sshAllowedCidrs must be a narrower block than the whole internet/);
       expect(e, world).not.toMatch(/must be a CIDR block/);
