@@ -14,6 +14,8 @@
 #   vps.sh status         print VPS_STATE=running|stopped (exit 0 when running, 1 otherwise)
 #   vps.sh clean          stop the guest and delete the cached image, key and run directory
 #
+# VPS_ACCEL=auto (default: KVM if it boots the guest, else TCG), kvm or tcg.
+#
 # stdout carries only KEY=VALUE lines (eval-able; values never contain spaces); progress and
 # errors go to stderr.
 set -euo pipefail
@@ -376,6 +378,25 @@ cmd_image() {
     "VPS_IMAGE_BUILT=$IMAGE_BUILT" "VPS_IMAGE_BUILD_SECONDS=$IMAGE_SECONDS"
 }
 
+# launch_qemu kvm|tcg HOSTFWD: start QEMU in the background on $OVERLAY, console to $CONSOLE_LOG.
+launch_qemu() {
+  local accel=$1 hostfwd=$2
+  local -a accel_args=(-accel "tcg,thread=multi")
+  [[ $accel == kvm ]] && accel_args=(-accel kvm -cpu host)
+  log "accelerator: $accel"
+  : >"$CONSOLE_LOG"
+  # QEMU must not inherit the locks (fd 8, 9): they would block every later start/stop.
+  qemu-system-x86_64 \
+    -name fastapi-edge-vps -nodefaults \
+    "${accel_args[@]}" -smp "$VPS_CPUS" -m "$VPS_MEMORY" \
+    -kernel "$KERNEL" -initrd "$INITRD" -append "$KERNEL_CMDLINE" \
+    -drive "file=$OVERLAY,format=qcow2,if=virtio,cache=unsafe" \
+    -netdev "user,id=n0,$hostfwd" -device virtio-net-pci,netdev=n0 \
+    -device virtio-rng-pci \
+    -display none -vga none -monitor none -serial "file:$CONSOLE_LOG" \
+    -pidfile "$PIDFILE" -daemonize 2>"$QEMU_LOG" 8>&- 9>&- || { cat "$QEMU_LOG" >&2; return 1; }
+}
+
 # cmd_start [persistent]: boot a guest; "persistent" reuses a running one or the kept disk.
 cmd_start() {
   local persistent=${1:-}
@@ -414,7 +435,6 @@ cmd_start() {
     for rule in "${rules[@]}"; do hostfwd+=",hostfwd=$rule"; done
   fi
 
-  # QEMU must not inherit the lock (fd 9): it would block every later start/stop.
   local disk_new=0
   if [[ -s $OVERLAY ]]; then
     log "booting the kept disk $OVERLAY"
@@ -422,26 +442,29 @@ cmd_start() {
     qemu-img create -q -f qcow2 -F raw -b "$BASE" "$OVERLAY"
     disk_new=1
   fi
-  : >"$CONSOLE_LOG"
-  # KVM when this machine offers it (a VPS with nested virtualisation, a workstation), else
-  # software emulation (TCG), which is what CI machines without /dev/kvm get.
-  local accel=tcg,thread=multi
-  if [[ -r /dev/kvm && -w /dev/kvm ]]; then accel=kvm; fi
-  log "accelerator: ${accel%%,*}"
-  local t0
+  # KVM when it can boot this guest (a workstation, a VPS with nested virtualisation), else
+  # software emulation (TCG). An openable /dev/kvm is not enough: on some CI machines KVM
+  # runs code but never boots a kernel. So a KVM boot must print on the console within
+  # VPS_KVM_PROBE seconds, or the guest is restarted under TCG; the verdict is cached.
+  local accel=tcg t0
+  if [[ ${VPS_ACCEL:-auto} == kvm || (${VPS_ACCEL:-auto} == auto && -r /dev/kvm && -w /dev/kvm && ! -e $CACHE_ROOT/kvm-unusable) ]]; then
+    accel=kvm
+  fi
   t0=$(now)
-  if ! qemu-system-x86_64 \
-    -name fastapi-edge-vps -nodefaults \
-    -accel "$accel" -smp "$VPS_CPUS" -m "$VPS_MEMORY" \
-    -kernel "$KERNEL" -initrd "$INITRD" -append "$KERNEL_CMDLINE" \
-    -drive "file=$OVERLAY,format=qcow2,if=virtio,cache=unsafe" \
-    -netdev "user,id=n0,$hostfwd" -device virtio-net-pci,netdev=n0 \
-    -device virtio-rng-pci \
-    -display none -vga none -monitor none -serial "file:$CONSOLE_LOG" \
-    -pidfile "$PIDFILE" -daemonize 2>"$QEMU_LOG" 8>&- 9>&-; then
-    cat "$QEMU_LOG" >&2
-    [[ -n $persistent ]] || rm -f "$OVERLAY"
-    die "QEMU did not start (a forwarded port already in use? see $QEMU_LOG)"
+  launch_qemu "$accel" "$hostfwd" || { [[ -n $persistent ]] || rm -f "$OVERLAY"; die "QEMU did not start (a forwarded port already in use? see $QEMU_LOG)"; }
+  if [[ $accel == kvm ]]; then
+    local i
+    for ((i = 0; i < ${VPS_KVM_PROBE:-20}; i++)); do
+      [[ -s $CONSOLE_LOG ]] && break
+      sleep 1
+    done
+    if [[ ! -s $CONSOLE_LOG ]]; then
+      log "KVM did not boot the guest within ${VPS_KVM_PROBE:-20}s: using TCG (remembered in $CACHE_ROOT/kvm-unusable)"
+      touch "$CACHE_ROOT/kvm-unusable"
+      VPS_KEEP_DISK=1 stop_guest
+      t0=$(now)
+      launch_qemu tcg "$hostfwd" || { [[ -n $persistent ]] || rm -f "$OVERLAY"; die "QEMU did not start (see $QEMU_LOG)"; }
+    fi
   fi
   log "QEMU pid $(cat "$PIDFILE"), waiting for SSH on $VPS_HOST:$VPS_SSH_PORT (console: $CONSOLE_LOG)"
 
