@@ -1,18 +1,13 @@
-// Tests for the fastapi-edge-baseline policy pack (policy/).
+// Tests for the fastapi-edge-baseline policy pack (policy/), in process:
 //
 // 1. The pure rules (policy/rules.ts) on literal property bags.
 // 2. The real policy objects the pack serves (policy/policies.ts), called the
 //    way the policy SDK calls them: validateResource(args, reportViolation)
 //    and validateStack(args, reportViolation), with props wrapped in the
 //    SDK's own unknown-checking proxy where preview behaviour matters.
-// 3. The pack end to end: policy/index.ts started exactly as the Pulumi CLI
-//    starts a TypeScript policy pack (@pulumi/pulumi's run-policy-pack under
-//    ts-node with type checking), then driven over its analyzer gRPC API with
-//    engine-encoded properties (secret envelopes, unknown sentinels).
-import { spawn, type ChildProcess } from "node:child_process";
-import * as path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import * as grpc from "@grpc/grpc-js";
+// The pack as the CLI runs it: policy-pack.test.ts, and the e2e scenario (a real
+// `pulumi preview --policy-pack`).
+import { describe, expect, it } from "vitest";
 import * as policySdk from "@pulumi/policy";
 import type {
   PolicyResource,
@@ -21,11 +16,6 @@ import type {
   ResourceValidationPolicy,
   StackValidationPolicy,
 } from "@pulumi/policy";
-import { specialSecretSig, specialSigKey } from "@pulumi/pulumi/runtime/rpc";
-import * as analyzerPb from "@pulumi/pulumi/proto/analyzer_pb";
-import { AnalyzerClient } from "@pulumi/pulumi/proto/analyzer_grpc_pb";
-import { Empty } from "google-protobuf/google/protobuf/empty_pb";
-import { Struct } from "google-protobuf/google/protobuf/struct_pb";
 import {
   ebsEncrypted,
   instanceRequiresImdsv2,
@@ -37,23 +27,12 @@ import {
   policies,
 } from "../../policy/policies";
 import * as rules from "../../policy/rules";
+import { OPENSSH_PEM, RSA_PEM, SSH_PUBLIC, T, UNKNOWN_STRING } from "../helpers/policy-fixtures";
 
-const ROOT = path.resolve(__dirname, "../..");
-const POLICY_DIR = path.join(ROOT, "policy");
-
-// Realistic key material, assembled so no scanner mistakes this file for a leak.
-const PEM_HEAD = ["-----BEGIN", "RSA PRIVATE KEY-----"].join(" ");
-const PEM_TAIL = ["-----END", "RSA PRIVATE KEY-----"].join(" ");
-const RSA_PEM = `${PEM_HEAD}\nMIIEowIBAAKCAQEAtestonlytestonlytestonlytestonly\n${PEM_TAIL}\n`;
-const OPENSSH_PEM = `${["-----BEGIN", "OPENSSH PRIVATE KEY-----"].join(" ")}\nb3BlbnNzaC1rZXktdjEAAAAA\n${["-----END", "OPENSSH PRIVATE KEY-----"].join(" ")}\n`;
-const SSH_PUBLIC = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAITestOnlyTestOnlyTestOnly ops@example";
-
-// The SDK's own proxy and sentinels (runtime exports whose types are stripped).
+// The SDK's own proxy (a runtime export whose type is stripped).
 const sdkRuntime = policySdk as unknown as {
   unknownCheckingProxy: <T extends object>(o: T) => T;
 };
-const UNKNOWN_STRING = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
-
 // ---------------------------------------------------------------------------
 // harness: call real policies as the SDK does
 // ---------------------------------------------------------------------------
@@ -147,8 +126,6 @@ async function stackViolations(
   );
   return out;
 }
-
-const T = rules.TYPES;
 
 // ---------------------------------------------------------------------------
 // the pack as a whole
@@ -513,167 +490,3 @@ describe("(e) no-plaintext-credentials-in-state (stack policy)", () => {
 // end to end: the pack as the Pulumi CLI runs it
 // ---------------------------------------------------------------------------
 
-function secret(value: unknown): Record<string, unknown> {
-  return { [specialSigKey]: specialSecretSig, value };
-}
-
-function analyzerOptions(additionalSecretOutputs: string[] = []): analyzerPb.AnalyzerResourceOptions {
-  const o = new analyzerPb.AnalyzerResourceOptions();
-  o.setProtect(false);
-  o.setAdditionalsecretoutputsList(additionalSecretOutputs);
-  return o;
-}
-
-function analyzeRequest(type: string, name: string, props: Record<string, unknown>, aso: string[] = []): analyzerPb.AnalyzeRequest {
-  const r = new analyzerPb.AnalyzeRequest();
-  r.setType(type);
-  r.setName(name);
-  r.setUrn(`urn:pulumi:ci::fastapi-edge::${type}::${name}`);
-  r.setProperties(Struct.fromJavaScript(props as Parameters<typeof Struct.fromJavaScript>[0]));
-  r.setOptions(analyzerOptions(aso));
-  return r;
-}
-
-function analyzerResource(type: string, name: string, props: Record<string, unknown>, aso: string[] = []): analyzerPb.AnalyzerResource {
-  const r = new analyzerPb.AnalyzerResource();
-  r.setType(type);
-  r.setName(name);
-  r.setUrn(`urn:pulumi:ci::fastapi-edge::${type}::${name}`);
-  r.setProperties(Struct.fromJavaScript(props as Parameters<typeof Struct.fromJavaScript>[0]));
-  r.setOptions(analyzerOptions(aso));
-  return r;
-}
-
-interface Diag {
-  policy: string;
-  level: analyzerPb.EnforcementLevel;
-  message: string;
-  urn: string;
-}
-
-function diags(resp: analyzerPb.AnalyzeResponse): Diag[] {
-  return resp.getDiagnosticsList().map((d) => ({
-    policy: d.getPolicyname(),
-    level: d.getEnforcementlevel(),
-    message: d.getMessage(),
-    urn: d.getUrn(),
-  }));
-}
-
-describe("policy pack served over the analyzer gRPC API (as `pulumi preview --policy-pack policy` runs it)", () => {
-  let child: ChildProcess | undefined;
-  let client: AnalyzerClient | undefined;
-  let stderr = "";
-
-  beforeAll(async () => {
-    // The nodejs language host runs `node @pulumi/pulumi/cmd/run-policy-pack <engine> <dir>` in the
-    // pack directory with PULUMI_NODEJS_TYPESCRIPT=true (ts-node, type-checked); the pack prints its port.
-    const runner = path.join(ROOT, "node_modules/@pulumi/pulumi/cmd/run-policy-pack");
-    const proc = spawn(process.execPath, [runner, "127.0.0.1:1", "."], {
-      cwd: POLICY_DIR,
-      env: { ...process.env, PULUMI_NODEJS_TYPESCRIPT: "true" },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    child = proc;
-    proc.stderr?.on("data", (b: Buffer) => {
-      stderr += b.toString();
-    });
-    const port = await new Promise<number>((resolve, reject) => {
-      let out = "";
-      const timer = setTimeout(() => reject(new Error(`policy pack did not start in time; stderr:\n${stderr}`)), 110_000);
-      proc.stdout?.on("data", (b: Buffer) => {
-        out += b.toString();
-        const m = /^(\d+)\s*$/m.exec(out);
-        if (m) {
-          clearTimeout(timer);
-          resolve(Number(m[1]));
-        }
-      });
-      proc.on("exit", (code) => {
-        clearTimeout(timer);
-        reject(new Error(`policy pack exited with ${String(code)}; stderr:\n${stderr}`));
-      });
-    });
-    client = new AnalyzerClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
-  }, 120_000);
-
-  afterAll(() => {
-    client?.close();
-    if (child?.pid !== undefined && child.exitCode === null) child.kill("SIGTERM");
-  });
-
-  const analyze = (req: analyzerPb.AnalyzeRequest): Promise<analyzerPb.AnalyzeResponse> =>
-    new Promise((resolve, reject) => {
-      client!.analyze(req, (err, res) => (err ? reject(err) : resolve(res)));
-    });
-  const analyzeStack = (req: analyzerPb.AnalyzeStackRequest): Promise<analyzerPb.AnalyzeResponse> =>
-    new Promise((resolve, reject) => {
-      client!.analyzeStack(req, (err, res) => (err ? reject(err) : resolve(res)));
-    });
-  const analyzerInfo = (): Promise<analyzerPb.AnalyzerInfo> =>
-    new Promise((resolve, reject) => {
-      client!.getAnalyzerInfo(new Empty(), (err, res) => (err ? reject(err) : resolve(res)));
-    });
-
-  it("announces the pack name and its six mandatory policies", async () => {
-    const info = await analyzerInfo();
-    expect(info.getName()).toBe("fastapi-edge-baseline");
-    expect(info.getVersion()).toBe("0.1.0");
-    const served = info.getPoliciesList().map((p) => [p.getName(), p.getEnforcementlevel()] as const);
-    expect(served.map(([n]) => n)).toEqual(policies.map((p) => p.name));
-    for (const [, level] of served) expect(level).toBe(analyzerPb.EnforcementLevel.MANDATORY);
-  });
-
-  it("blocks a security group that opens SSH to the world, passes a compliant one", async () => {
-    const bad = await analyze(analyzeRequest(T.securityGroup, "edge-sg", {
-      ingress: [{ protocol: "tcp", fromPort: 22, toPort: 22, cidrBlocks: ["0.0.0.0/0"] }],
-    }));
-    expect(diags(bad)).toEqual([
-      expect.objectContaining({ policy: "no-ssh-from-internet", level: analyzerPb.EnforcementLevel.MANDATORY }),
-    ]);
-    const good = await analyze(analyzeRequest(T.securityGroup, "edge-sg", {
-      ingress: [{ protocol: "tcp", fromPort: 22, toPort: 22, cidrBlocks: ["203.0.113.7/32"] }],
-    }));
-    expect(diags(good)).toEqual([]);
-  });
-
-  it("blocks an instance without IMDSv2 and root encryption", async () => {
-    const resp = await analyze(analyzeRequest(T.instance, "edge", { instanceType: "t3.small" }));
-    expect(diags(resp).map((d) => d.policy).sort()).toEqual(["ebs-encrypted", "instance-requires-imdsv2"]);
-  });
-
-  it("downgrades to advisory when a checked value is unknown during preview", async () => {
-    const resp = await analyze(analyzeRequest(T.securityGroup, "edge-sg", {
-      ingress: [{ protocol: "tcp", fromPort: 22, toPort: 22, cidrBlocks: UNKNOWN_STRING }],
-    }));
-    expect(diags(resp)).toEqual([
-      expect.objectContaining({
-        policy: "no-ssh-from-internet",
-        level: analyzerPb.EnforcementLevel.ADVISORY,
-        message: expect.stringMatching(/can't be known during preview/),
-      }),
-    ]);
-  });
-
-  it("sees through engine secret envelopes: a secret private key inside a non-secret property is still a leak", async () => {
-    const ok = new analyzerPb.AnalyzeStackRequest();
-    ok.setResourcesList([
-      analyzerResource("tls:index/privateKey:PrivateKey", "deploy-key", { privateKeyOpenssh: secret(OPENSSH_PEM), publicKeyOpenssh: SSH_PUBLIC }, ["privateKeyOpenssh", "privateKeyPem", "privateKeyPemPkcs8"]),
-      analyzerResource("command:remote:Command", "push", { connection: secret({ host: "203.0.113.10", privateKey: OPENSSH_PEM }), create: "sudo nginx -t" }, ["connection"]),
-    ]);
-    expect(diags(await analyzeStack(ok))).toEqual([]);
-
-    const leak = new analyzerPb.AnalyzeStackRequest();
-    leak.setResourcesList([
-      analyzerResource("command:remote:Command", "write-key", { connection: secret({ host: "h" }), create: secret(`echo '${OPENSSH_PEM}' > k`) }, ["connection"]),
-    ]);
-    expect(diags(await analyzeStack(leak))).toEqual([
-      expect.objectContaining({
-        policy: "no-plaintext-credentials-in-state",
-        level: analyzerPb.EnforcementLevel.MANDATORY,
-        urn: "urn:pulumi:ci::fastapi-edge::command:remote:Command::write-key",
-        message: expect.stringMatching(/"create" contains private key material/),
-      }),
-    ]);
-  });
-});
