@@ -9,8 +9,8 @@ import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { EdgeConfig } from "../lib/config";
 import { REMOTE, renderExpiryUnits } from "../lib/hostfiles";
-import { installFilesScript, shq } from "../lib/script";
-import { HostTarget, hostScript } from "./remote";
+import { stepShell, shq } from "../lib/shell";
+import { HostTarget, hostStep } from "./remote";
 
 export const CERT_METRIC_NAMESPACE = "FastapiEdge";
 export const CERT_METRIC_NAME = "CertificateDaysToExpiry";
@@ -71,11 +71,11 @@ export class CertExpiryAlarm extends pulumi.ComponentResource {
       );
       if (args.target) {
         const units = renderExpiryUnits(c, args.region);
-        this.timer = hostScript(
+        this.timer = hostStep(
           `${name}-timer`,
           {
             target: args.target,
-            script: installFilesScript(
+            stdin: stepShell(
               [
                 { path: REMOTE.expiryService, content: units.service },
                 { path: REMOTE.expiryTimer, content: units.timer },
@@ -88,7 +88,7 @@ export class CertExpiryAlarm extends pulumi.ComponentResource {
                 `${REMOTE.binDir}/cert-expiry-check.sh --host 127.0.0.1 --port 443 --servername ${shq(c.domain)} || [ $? -eq 2 ]`,
               ],
             ),
-            deleteScript: "systemctl disable --now fastapi-edge-cert-expiry.timer || true\nrm -f /etc/systemd/system/fastapi-edge-cert-expiry.*\nsystemctl daemon-reload || true",
+            onDelete: "systemctl disable --now fastapi-edge-cert-expiry.timer || true\nrm -f /etc/systemd/system/fastapi-edge-cert-expiry.*\nsystemctl daemon-reload || true",
           },
           parent,
         );

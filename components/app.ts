@@ -9,8 +9,8 @@ import * as path from "node:path";
 import { appPorts, EdgeConfig } from "../lib/config";
 import { REMOTE, renderAppEnv, rolloutSettleSeconds } from "../lib/hostfiles";
 import { readTemplate } from "../lib/render";
-import { installFilesScript, shq } from "../lib/script";
-import { HostTarget, hostScript } from "./remote";
+import { stepShell, shq } from "../lib/shell";
+import { HostTarget, hostStep } from "./remote";
 
 export interface AppServiceArgs {
   config: EdgeConfig;
@@ -62,8 +62,8 @@ export class AppService extends pulumi.ComponentResource {
 
     const ports = appPorts(c).map(String);
     const releaseDir = `${REMOTE.base}/releases/${this.release}`;
-    const script = pulumi.output(args.forwardedAllowIps).apply((fwd) =>
-      installFilesScript(
+    const stdin = pulumi.output(args.forwardedAllowIps).apply((fwd) =>
+      stepShell(
         [
           { path: REMOTE.unit, content: readTemplate("systemd/fastapi-edge-app@.service") },
           { path: REMOTE.envFile, content: renderAppEnv(c, fwd) },
@@ -89,8 +89,8 @@ export class AppService extends pulumi.ComponentResource {
     );
     // Names its own release: when a new release replaces this one, the engine runs this after
     // the new release is live, and it must then leave everything alone (app-remove.sh).
-    const deleteScript = `${REMOTE.binDir}/app-remove.sh ${this.release}`;
-    this.deploy = hostScript(`${name}-deploy`, { target: args.target, script, deleteScript, triggers: [this.release] }, { parent: this, dependsOn: [copy] });
+    const onDelete = `${REMOTE.binDir}/app-remove.sh ${this.release}`;
+    this.deploy = hostStep(`${name}-deploy`, { target: args.target, stdin, onDelete, triggers: [this.release] }, { parent: this, dependsOn: [copy] });
     this.registerOutputs({ release: this.release });
   }
 }

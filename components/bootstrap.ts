@@ -5,8 +5,8 @@ import * as pulumi from "@pulumi/pulumi";
 import { EdgeConfig } from "../lib/config";
 import { HOST_SCRIPTS, REMOTE } from "../lib/hostfiles";
 import { readTemplate } from "../lib/render";
-import { installFilesScript, shq } from "../lib/script";
-import { HostTarget, hostScript, rootShell } from "./remote";
+import { stepShell, shq } from "../lib/shell";
+import { HostTarget, hostStep, rootShell } from "./remote";
 
 export interface HostBootstrapArgs {
   config: EdgeConfig;
@@ -47,12 +47,12 @@ export class HostBootstrap extends pulumi.ComponentResource {
 
     this.packages = hostPackages(c);
     const scripts = HOST_SCRIPTS.map((s) => ({ path: `${REMOTE.binDir}/${s}`, content: readTemplate(`scripts/${s}`), mode: 0o755 }));
-    const script = installFilesScript(scripts, [
+    const stdin = stepShell(scripts, [
       `install -d -m 0755 ${REMOTE.base} ${REMOTE.etcDir} ${REMOTE.stateDir}`,
       `${REMOTE.binDir}/install-packages.sh ${this.packages.map((p) => shq(p, "package")).join(" ")}`,
       `${REMOTE.binDir}/ensure-user.sh fastapi-edge`,
     ]);
-    this.ready = hostScript(`${name}-install`, { target: args.target, script }, { parent: this, dependsOn: [wait] });
+    this.ready = hostStep(`${name}-install`, { target: args.target, stdin }, { parent: this, dependsOn: [wait] });
     this.registerOutputs({ packages: this.packages });
   }
 }

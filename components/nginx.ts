@@ -14,8 +14,8 @@ import * as path from "node:path";
 import { acmeDirectory, EdgeConfig, parseConfig, targetNginxVersion } from "../lib/config";
 import { REMOTE, renderCertbotDropIn, renderNginxDropIn } from "../lib/hostfiles";
 import { hostLayout, PUBLIC_LISTEN, readTemplate, RenderedFile, renderNginx } from "../lib/render";
-import { installFilesScript, nginxApplyScript, shq, writeFilesScript } from "../lib/script";
-import { HostTarget, hostScript } from "./remote";
+import { stepShell, stageShell, shq, fileWriteLines } from "../lib/shell";
+import { HostTarget, hostStep } from "./remote";
 
 export interface NginxFrontendArgs {
   config: EdgeConfig;
@@ -47,11 +47,11 @@ export class NginxFrontend extends pulumi.ComponentResource {
     // changing any other setting never re-runs this step.
     const bootstrapConfig = parseConfig({ domain: c.domain, email: c.email });
     const bootstrapFiles = renderNginx(bootstrapConfig, { phase: "acme-bootstrap", layout, listen: PUBLIC_LISTEN, nginxVersion: targetNginxVersion(c) });
-    const bootstrap = hostScript(
+    const bootstrap = hostStep(
       `${name}-acme-bootstrap`,
       {
         target: args.target,
-        script: nginxApplyScript(stage(bootstrapFiles), APPLY, [
+        stdin: stageShell(stage(bootstrapFiles), APPLY, [
           `if [ -s ${shq(certFile)} ]; then echo "certificate present: HTTP-only bootstrap not needed"; exit 0; fi`,
           `install -d -m 0755 ${shq(layout.acmeWebroot)}`,
         ]),
@@ -76,11 +76,11 @@ export class NginxFrontend extends pulumi.ComponentResource {
       `--webroot ${shq(layout.acmeWebroot)}`,
       ...(caPem !== undefined ? [`--ca-bundle ${shq(REMOTE.acmeCaBundle)}`] : []),
     ];
-    this.certificate = hostScript(
+    this.certificate = hostStep(
       `${name}-certificate`,
       {
         target: args.target,
-        script: installFilesScript(certFiles, [
+        stdin: stepShell(certFiles, [
           ...(caPem === undefined ? [`rm -f ${REMOTE.acmeCaBundle} ${REMOTE.certbotDropIn}`] : []),
           "if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi",
           `${REMOTE.binDir}/obtain-cert.sh ${certArgs.join(" ")}`,
@@ -94,20 +94,20 @@ export class NginxFrontend extends pulumi.ComponentResource {
     // the nginx lines that change, and an unchanged site runs nothing.
     const siteFiles = renderNginx(c, { phase: "full", layout, listen: PUBLIC_LISTEN });
     this.renderedSite = siteFiles.map((f) => `# ${f.path}\n${f.content}`).join("\n");
-    this.site = hostScript(
+    this.site = hostStep(
       `${name}-site`,
       {
         target: args.target,
-        script: nginxApplyScript(
+        stdin: stageShell(
           stage(siteFiles),
           APPLY,
           [
             // LimitNOFILE for the nginx master; applies from nginx's next start.
-            ...writeFilesScript([{ path: REMOTE.nginxDropIn, content: renderNginxDropIn(c) }]),
+            ...fileWriteLines([{ path: REMOTE.nginxDropIn, content: renderNginxDropIn(c) }]),
             "if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi",
           ],
         ),
-        deleteScript: [`${APPLY} --remove || true`, `rm -f ${REMOTE.nginxDropIn}`].join("\n"),
+        onDelete: [`${APPLY} --remove || true`, `rm -f ${REMOTE.nginxDropIn}`].join("\n"),
       },
       { parent: this, dependsOn: [this.certificate] },
     );

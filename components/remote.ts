@@ -1,6 +1,7 @@
 // Shared plumbing for commands run on the host over SSH.
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
+import { heredocCommand } from "../lib/shell";
 
 export type Connection = command.types.input.remote.ConnectionArgs;
 
@@ -13,27 +14,30 @@ export interface HostTarget {
   machineId: pulumi.Input<string>;
 }
 
-/** The remote command line that runs a script from stdin as root. */
+/** The remote command line that runs shell text from stdin as root. */
 export function rootShell(user: pulumi.Input<string>): pulumi.Output<string> {
   return pulumi.output(user).apply((u) => (u === "root" ? "bash -s" : "sudo -n bash -s"));
 }
 
-export interface ScriptArgs {
+export interface HostStepArgs {
   target: HostTarget;
-  /** Script run on create and on any input change. */
-  script: pulumi.Input<string>;
-  /** Script run on `pulumi destroy` (best effort: it must not fail on a half-built host). */
-  deleteScript?: pulumi.Input<string>;
-  /** Extra values whose change re-runs the script. */
+  /** Shell text run as root on create and on any input change (the command's stdin). */
+  stdin: pulumi.Input<string>;
+  /**
+   * Shell text run on `pulumi destroy`, and after a replacement (best effort: it must not
+   * fail on a half-built host). The engine stores it with the resource when it is created.
+   */
+  onDelete?: pulumi.Input<string>;
+  /** Extra values whose change re-runs the step. */
   triggers?: pulumi.Input<unknown>[];
 }
 
 /**
- * A root script on the host. The script is the command's stdin, so `pulumi
- * preview --diff` shows exactly which of its lines change, and an unchanged
- * script runs nothing on the next `pulumi up`.
+ * A host step: shell text run as root on the host. The text is the command's
+ * stdin, so `pulumi preview --diff` shows exactly which of its lines change,
+ * and an unchanged step runs nothing on the next `pulumi up`.
  */
-export function hostScript(name: string, args: ScriptArgs, opts: pulumi.CustomResourceOptions): command.remote.Command {
+export function hostStep(name: string, args: HostStepArgs, opts: pulumi.CustomResourceOptions): command.remote.Command {
   const shell = rootShell(args.target.user);
   return new command.remote.Command(
     name,
@@ -41,8 +45,8 @@ export function hostScript(name: string, args: ScriptArgs, opts: pulumi.CustomRe
       connection: args.target.connection,
       create: shell,
       update: shell,
-      stdin: args.script,
-      ...(args.deleteScript !== undefined ? { delete: pulumi.interpolate`${shell} <<'FASTAPI_EDGE_DELETE'\n${args.deleteScript}\nFASTAPI_EDGE_DELETE` } : {}),
+      stdin: args.stdin,
+      ...(args.onDelete !== undefined ? { delete: pulumi.all([shell, args.onDelete]).apply(([s, body]) => heredocCommand(s, body)) } : {}),
       triggers: [args.target.machineId, ...(args.triggers ?? [])],
       addPreviousOutputInEnv: false,
     },
