@@ -8,7 +8,7 @@ import { readdirSync, readFileSync, statSync } from "node:fs";
 import * as path from "node:path";
 import { appPorts, EdgeConfig } from "../lib/config";
 import { REMOTE, renderAppEnv, rolloutSettleSeconds } from "../lib/hostfiles";
-import { readTemplate } from "../lib/render";
+import { shipped } from "../lib/shipped";
 import { stepShell, shq } from "../lib/shell";
 import { HostTarget, hostStep } from "./remote";
 
@@ -65,7 +65,7 @@ export class AppService extends pulumi.ComponentResource {
     const stdin = pulumi.output(args.forwardedAllowIps).apply((fwd) =>
       stepShell(
         [
-          { path: REMOTE.unit, content: readTemplate("systemd/fastapi-edge-app@.service") },
+          { path: REMOTE.unit, content: shipped("systemd/fastapi-edge-app@.service") },
           { path: REMOTE.envFile, content: renderAppEnv(c, fwd) },
         ],
         [

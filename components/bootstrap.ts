@@ -4,7 +4,7 @@ import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { EdgeConfig } from "../lib/config";
 import { HOST_SCRIPTS, REMOTE } from "../lib/hostfiles";
-import { readTemplate } from "../lib/render";
+import { shipped } from "../lib/shipped";
 import { stepShell, shq } from "../lib/shell";
 import { HostTarget, hostStep, rootShell } from "./remote";
 
@@ -46,7 +46,7 @@ export class HostBootstrap extends pulumi.ComponentResource {
     );
 
     this.packages = hostPackages(c);
-    const scripts = HOST_SCRIPTS.map((s) => ({ path: `${REMOTE.binDir}/${s}`, content: readTemplate(`scripts/${s}`), mode: 0o755 }));
+    const scripts = HOST_SCRIPTS.map((s) => ({ path: `${REMOTE.binDir}/${s}`, content: shipped(`scripts/${s}`), mode: 0o755 }));
     const stdin = stepShell(scripts, [
       `install -d -m 0755 ${REMOTE.base} ${REMOTE.etcDir} ${REMOTE.stateDir}`,
       `${REMOTE.binDir}/install-packages.sh ${this.packages.map((p) => shq(p, "package")).join(" ")}`,

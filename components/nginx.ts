@@ -11,9 +11,11 @@ import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { readFileSync } from "node:fs";
 import * as path from "node:path";
-import { acmeDirectory, EdgeConfig, parseConfig, targetNginxVersion } from "../lib/config";
+import { acmeDirectory, EdgeConfig } from "../lib/config";
 import { REMOTE, renderCertbotDropIn, renderNginxDropIn } from "../lib/hostfiles";
-import { hostLayout, PUBLIC_LISTEN, readTemplate, RenderedFile, renderNginx } from "../lib/render";
+import { hostLayout, PUBLIC_LISTEN } from "../lib/hostpaths";
+import { renderAcmeBootstrap, renderSite, StageFile } from "../lib/nginx";
+import { shipped } from "../lib/shipped";
 import { stepShell, stageShell, shq, fileWriteLines } from "../lib/shell";
 import { HostTarget, hostStep } from "./remote";
 
@@ -25,7 +27,7 @@ export interface NginxFrontendArgs {
 
 const APPLY = `${REMOTE.binDir}/nginx-apply.sh`;
 
-function stage(files: RenderedFile[]) {
+function stage(files: StageFile[]) {
   return files.map((f) => ({ path: f.path, content: f.content }));
 }
 
@@ -43,10 +45,9 @@ export class NginxFrontend extends pulumi.ComponentResource {
 
     // (1) HTTP-only config, only while no certificate exists: once the full
     // site is live this step never replaces it.
-    // Rendered from the domain alone (every other key at its default), so
-    // changing any other setting never re-runs this step.
-    const bootstrapConfig = parseConfig({ domain: c.domain, email: c.email });
-    const bootstrapFiles = renderNginx(bootstrapConfig, { phase: "acme-bootstrap", layout, listen: PUBLIC_LISTEN, nginxVersion: targetNginxVersion(c) });
+    // Rendered from the domain and the layout alone, so changing any setting
+    // never re-runs this step.
+    const bootstrapFiles = renderAcmeBootstrap({ domain: c.domain, layout, listen: PUBLIC_LISTEN });
     const bootstrap = hostStep(
       `${name}-acme-bootstrap`,
       {
@@ -66,7 +67,7 @@ export class NginxFrontend extends pulumi.ComponentResource {
       throw new Error(`fastapi-edge:acmeCaBundle must be a PEM file of certificates (got ${c.acmeCaBundle})`);
     }
     const certFiles = [
-      { path: REMOTE.deployHook, content: readTemplate("scripts/certbot-deploy-hook.sh"), mode: 0o755 },
+      { path: REMOTE.deployHook, content: shipped("scripts/certbot-deploy-hook.sh"), mode: 0o755 },
       ...(caPem !== undefined ? [{ path: REMOTE.acmeCaBundle, content: caPem }, { path: REMOTE.certbotDropIn, content: renderCertbotDropIn() }] : []),
     ];
     const certArgs = [
@@ -92,7 +93,7 @@ export class NginxFrontend extends pulumi.ComponentResource {
 
     // (3) The full site. Its text is this command's input: preview --diff shows
     // the nginx lines that change, and an unchanged site runs nothing.
-    const siteFiles = renderNginx(c, { phase: "full", layout, listen: PUBLIC_LISTEN });
+    const siteFiles = renderSite(c, { layout, listen: PUBLIC_LISTEN });
     this.renderedSite = siteFiles.map((f) => `# ${f.path}\n${f.content}`).join("\n");
     this.site = hostStep(
       `${name}-site`,

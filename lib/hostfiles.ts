@@ -1,7 +1,9 @@
 // Every file the program puts on a host, as a pure function of validated config.
 // `npm run render` writes these; the components push the same values.
 import { appPorts, EdgeConfig } from "./config";
-import { durationSeconds, hostLayout, PUBLIC_LISTEN, readTemplate, RenderedFile, renderNginx, workerNofile } from "./render";
+import { hostLayout, PUBLIC_LISTEN } from "./hostpaths";
+import { durationSeconds, renderAcmeBootstrap, renderSite, StageFile, workerNofile } from "./nginx";
+import { shipped } from "./shipped";
 
 export const REMOTE = {
   base: "/opt/fastapi-edge",
@@ -40,7 +42,7 @@ export interface HostFile {
 
 export interface HostFileSet {
   /** The nginx stage (conf/ and extra/), pushed with nginx-apply.sh. */
-  nginx: RenderedFile[];
+  nginx: StageFile[];
   /** Scripts, units and env files, keyed by absolute path. */
   system: HostFile[];
 }
@@ -84,7 +86,7 @@ export function renderNginxDropIn(c: EdgeConfig): string {
     "# Rendered by fastapi-edge: open-file limit for the nginx master (workers raise",
     "# their own with worker_rlimit_nofile). Takes effect at the next nginx start.",
     "[Service]",
-    `LimitNOFILE=${workerNofile(c)}`,
+    `LimitNOFILE=${workerNofile(c.workerConnections)}`,
     "",
   ].join("\n");
 }
@@ -101,15 +103,15 @@ export function renderCertbotDropIn(): string {
 export function renderHostFiles(c: EdgeConfig, o: HostFileOptions): HostFileSet {
   const forwarded = o.forwardedAllowIps ?? "127.0.0.1";
   const system: HostFile[] = [
-    ...HOST_SCRIPTS.map((s) => ({ path: `${REMOTE.binDir}/${s}`, content: readTemplate(`scripts/${s}`), mode: 0o755 })),
-    { path: REMOTE.unit, content: readTemplate("systemd/fastapi-edge-app@.service") },
+    ...HOST_SCRIPTS.map((s) => ({ path: `${REMOTE.binDir}/${s}`, content: shipped(`scripts/${s}`), mode: 0o755 })),
+    { path: REMOTE.unit, content: shipped("systemd/fastapi-edge-app@.service") },
     { path: REMOTE.envFile, content: renderAppEnv(c, forwarded) },
   ];
   if (c.frontend === "alb") return { nginx: [], system };
 
   system.push(
     { path: REMOTE.nginxDropIn, content: renderNginxDropIn(c) },
-    { path: REMOTE.deployHook, content: readTemplate("scripts/certbot-deploy-hook.sh"), mode: 0o755 },
+    { path: REMOTE.deployHook, content: shipped("scripts/certbot-deploy-hook.sh"), mode: 0o755 },
   );
   if (o.acmeCaBundlePem !== undefined) {
     system.push({ path: REMOTE.acmeCaBundle, content: o.acmeCaBundlePem }, { path: REMOTE.certbotDropIn, content: renderCertbotDropIn() });
@@ -118,11 +120,9 @@ export function renderHostFiles(c: EdgeConfig, o: HostFileOptions): HostFileSet 
     const units = renderExpiryUnits(c, o.region ?? "us-east-1");
     system.push({ path: REMOTE.expiryService, content: units.service }, { path: REMOTE.expiryTimer, content: units.timer });
   }
-  const nginx = renderNginx(c, {
-    phase: o.phase,
-    layout: hostLayout(c, `${REMOTE.appDir}/${c.appStaticDir}`),
-    listen: PUBLIC_LISTEN,
-  });
+  const layout = hostLayout(c, `${REMOTE.appDir}/${c.appStaticDir}`);
+  const nginx =
+    o.phase === "full" ? renderSite(c, { layout, listen: PUBLIC_LISTEN }) : renderAcmeBootstrap({ domain: c.domain, layout, listen: PUBLIC_LISTEN });
   return { nginx, system };
 }
 

@@ -25,7 +25,7 @@ import net from "node:net";
 import path from "node:path";
 import tls from "node:tls";
 import { EdgeConfig, parseConfig, RawConfig } from "../../lib/config";
-import { RenderedFile, renderNginx } from "../../lib/render";
+import { renderSite, StageFile } from "../../lib/nginx";
 import { installFiles, makeNginxFixture, NginxFixture } from "./nginx-fixture";
 import {
   APP_DIR,
@@ -89,7 +89,7 @@ export interface LiveSiteOptions {
   /** nginx version the renderer targets (default: the local nginx's). */
   nginxVersion?: string;
   /**
-   * "rendered" (default): lib/render.ts output. "seed": files/seed/nginx.conf +
+   * "rendered" (default): lib/nginx output. "seed": files/seed/nginx.conf +
    * seed-site.conf (the seed guide's config as written, only paths/ports
    * adapted) installed into the same temp tree with the same certs and app.
    */
@@ -189,9 +189,9 @@ export interface LiveSite {
   stopApp(index?: number): Promise<void>;
   startApp(index?: number): Promise<void>;
   /** Render this site's files for other config (same layout, ports, upstreams). */
-  render(overrides?: RawConfig): RenderedFile[];
+  render(overrides?: RawConfig): StageFile[];
   /** Write a stage dir (conf/ + extra/) for nginx-apply.sh. */
-  writeStage(files: RenderedFile[]): string;
+  writeStage(files: StageFile[]): string;
   /** Run files/scripts/nginx-apply.sh on a stage against this nginx. */
   apply(stage: string, args?: string[]): Promise<RunResult>;
   /** Reload nginx (SIGHUP) and wait until a new worker generation serves. */
@@ -396,7 +396,7 @@ export function wrkFailures(r: WrkResult): number {
 // ---------------------------------------------------------------- seed
 
 /** The seed guide's config (files/seed/) with paths and ports filled in. */
-function renderSeed(fx: NginxFixture, httpPort: number, httpsPort: number, upstreamPorts: number[]): RenderedFile[] {
+function renderSeed(fx: NginxFixture, httpPort: number, httpsPort: number, upstreamPorts: number[]): StageFile[] {
   const L = fx.layout;
   const vars: Record<string, string> = {
     ROOT: fx.root,
@@ -621,8 +621,7 @@ export async function startLiveSite(opts: LiveSiteOptions = {}): Promise<LiveSit
     },
     render(overrides = {}) {
       if (variant === "seed") throw new Error("the seed variant is not rendered");
-      return renderNginx(parseConfig({ ...raw, ...overrides }), {
-        phase: "full",
+      return renderSite(parseConfig({ ...raw, ...overrides }), {
         layout: L,
         listen,
         nginxVersion,

@@ -6,7 +6,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { EdgeConfig } from "../../lib/config";
-import { HostLayout, Listen, RenderedFile, renderNginx, RenderOptions } from "../../lib/render";
+import { HostLayout, Listen, renderAcmeBootstrap, renderSite, SiteOptions, StageFile } from "../../lib/nginx";
 
 export interface LocalCa {
   dir: string;
@@ -29,15 +29,23 @@ export function makeCa(dir: string, names: string[], days = 30): LocalCa {
   return { dir, caCert: path.join(dir, "ca.pem"), cert: path.join(dir, "fullchain.pem"), key: path.join(dir, "privkey.pem") };
 }
 
+/** Which nginx step's stage: the full site, or the HTTP-only config pushed before the first certificate. */
+export type Phase = "full" | "acme-bootstrap";
+
+/** The stage a phase's step pushes, rendered for a test layout. */
+export function renderStage(c: EdgeConfig, phase: Phase, o: SiteOptions): StageFile[] {
+  return phase === "full" ? renderSite(c, o) : renderAcmeBootstrap({ domain: c.domain, layout: o.layout, listen: o.listen });
+}
+
 export interface NginxFixture {
   root: string;
   confDir: string;
   layout: HostLayout;
   listen: Listen;
   ca: LocalCa;
-  files: RenderedFile[];
+  files: StageFile[];
   /** Write a stage dir (conf/ + extra/) for nginx-apply.sh; returns its path. */
-  writeStage(files: RenderedFile[]): string;
+  writeStage(files: StageFile[]): string;
 }
 
 export function testLayout(root: string): HostLayout {
@@ -56,7 +64,7 @@ export function testLayout(root: string): HostLayout {
 }
 
 /** Write rendered files into the tree: conf/ under confDir, extra/ under root. */
-export function installFiles(layout: HostLayout, files: RenderedFile[]): void {
+export function installFiles(layout: HostLayout, files: StageFile[]): void {
   for (const f of files) {
     const dest = f.path.startsWith("conf/")
       ? path.join(layout.nginxConfDir, f.path.slice(5))
@@ -68,7 +76,7 @@ export function installFiles(layout: HostLayout, files: RenderedFile[]): void {
 
 export function makeNginxFixture(
   c: EdgeConfig,
-  opts: { listen: Listen; phase?: RenderOptions["phase"]; nginxVersion?: string; upstreamPorts?: number[]; retryAfter?: number },
+  opts: { listen: Listen; phase?: Phase; nginxVersion?: string; upstreamPorts?: number[]; retryAfter?: number },
 ): NginxFixture {
   const root = mkdtempSync(path.join(tmpdir(), "fe-nginx-"));
   const layout = testLayout(root);
@@ -79,8 +87,7 @@ export function makeNginxFixture(
   const ca = makeCa(path.join(root, "ca"), [c.domain, "localhost", "127.0.0.1"]);
   copyFileSync(ca.cert, path.join(layout.certDir, "fullchain.pem"));
   copyFileSync(ca.key, path.join(layout.certDir, "privkey.pem"));
-  const files = renderNginx(c, {
-    phase: opts.phase ?? "full",
+  const files = renderStage(c, opts.phase ?? "full", {
     layout,
     listen: opts.listen,
     ...(opts.nginxVersion ? { nginxVersion: opts.nginxVersion } : {}),
@@ -96,7 +103,7 @@ export function makeNginxFixture(
     listen: opts.listen,
     ca,
     files,
-    writeStage(stageFiles: RenderedFile[]): string {
+    writeStage(stageFiles: StageFile[]): string {
       const stage = mkdtempSync(path.join(tmpdir(), "fe-stage-"));
       for (const f of stageFiles) {
         const dest = path.join(stage, f.path);

@@ -1,5 +1,5 @@
 // Live proof of the rendered proxy: real nginx (Debian's) running the files
-// lib/render.ts produces, in front of files/app/main.py under uvicorn started
+// lib/nginx produces, in front of files/app/main.py under uvicorn started
 // by files/scripts/run-app.sh, all on 127.0.0.1 (test/helpers/live-site.ts).
 //
 // Rendered with proxyReadTimeout 2s and websocketReadTimeout 30s so the

@@ -40,6 +40,11 @@ describe("npm run render", () => {
         if (f.path === "/etc/fastapi-edge/app.env") continue; // ALB/VPC values differ only in ALB mode; checked in program tests
         expect(pushed, `${stack}: ${f.path} is pushed as rendered`).toContain(f.content.trimEnd());
       }
+      // The ACME bootstrap phase is what the nginx-acme-bootstrap step stages.
+      const bootstrap = String((run.one("command:remote:Command", "nginx-acme-bootstrap").inputs as { stdin: string }).stdin);
+      for (const f of renderHostFiles(cfg, { phase: "acme-bootstrap" }).nginx) {
+        expect(bootstrap, `${stack}: ${f.path} is staged by the ACME bootstrap step`).toContain(`"$stage/${f.path}.tmp" <<'FASTAPI_EDGE_EOF'\n${f.content.trimEnd()}\nFASTAPI_EDGE_EOF`);
+      }
       rmSync(out, { recursive: true, force: true });
     });
   }

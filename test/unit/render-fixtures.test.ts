@@ -1,6 +1,9 @@
 // `npm run render` output for the committed stacks, byte for byte against the
 // copies in test/unit/fixtures/render-before/STACK (written by
-// `npm run render -- --stack STACK --out test/unit/fixtures/render-before/STACK`).
+// `npm run render -- --stack STACK --out test/unit/fixtures/render-before/STACK`),
+// and of the ACME bootstrap for staging (`--phase acme-bootstrap`, into
+// staging-acme-bootstrap; the stack whose settings are the defaults, so the
+// copy is also what the nginx-acme-bootstrap step has always pushed).
 // A refactor of the renderer or the host-file manifest must leave every file,
 // its path and its mode as it was. A deliberate change regenerates the copies
 // with that command and shows up in the diff of the commit that makes it.
@@ -29,12 +32,19 @@ function tree(dir: string): string[] {
 
 const executable = (file: string): boolean => (statSync(file).mode & 0o111) !== 0;
 
+const CASES: [name: string, args: string[]][] = [
+  ["dev", ["--stack", "dev"]],
+  ["staging", ["--stack", "staging"]],
+  ["prod", ["--stack", "prod"]],
+  ["staging-acme-bootstrap", ["--stack", "staging", "--phase", "acme-bootstrap"]],
+];
+
 describe("npm run render matches the committed copies", () => {
-  for (const stack of ["dev", "staging", "prod"]) {
+  for (const [stack, args] of CASES) {
     it(`${stack}: the same files, bytes and modes`, () => {
       const out = mkdtempSync(path.join(tmpdir(), "fe-render-fixture-"));
       try {
-        const r = spawnSync("npx", ["tsx", "scripts/render.ts", "--stack", stack, "--out", out], { cwd: REPO, encoding: "utf8" });
+        const r = spawnSync("npx", ["tsx", "scripts/render.ts", ...args, "--out", out], { cwd: REPO, encoding: "utf8" });
         expect(r.status, r.stderr).toBe(0);
         const want = path.join(FIXTURES, stack);
         expect(tree(out)).toEqual(tree(want));

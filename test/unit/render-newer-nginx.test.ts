@@ -10,8 +10,8 @@ import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "nod
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EdgeConfig, parseConfig } from "../../lib/config";
-import { HostLayout, Listen, RenderedFile, renderNginx, RenderOptions, versionAtLeast } from "../../lib/render";
-import { makeCa, makeNginxFixture, nginxTest, testLayout, RENDER_VARIANTS } from "../helpers/nginx-fixture";
+import { HostLayout, Listen, StageFile, versionAtLeast } from "../../lib/nginx";
+import { makeCa, makeNginxFixture, nginxTest, Phase, renderStage, testLayout, RENDER_VARIANTS } from "../helpers/nginx-fixture";
 
 const SCRIPT = path.resolve(__dirname, "..", "..", "scripts", "get-nginx-newer.sh");
 const BUILD_TIMEOUT_MS = 15 * 60_000;
@@ -33,7 +33,7 @@ interface ChrootTree {
   hostDir: string;
   /** nginx.conf's path inside the chroot. */
   conf: string;
-  files: RenderedFile[];
+  files: StageFile[];
 }
 
 function nginxVersionOf(stderr: string): string {
@@ -69,7 +69,7 @@ function unexpectedLines(output: string): string[] {
 function renderIntoChroot(
   root: string,
   c: EdgeConfig,
-  opts: { phase: RenderOptions["phase"]; nginxVersion: string; listen?: Listen; layout?: (l: HostLayout) => HostLayout },
+  opts: { phase: Phase; nginxVersion: string; listen?: Listen; layout?: (l: HostLayout) => HostLayout },
 ): ChrootTree {
   const hostDir = mkdtempSync(path.join(root, "tmp", "fe-test-"));
   const prefix = `/${path.relative(root, hostDir)}`;
@@ -85,7 +85,7 @@ function renderIntoChroot(
   copyFileSync(ca.cert, host(path.join(layout.certDir, "fullchain.pem")));
   copyFileSync(ca.key, host(path.join(layout.certDir, "privkey.pem")));
 
-  const files = renderNginx(c, { phase: opts.phase, layout, listen: opts.listen ?? listen, nginxVersion: opts.nginxVersion });
+  const files = renderStage(c, opts.phase, { layout, listen: opts.listen ?? listen, nginxVersion: opts.nginxVersion });
   for (const f of files) {
     let inside: string;
     if (f.path.startsWith("conf/")) inside = path.join(layout.nginxConfDir, f.path.slice("conf/".length));

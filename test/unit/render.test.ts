@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { parseConfig } from "../../lib/config";
 import { renderHostFiles } from "../../lib/hostfiles";
-import { renderNginx, versionAtLeast } from "../../lib/render";
+import { renderAcmeBootstrap, renderSite, versionAtLeast } from "../../lib/nginx";
 import { makeNginxFixture, nginxTest, RENDER_VARIANTS } from "../helpers/nginx-fixture";
 
 const base = { domain: "api.example.test", email: "ops@example.test" };
@@ -49,7 +49,7 @@ describe("renderer", () => {
   });
 
   it("repeats HSTS in every location that sets its own headers", () => {
-    const site = fileText(renderNginx(parseConfig(base), fixtureOpts()), "conf/fastapi-edge/site.conf");
+    const site = fileText(renderSite(parseConfig(base), fixtureOpts()), "conf/fastapi-edge/site.conf");
     const tlsServer = site.slice(site.indexOf("ssl_certificate "));
     const locations = tlsServer.split(/\n    location /).slice(1);
     for (const loc of locations) {
@@ -59,8 +59,8 @@ describe("renderer", () => {
 
   it("emits listen ... http2 before 1.25.1 and `http2 on` from 1.25.1", () => {
     const c = parseConfig(base);
-    const old = fileText(renderNginx(c, { ...fixtureOpts(), nginxVersion: "1.24" }), "conf/fastapi-edge/site.conf");
-    const cur = fileText(renderNginx(c, { ...fixtureOpts(), nginxVersion: "1.26" }), "conf/fastapi-edge/site.conf");
+    const old = fileText(renderSite(c, { ...fixtureOpts(), nginxVersion: "1.24" }), "conf/fastapi-edge/site.conf");
+    const cur = fileText(renderSite(c, { ...fixtureOpts(), nginxVersion: "1.26" }), "conf/fastapi-edge/site.conf");
     expect(old).toMatch(/listen 443 ssl http2;/);
     expect(old).not.toMatch(/http2 on;/);
     expect(cur).toMatch(/http2 on;/);
@@ -68,7 +68,7 @@ describe("renderer", () => {
   });
 
   it("bootstrap phase serves only HTTP and the ACME webroot", () => {
-    const files = renderNginx(parseConfig(base), { ...fixtureOpts(), phase: "acme-bootstrap" });
+    const files = renderAcmeBootstrap({ ...fixtureOpts(), domain: parseConfig(base).domain });
     const all = files.map((f) => f.content).join("\n");
     expect(all).not.toMatch(/ssl_certificate|listen[^;]*443/);
     expect(all).toMatch(/acme-challenge/);
@@ -90,7 +90,6 @@ describe("renderer", () => {
 
 function fixtureOpts() {
   return {
-    phase: "full" as const,
     layout: {
       nginxConfDir: "/etc/nginx", acmeWebroot: "/var/www/letsencrypt", maintenanceDir: "/var/www/fastapi-edge",
       staticDir: "/opt/fastapi-edge/app/static", logDir: "/var/log/nginx", pidFile: "/run/nginx.pid",

@@ -1,0 +1,61 @@
+// The nginx renderer: pure functions of validated config and the target
+// host's layout, one generator per output file. No Pulumi import: `npm run
+// render`, the tests and the program all call it, and `nginx -t` checks what
+// it returns.
+//
+//   nginx.conf                             main.ts
+//   fastapi-edge/http.conf                 http.ts
+//   fastapi-edge/snippets/proxy.conf       proxy.ts
+//   fastapi-edge/site.conf                 site.ts: server-http.ts (port 80),
+//                                            server-tls.ts (443), locations.ts
+//   fastapi-edge/snippets/tls.conf,        files/nginx/, as they are
+//   fastapi-edge/snippets/proxy-headers.conf
+//   maintenance.html                       files/maintenance/, as it is
+//
+// renderSite is the whole site with TLS; renderAcmeBootstrap (acme-bootstrap.ts)
+// the HTTP-only config pushed once before the first certificate exists.
+import { appPorts, EdgeConfig, targetNginxVersion } from "../config";
+import { shipped } from "../shipped";
+import { commonStageFiles } from "./common-files";
+import { renderHttpConf } from "./http";
+import { renderMainConf } from "./main";
+import { renderHttpServers } from "./server-http";
+import { renderTlsServers } from "./server-tls";
+import { renderSiteConf } from "./site";
+import { HostLayout, Listen, StageFile } from "./types";
+
+export type { HostLayout, Listen, StageFile } from "./types";
+export { renderAcmeBootstrap } from "./acme-bootstrap";
+export type { AcmeBootstrapOptions } from "./acme-bootstrap";
+export { workerNofile } from "./main";
+export { durationSeconds, parseVersion, versionAtLeast } from "./syntax";
+
+export interface SiteOptions {
+  layout: HostLayout;
+  listen: Listen;
+  /** Defaults to the version config targets. */
+  nginxVersion?: string;
+  /** Upstream app ports; defaults to those derived from config. */
+  upstreamPorts?: number[];
+  /** Retry-After seconds on the maintenance page. */
+  retryAfter?: number;
+}
+
+/** The full site, with TLS: the stage the nginx-site step pushes. */
+export function renderSite(c: EdgeConfig, o: SiteOptions): StageFile[] {
+  const ports = o.upstreamPorts ?? appPorts(c);
+  const common = commonStageFiles(o.layout, ports);
+  const site = renderSiteConf([
+    renderHttpServers({ domain: c.domain, listen: o.listen, acmeWebroot: o.layout.acmeWebroot }),
+    renderTlsServers(c, { layout: o.layout, listen: o.listen, nginxVersion: o.nginxVersion ?? targetNginxVersion(c), retryAfter: o.retryAfter ?? 30 }),
+  ]);
+  return [
+    { path: "conf/nginx.conf", content: renderMainConf(o.layout, c.workerConnections) },
+    { path: "conf/fastapi-edge/http.conf", content: renderHttpConf(c, { layout: o.layout, upstreamPorts: ports, tls: true }) },
+    { path: "conf/fastapi-edge/snippets/tls.conf", content: shipped("nginx/tls-intermediate.conf") },
+    common.proxyHeaders,
+    common.proxy,
+    { path: "conf/fastapi-edge/site.conf", content: site },
+    common.maintenance,
+  ];
+}

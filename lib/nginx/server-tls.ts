@@ -1,0 +1,60 @@
+// The port-443 servers: unknown names (SNI) are refused in the handshake; the
+// site's server sets certificates, security headers and proxy timeouts, and
+// holds the locations.
+import { EdgeConfig } from "../config";
+import { acmeChallengeLocation, appLocations, AppLocationSettings, hstsHeader, maintenancePageLocation, scannerLocations } from "./locations";
+import { listenLines, serverBlock, versionAtLeast } from "./syntax";
+import { HostLayout, Listen } from "./types";
+
+export type TlsServerSettings = AppLocationSettings &
+  Pick<EdgeConfig, "domain" | "hstsMaxAge" | "limitConnPerIp" | "proxyConnectTimeout" | "proxyReadTimeout" | "proxySendTimeout" | "proxyBuffering" | "scannerPaths">;
+
+export interface TlsServerOptions {
+  layout: Pick<HostLayout, "certDir" | "maintenanceDir" | "acmeWebroot" | "staticDir">;
+  listen: Listen;
+  /** From 1.25.1 HTTP/2 is its own directive; before, a listen parameter. */
+  nginxVersion: string;
+  /** Retry-After seconds on the maintenance page. */
+  retryAfter: number;
+}
+
+export function renderTlsServers(s: TlsServerSettings, o: TlsServerOptions): string[] {
+  const http2Directive = versionAtLeast(o.nginxVersion, "1.25.1");
+  const listen = (extra: string): string[] => [
+    ...listenLines(o.listen, o.listen.https, http2Directive ? `ssl${extra}` : `ssl http2${extra}`),
+    ...(http2Directive ? ["http2 on;"] : []),
+  ];
+  const L = o.layout;
+  return [
+    "# Unknown Host names (SNI) on 443: refuse the handshake, present no certificate.",
+    ...serverBlock([[...listen(" default_server"), "server_name _;", "access_log off;", "ssl_reject_handshake on;"]]),
+    "",
+    ...serverBlock([
+      [...listen(""), `server_name ${s.domain};`],
+      [`ssl_certificate ${L.certDir}/fullchain.pem;`, `ssl_certificate_key ${L.certDir}/privkey.pem;`],
+      [
+        "# HSTS on every response (errors too: `always`). A location with its own",
+        "# add_header loses this one, so such locations repeat it.",
+        hstsHeader(s.hstsMaxAge),
+        'add_header X-Content-Type-Options "nosniff" always;',
+      ],
+      ...(s.limitConnPerIp > 0 ? [[`limit_conn fastapi_edge_conn ${s.limitConnPerIp};`]] : []),
+      [
+        "# Proxy timeouts and buffering (WebSocket locations override them).",
+        `proxy_connect_timeout ${s.proxyConnectTimeout};`,
+        `proxy_read_timeout ${s.proxyReadTimeout};`,
+        `proxy_send_timeout ${s.proxySendTimeout};`,
+        `proxy_buffering ${s.proxyBuffering ? "on" : "off"};`,
+        "proxy_request_buffering on;",
+        "proxy_buffer_size 16k;",
+        "proxy_buffers 16 16k;",
+        "proxy_busy_buffers_size 32k;",
+      ],
+      maintenancePageLocation({ dir: L.maintenanceDir, retryAfter: o.retryAfter, hstsMaxAge: s.hstsMaxAge }),
+      acmeChallengeLocation(L.acmeWebroot),
+      ...(s.scannerPaths.length ? [scannerLocations(s.scannerPaths)] : []),
+      ...appLocations(s, L.staticDir),
+    ]),
+    "",
+  ];
+}
