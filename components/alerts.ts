@@ -8,7 +8,7 @@ import * as aws from "@pulumi/aws";
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { EdgeConfig } from "../lib/config";
-import { REMOTE, renderExpiryUnits } from "../lib/hostfiles";
+import { expiryTimerFiles, installedScript } from "../lib/hostfiles";
 import { stepShell, shq } from "../lib/shell";
 import { HostTarget, hostStep } from "./remote";
 
@@ -70,22 +70,18 @@ export class CertExpiryAlarm extends pulumi.ComponentResource {
         parent,
       );
       if (args.target) {
-        const units = renderExpiryUnits(c, args.region);
         this.timer = hostStep(
           `${name}-timer`,
           {
             target: args.target,
             stdin: stepShell(
-              [
-                { path: REMOTE.expiryService, content: units.service },
-                { path: REMOTE.expiryTimer, content: units.timer },
-              ],
+              expiryTimerFiles(c, args.region),
               [
                 // The AWS CLI publishes the metric: Debian packages it; on Ubuntu 24.04 it is a snap.
                 "command -v aws >/dev/null || apt-get install -y -q awscli || snap install aws-cli --classic",
                 "systemctl daemon-reload",
                 "systemctl enable --now fastapi-edge-cert-expiry.timer",
-                `${REMOTE.binDir}/cert-expiry-check.sh --host 127.0.0.1 --port 443 --servername ${shq(c.domain)} || [ $? -eq 2 ]`,
+                `${installedScript("cert-expiry-check.sh")} --host 127.0.0.1 --port 443 --servername ${shq(c.domain)} || [ $? -eq 2 ]`,
               ],
             ),
             onDelete: "systemctl disable --now fastapi-edge-cert-expiry.timer || true\nrm -f /etc/systemd/system/fastapi-edge-cert-expiry.*\nsystemctl daemon-reload || true",

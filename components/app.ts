@@ -7,8 +7,8 @@ import { createHash } from "node:crypto";
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import * as path from "node:path";
 import { appPorts, EdgeConfig } from "../lib/config";
-import { REMOTE, renderAppEnv, rolloutSettleSeconds } from "../lib/hostfiles";
-import { shipped } from "../lib/shipped";
+import { appDeployFiles, installedScript, rolloutSettleSeconds } from "../lib/hostfiles";
+import { HOST_PATHS, uploadDir } from "../lib/hostpaths";
 import { stepShell, shq } from "../lib/shell";
 import { HostTarget, hostStep } from "./remote";
 
@@ -49,7 +49,7 @@ export class AppService extends pulumi.ComponentResource {
       throw new Error(`fastapi-edge:appSource must be a directory (got ${JSON.stringify(c.appSource)}, resolved to ${source})`);
     }
     this.release = treeHash(source);
-    const upload = `/var/tmp/fastapi-edge-upload-${this.release}`;
+    const upload = uploadDir(this.release);
 
     // The release travels over SFTP; it is re-sent only when its content changes.
     // The trailing slash copies the directory's contents into remotePath (without it the
@@ -61,35 +61,32 @@ export class AppService extends pulumi.ComponentResource {
     );
 
     const ports = appPorts(c).map(String);
-    const releaseDir = `${REMOTE.base}/releases/${this.release}`;
+    const releaseDir = `${HOST_PATHS.releasesDir}/${this.release}`;
     const stdin = pulumi.output(args.forwardedAllowIps).apply((fwd) =>
       stepShell(
+        appDeployFiles(c, fwd),
         [
-          { path: REMOTE.unit, content: shipped("systemd/fastapi-edge-app@.service") },
-          { path: REMOTE.envFile, content: renderAppEnv(c, fwd) },
-        ],
-        [
-          `# release ${this.release}: install it once, then point ${REMOTE.appDir} at it atomically`,
+          `# release ${this.release}: install it once, then point ${HOST_PATHS.appDir} at it atomically`,
           `if [ ! -d ${shq(releaseDir)} ]; then`,
-          `  install -d -m 0755 ${shq(`${REMOTE.base}/releases`)}`,
+          `  install -d -m 0755 ${shq(HOST_PATHS.releasesDir)}`,
           `  cp -a ${shq(upload)} ${shq(`${releaseDir}.tmp`)}`,
           `  chown -R root:root ${shq(`${releaseDir}.tmp`)}`,
           `  chmod -R a+rX,go-w ${shq(`${releaseDir}.tmp`)}`,
           `  mv ${shq(`${releaseDir}.tmp`)} ${shq(releaseDir)}`,
           "fi",
           `rm -rf ${shq(upload)}`,
-          `ln -sfn ${shq(releaseDir)} ${shq(`${REMOTE.appDir}.new`)}`,
-          `mv -T ${shq(`${REMOTE.appDir}.new`)} ${shq(REMOTE.appDir)}`,
+          `ln -sfn ${shq(releaseDir)} ${shq(`${HOST_PATHS.appDir}.new`)}`,
+          `mv -T ${shq(`${HOST_PATHS.appDir}.new`)} ${shq(HOST_PATHS.appDir)}`,
           "systemctl daemon-reload",
-          `HEALTH_PATH=${shq(c.appHealthPath)} EXPECT_VERSION=${shq(c.appVersion)} SETTLE_SECONDS=${rolloutSettleSeconds(c)} ${REMOTE.binDir}/app-rollout.sh ${ports.join(" ")}`,
+          `HEALTH_PATH=${shq(c.appHealthPath)} EXPECT_VERSION=${shq(c.appVersion)} SETTLE_SECONDS=${rolloutSettleSeconds(c)} ${installedScript("app-rollout.sh")} ${ports.join(" ")}`,
           "# keep the three newest releases",
-          `ls -1dt ${REMOTE.base}/releases/*/ | tail -n +4 | xargs -r rm -rf`,
+          `ls -1dt ${HOST_PATHS.releasesDir}/*/ | tail -n +4 | xargs -r rm -rf`,
         ],
       ),
     );
     // Names its own release: when a new release replaces this one, the engine runs this after
     // the new release is live, and it must then leave everything alone (app-remove.sh).
-    const onDelete = `${REMOTE.binDir}/app-remove.sh ${this.release}`;
+    const onDelete = `${installedScript("app-remove.sh")} ${this.release}`;
     this.deploy = hostStep(`${name}-deploy`, { target: args.target, stdin, onDelete, triggers: [this.release] }, { parent: this, dependsOn: [copy] });
     this.registerOutputs({ release: this.release });
   }

@@ -3,8 +3,8 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { EdgeConfig } from "../lib/config";
-import { HOST_SCRIPTS, REMOTE } from "../lib/hostfiles";
-import { shipped } from "../lib/shipped";
+import { hostInstallFiles, installedScript } from "../lib/hostfiles";
+import { HOST_PATHS } from "../lib/hostpaths";
 import { stepShell, shq } from "../lib/shell";
 import { HostTarget, hostStep, rootShell } from "./remote";
 
@@ -46,11 +46,10 @@ export class HostBootstrap extends pulumi.ComponentResource {
     );
 
     this.packages = hostPackages(c);
-    const scripts = HOST_SCRIPTS.map((s) => ({ path: `${REMOTE.binDir}/${s}`, content: shipped(`scripts/${s}`), mode: 0o755 }));
-    const stdin = stepShell(scripts, [
-      `install -d -m 0755 ${REMOTE.base} ${REMOTE.etcDir} ${REMOTE.stateDir}`,
-      `${REMOTE.binDir}/install-packages.sh ${this.packages.map((p) => shq(p, "package")).join(" ")}`,
-      `${REMOTE.binDir}/ensure-user.sh fastapi-edge`,
+    const stdin = stepShell(hostInstallFiles(), [
+      `install -d -m 0755 ${HOST_PATHS.base} ${HOST_PATHS.etcDir} ${HOST_PATHS.stateDir}`,
+      `${installedScript("install-packages.sh")} ${this.packages.map((p) => shq(p, "package")).join(" ")}`,
+      `${installedScript("ensure-user.sh")} fastapi-edge`,
     ]);
     this.ready = hostStep(`${name}-install`, { target: args.target, stdin }, { parent: this, dependsOn: [wait] });
     this.registerOutputs({ packages: this.packages });

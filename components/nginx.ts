@@ -9,13 +9,9 @@
 // restarted.
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
-import { readFileSync } from "node:fs";
-import * as path from "node:path";
 import { acmeDirectory, EdgeConfig } from "../lib/config";
-import { REMOTE, renderCertbotDropIn, renderNginxDropIn } from "../lib/hostfiles";
-import { hostLayout, PUBLIC_LISTEN } from "../lib/hostpaths";
-import { renderAcmeBootstrap, renderSite, StageFile } from "../lib/nginx";
-import { shipped } from "../lib/shipped";
+import { acmeBootstrapStage, certificateFiles, installedScript, readAcmeCaBundle, siteFiles } from "../lib/hostfiles";
+import { HOST_PATHS, hostLayout } from "../lib/hostpaths";
 import { stepShell, stageShell, shq, fileWriteLines } from "../lib/shell";
 import { HostTarget, hostStep } from "./remote";
 
@@ -25,11 +21,7 @@ export interface NginxFrontendArgs {
   projectDir: string;
 }
 
-const APPLY = `${REMOTE.binDir}/nginx-apply.sh`;
-
-function stage(files: StageFile[]) {
-  return files.map((f) => ({ path: f.path, content: f.content }));
-}
+const APPLY = installedScript("nginx-apply.sh");
 
 export class NginxFrontend extends pulumi.ComponentResource {
   readonly site: command.remote.Command;
@@ -40,19 +32,16 @@ export class NginxFrontend extends pulumi.ComponentResource {
   constructor(name: string, args: NginxFrontendArgs, opts?: pulumi.ComponentResourceOptions) {
     super("fastapi-edge:nginx:Frontend", name, {}, opts);
     const c = args.config;
-    const layout = hostLayout(c, `${REMOTE.appDir}/${c.appStaticDir}`);
+    const layout = hostLayout(c);
     const certFile = `${layout.certDir}/fullchain.pem`;
 
     // (1) HTTP-only config, only while no certificate exists: once the full
     // site is live this step never replaces it.
-    // Rendered from the domain and the layout alone, so changing any setting
-    // never re-runs this step.
-    const bootstrapFiles = renderAcmeBootstrap({ domain: c.domain, layout, listen: PUBLIC_LISTEN });
     const bootstrap = hostStep(
       `${name}-acme-bootstrap`,
       {
         target: args.target,
-        stdin: stageShell(stage(bootstrapFiles), APPLY, [
+        stdin: stageShell(acmeBootstrapStage(c), APPLY, [
           `if [ -s ${shq(certFile)} ]; then echo "certificate present: HTTP-only bootstrap not needed"; exit 0; fi`,
           `install -d -m 0755 ${shq(layout.acmeWebroot)}`,
         ]),
@@ -62,29 +51,22 @@ export class NginxFrontend extends pulumi.ComponentResource {
 
     // (2) The certificate. Private ACME servers come with a CA bundle that
     // certbot (and its scheduled renewals, via a certbot.service drop-in) trusts.
-    const caPem = c.acmeCaBundle ? readFileSync(path.resolve(args.projectDir, c.acmeCaBundle), "utf8") : undefined;
-    if (caPem !== undefined && !/^-----BEGIN CERTIFICATE-----/m.test(caPem)) {
-      throw new Error(`fastapi-edge:acmeCaBundle must be a PEM file of certificates (got ${c.acmeCaBundle})`);
-    }
-    const certFiles = [
-      { path: REMOTE.deployHook, content: shipped("scripts/certbot-deploy-hook.sh"), mode: 0o755 },
-      ...(caPem !== undefined ? [{ path: REMOTE.acmeCaBundle, content: caPem }, { path: REMOTE.certbotDropIn, content: renderCertbotDropIn() }] : []),
-    ];
+    const caPem = readAcmeCaBundle(c, args.projectDir);
     const certArgs = [
       `--domain ${shq(c.domain)}`,
       `--email ${shq(c.email!)}`,
       `--server ${shq(acmeDirectory(c))}`,
       `--webroot ${shq(layout.acmeWebroot)}`,
-      ...(caPem !== undefined ? [`--ca-bundle ${shq(REMOTE.acmeCaBundle)}`] : []),
+      ...(caPem !== undefined ? [`--ca-bundle ${shq(HOST_PATHS.acmeCaBundle)}`] : []),
     ];
     this.certificate = hostStep(
       `${name}-certificate`,
       {
         target: args.target,
-        stdin: stepShell(certFiles, [
-          ...(caPem === undefined ? [`rm -f ${REMOTE.acmeCaBundle} ${REMOTE.certbotDropIn}`] : []),
+        stdin: stepShell(certificateFiles(caPem), [
+          ...(caPem === undefined ? [`rm -f ${HOST_PATHS.acmeCaBundle} ${HOST_PATHS.certbotDropIn}`] : []),
           "if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi",
-          `${REMOTE.binDir}/obtain-cert.sh ${certArgs.join(" ")}`,
+          `${installedScript("obtain-cert.sh")} ${certArgs.join(" ")}`,
         ]),
       },
       // Certificates are kept on destroy (Let's Encrypt rate-limits re-issuing).
@@ -93,22 +75,22 @@ export class NginxFrontend extends pulumi.ComponentResource {
 
     // (3) The full site. Its text is this command's input: preview --diff shows
     // the nginx lines that change, and an unchanged site runs nothing.
-    const siteFiles = renderSite(c, { layout, listen: PUBLIC_LISTEN });
-    this.renderedSite = siteFiles.map((f) => `# ${f.path}\n${f.content}`).join("\n");
+    const site = siteFiles(c);
+    this.renderedSite = site.stage.map((f) => `# ${f.path}\n${f.content}`).join("\n");
     this.site = hostStep(
       `${name}-site`,
       {
         target: args.target,
         stdin: stageShell(
-          stage(siteFiles),
+          site.stage,
           APPLY,
           [
             // LimitNOFILE for the nginx master; applies from nginx's next start.
-            ...fileWriteLines([{ path: REMOTE.nginxDropIn, content: renderNginxDropIn(c) }]),
+            ...fileWriteLines([site.dropIn]),
             "if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi",
           ],
         ),
-        onDelete: [`${APPLY} --remove || true`, `rm -f ${REMOTE.nginxDropIn}`].join("\n"),
+        onDelete: [`${APPLY} --remove || true`, `rm -f ${HOST_PATHS.nginxDropIn}`].join("\n"),
       },
       { parent: this, dependsOn: [this.certificate] },
     );

@@ -1,27 +1,19 @@
-// Every file the program puts on a host, as a pure function of validated config.
-// `npm run render` writes these; the components push the same values.
-import { appPorts, EdgeConfig } from "./config";
-import { hostLayout, PUBLIC_LISTEN } from "./hostpaths";
-import { durationSeconds, renderAcmeBootstrap, renderSite, StageFile, workerNofile } from "./nginx";
+// The manifest of host files: for each host step, the files it puts on the
+// host, as a pure function of validated config. The components push exactly
+// these (components/*.ts), and `npm run render` writes all of them
+// (renderHostFiles). No Pulumi import.
+import { readFileSync } from "node:fs";
+import * as path from "node:path";
+import { ConfigError, EdgeConfig, PROJECT } from "./config";
+import { HOST_PATHS, hostLayout, PUBLIC_LISTEN } from "./hostpaths";
+import { durationSeconds, renderAcmeBootstrap, renderSite, StageFile } from "./nginx";
 import { shipped } from "./shipped";
+import { renderAppEnv, renderCertbotDropIn, renderExpiryUnits, renderNginxDropIn } from "./units";
 
-export const REMOTE = {
-  base: "/opt/fastapi-edge",
-  appDir: "/opt/fastapi-edge/app",
-  binDir: "/opt/fastapi-edge/bin",
-  etcDir: "/etc/fastapi-edge",
-  envFile: "/etc/fastapi-edge/app.env",
-  stateDir: "/var/lib/fastapi-edge",
-  unit: "/etc/systemd/system/fastapi-edge-app@.service",
-  nginxDropIn: "/etc/systemd/system/nginx.service.d/fastapi-edge.conf",
-  certbotDropIn: "/etc/systemd/system/certbot.service.d/fastapi-edge.conf",
-  acmeCaBundle: "/etc/fastapi-edge/acme-ca.pem",
-  deployHook: "/etc/letsencrypt/renewal-hooks/deploy/fastapi-edge-reload-nginx.sh",
-  expiryService: "/etc/systemd/system/fastapi-edge-cert-expiry.service",
-  expiryTimer: "/etc/systemd/system/fastapi-edge-cert-expiry.timer",
-} as const;
-
-/** Scripts from files/scripts/ installed into REMOTE.binDir. */
+/**
+ * Scripts from files/scripts/ that bootstrap-install puts into HOST_PATHS.binDir.
+ * It runs before every other step, so any step may call them.
+ */
 export const HOST_SCRIPTS = [
   "install-packages.sh",
   "ensure-user.sh",
@@ -33,12 +25,90 @@ export const HOST_SCRIPTS = [
   "cert-expiry-check.sh",
 ] as const;
 
+export type HostScript = (typeof HOST_SCRIPTS)[number];
+
+/** Where a host script is installed. */
+export function installedScript(name: HostScript): string {
+  return `${HOST_PATHS.binDir}/${name}`;
+}
+
 export interface HostFile {
   /** Absolute path on the host, or stage-relative for nginx files. */
   path: string;
   content: string;
   mode?: number;
 }
+
+// ------------------------------------------------------------- the steps
+
+/** bootstrap-install: the host scripts. */
+export function hostInstallFiles(): HostFile[] {
+  return HOST_SCRIPTS.map((s) => ({ path: installedScript(s), content: shipped(`scripts/${s}`), mode: 0o755 }));
+}
+
+/** app-deploy: the systemd template unit and the app's environment. */
+export function appDeployFiles(c: EdgeConfig, forwardedAllowIps: string): HostFile[] {
+  return [
+    { path: HOST_PATHS.appUnit, content: shipped("systemd/fastapi-edge-app@.service") },
+    { path: HOST_PATHS.envFile, content: renderAppEnv(c, forwardedAllowIps) },
+  ];
+}
+
+/**
+ * nginx-acme-bootstrap: the HTTP-only nginx stage, from the domain alone, so
+ * no setting re-runs the step.
+ */
+export function acmeBootstrapStage(c: EdgeConfig): StageFile[] {
+  return renderAcmeBootstrap({ domain: c.domain, layout: hostLayout(c), listen: PUBLIC_LISTEN });
+}
+
+/**
+ * The configured ACME CA bundle's text (read from the project), or undefined
+ * when config names none. Refuses a file that holds no PEM certificate.
+ */
+export function readAcmeCaBundle(c: EdgeConfig, projectDir: string): string | undefined {
+  if (!c.acmeCaBundle) return undefined;
+  const pem = readFileSync(path.resolve(projectDir, c.acmeCaBundle), "utf8");
+  if (!/^-----BEGIN CERTIFICATE-----/m.test(pem)) {
+    throw new ConfigError([`${PROJECT}:acmeCaBundle must be a PEM file of certificates (got ${c.acmeCaBundle})`]);
+  }
+  return pem;
+}
+
+/**
+ * nginx-certificate: certbot's deploy hook, and with a private ACME CA its
+ * bundle and the certbot.service drop-in that makes renewals trust it.
+ */
+export function certificateFiles(acmeCaBundlePem: string | undefined): HostFile[] {
+  return [
+    { path: HOST_PATHS.deployHook, content: shipped("scripts/certbot-deploy-hook.sh"), mode: 0o755 },
+    ...(acmeCaBundlePem !== undefined
+      ? [
+          { path: HOST_PATHS.acmeCaBundle, content: acmeCaBundlePem },
+          { path: HOST_PATHS.certbotDropIn, content: renderCertbotDropIn() },
+        ]
+      : []),
+  ];
+}
+
+/** nginx-site: the nginx.service drop-in, and the full nginx stage. */
+export function siteFiles(c: EdgeConfig): { dropIn: HostFile; stage: StageFile[] } {
+  return {
+    dropIn: { path: HOST_PATHS.nginxDropIn, content: renderNginxDropIn(c) },
+    stage: renderSite(c, { layout: hostLayout(c), listen: PUBLIC_LISTEN }),
+  };
+}
+
+/** cert-expiry-timer: the daily check's service and timer. */
+export function expiryTimerFiles(c: EdgeConfig, region: string): HostFile[] {
+  const units = renderExpiryUnits(c, region);
+  return [
+    { path: HOST_PATHS.expiryService, content: units.service },
+    { path: HOST_PATHS.expiryTimer, content: units.timer },
+  ];
+}
+
+// ------------------------------------------------------- all of them at once
 
 export interface HostFileSet {
   /** The nginx stage (conf/ and extra/), pushed with nginx-apply.sh. */
@@ -50,114 +120,23 @@ export interface HostFileSet {
 export interface HostFileOptions {
   /** AWS region the cert-expiry check publishes to (when alertEmail is set). */
   region?: string;
+  /** The nginx stage to write: the full site, or the ACME bootstrap's HTTP-only config. */
   phase: "acme-bootstrap" | "full";
   /** Addresses uvicorn trusts forwarded headers from (nginx: 127.0.0.1; ALB: the VPC range). */
   forwardedAllowIps?: string;
-  /** The ACME CA bundle's PEM text, when config names one. */
+  /** The ACME CA bundle's PEM text, when config names one (readAcmeCaBundle). */
   acmeCaBundlePem?: string;
 }
 
-/** Behind nginx uvicorn listens on loopback only; behind an ALB on all addresses (the security group admits only the ALB). */
-export function appBindAddress(c: EdgeConfig): string {
-  return c.frontend === "alb" ? "0.0.0.0" : "127.0.0.1";
-}
-
-export function renderAppEnv(c: EdgeConfig, forwardedAllowIps: string): string {
-  if (!/^[0-9a-fA-F.:\/,]+$/.test(forwardedAllowIps)) {
-    throw new Error(`forwarded-allow-ips must be addresses or CIDRs separated by commas (got ${JSON.stringify(forwardedAllowIps)})`);
-  }
-  return [
-    "# Rendered by fastapi-edge: environment of every fastapi-edge-app@PORT instance.",
-    `APP_MODULE=${c.appModule}`,
-    `APP_DIR=${REMOTE.appDir}`,
-    `STATIC_DIR=${REMOTE.appDir}/${c.appStaticDir}`,
-    `PYTHON=${c.appPython}`,
-    `UVICORN_HOST=${appBindAddress(c)}`,
-    `FORWARDED_ALLOW_IPS=${forwardedAllowIps}`,
-    `APP_VERSION=${c.appVersion}`,
-    `APP_PORTS=${appPorts(c).join(" ")}`,
-    `HEALTH_PATH=${c.appHealthPath}`,
-    "",
-  ].join("\n");
-}
-
-export function renderNginxDropIn(c: EdgeConfig): string {
-  return [
-    "# Rendered by fastapi-edge: open-file limit for the nginx master (workers raise",
-    "# their own with worker_rlimit_nofile). Takes effect at the next nginx start.",
-    "[Service]",
-    `LimitNOFILE=${workerNofile(c.workerConnections)}`,
-    "",
-  ].join("\n");
-}
-
-export function renderCertbotDropIn(): string {
-  return [
-    "# Rendered by fastapi-edge: scheduled renewals trust the configured ACME CA bundle.",
-    "[Service]",
-    `Environment=REQUESTS_CA_BUNDLE=${REMOTE.acmeCaBundle}`,
-    "",
-  ].join("\n");
-}
-
+/** Every file the steps of this config put on a host (`npm run render`). */
 export function renderHostFiles(c: EdgeConfig, o: HostFileOptions): HostFileSet {
-  const forwarded = o.forwardedAllowIps ?? "127.0.0.1";
-  const system: HostFile[] = [
-    ...HOST_SCRIPTS.map((s) => ({ path: `${REMOTE.binDir}/${s}`, content: shipped(`scripts/${s}`), mode: 0o755 })),
-    { path: REMOTE.unit, content: shipped("systemd/fastapi-edge-app@.service") },
-    { path: REMOTE.envFile, content: renderAppEnv(c, forwarded) },
-  ];
+  const system: HostFile[] = [...hostInstallFiles(), ...appDeployFiles(c, o.forwardedAllowIps ?? "127.0.0.1")];
   if (c.frontend === "alb") return { nginx: [], system };
 
-  system.push(
-    { path: REMOTE.nginxDropIn, content: renderNginxDropIn(c) },
-    { path: REMOTE.deployHook, content: shipped("scripts/certbot-deploy-hook.sh"), mode: 0o755 },
-  );
-  if (o.acmeCaBundlePem !== undefined) {
-    system.push({ path: REMOTE.acmeCaBundle, content: o.acmeCaBundlePem }, { path: REMOTE.certbotDropIn, content: renderCertbotDropIn() });
-  }
-  if (c.alertEmail) {
-    const units = renderExpiryUnits(c, o.region ?? "us-east-1");
-    system.push({ path: REMOTE.expiryService, content: units.service }, { path: REMOTE.expiryTimer, content: units.timer });
-  }
-  const layout = hostLayout(c, `${REMOTE.appDir}/${c.appStaticDir}`);
-  const nginx =
-    o.phase === "full" ? renderSite(c, { layout, listen: PUBLIC_LISTEN }) : renderAcmeBootstrap({ domain: c.domain, layout, listen: PUBLIC_LISTEN });
-  return { nginx, system };
-}
-
-/** systemd service + timer publishing the live certificate's days left (nginx mode, alertEmail set). */
-export function renderExpiryUnits(c: EdgeConfig, region: string): { service: string; timer: string } {
-  const service = [
-    "# Rendered by fastapi-edge: publish the live certificate's days left to CloudWatch.",
-    "[Unit]",
-    "Description=fastapi-edge certificate expiry check",
-    "After=network-online.target nginx.service",
-    "",
-    "[Service]",
-    "Type=oneshot",
-    `Environment=AWS_REGION=${region}`,
-    `Environment=WARN_DAYS=${c.certExpiryAlarmDays}`,
-    // Exit 2 means "below the threshold": the alarm reports it, the unit should not fail.
-    "SuccessExitStatus=2",
-    `ExecStart=${REMOTE.binDir}/cert-expiry-check.sh --host 127.0.0.1 --port 443 --servername ${c.domain} --publish`,
-    "",
-  ].join("\n");
-  const timer = [
-    "[Unit]",
-    "Description=Daily fastapi-edge certificate expiry check",
-    "",
-    "[Timer]",
-    "OnCalendar=daily",
-    "RandomizedDelaySec=1h",
-    "OnBootSec=5min",
-    "Persistent=true",
-    "",
-    "[Install]",
-    "WantedBy=timers.target",
-    "",
-  ].join("\n");
-  return { service, timer };
+  const site = siteFiles(c);
+  system.push(site.dropIn, ...certificateFiles(o.acmeCaBundlePem));
+  if (c.alertEmail) system.push(...expiryTimerFiles(c, o.region ?? "us-east-1"));
+  return { nginx: o.phase === "full" ? site.stage : acmeBootstrapStage(c), system };
 }
 
 /**

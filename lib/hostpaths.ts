@@ -1,23 +1,55 @@
-// Where fastapi-edge puts things on a production host. Pure: no Pulumi import.
+// Where fastapi-edge puts things on a host: the one table of host paths, for
+// the manifest of host files (hostfiles.ts), the nginx layout and the host
+// steps' arguments. Pure: no Pulumi import.
 import { EdgeConfig } from "./config";
 import { HostLayout, Listen } from "./nginx";
 
-export const HOST_LAYOUT: HostLayout = {
+export const HOST_PATHS = {
+  base: "/opt/fastapi-edge",
+  /** Symlink to the live release. */
+  appDir: "/opt/fastapi-edge/app",
+  releasesDir: "/opt/fastapi-edge/releases",
+  /** The host scripts (HOST_SCRIPTS). */
+  binDir: "/opt/fastapi-edge/bin",
+  etcDir: "/etc/fastapi-edge",
+  envFile: "/etc/fastapi-edge/app.env",
+  stateDir: "/var/lib/fastapi-edge",
+  appUnit: "/etc/systemd/system/fastapi-edge-app@.service",
+  nginxDropIn: "/etc/systemd/system/nginx.service.d/fastapi-edge.conf",
+  certbotDropIn: "/etc/systemd/system/certbot.service.d/fastapi-edge.conf",
+  acmeCaBundle: "/etc/fastapi-edge/acme-ca.pem",
+  deployHook: "/etc/letsencrypt/renewal-hooks/deploy/fastapi-edge-reload-nginx.sh",
+  expiryService: "/etc/systemd/system/fastapi-edge-cert-expiry.service",
+  expiryTimer: "/etc/systemd/system/fastapi-edge-cert-expiry.timer",
   nginxConfDir: "/etc/nginx",
+  nginxLogDir: "/var/log/nginx",
+  nginxPidFile: "/run/nginx.pid",
   acmeWebroot: "/var/www/letsencrypt",
   maintenanceDir: "/var/www/fastapi-edge",
-  staticDir: "/opt/fastapi-edge/app/static",
-  logDir: "/var/log/nginx",
-  pidFile: "/run/nginx.pid",
-  certDir: "/etc/letsencrypt/live/DOMAIN",
-  workerUser: "www-data",
-  loadDistroModules: true,
-  tempDir: null,
-};
+  /** certbot's live certificates, one directory per domain. */
+  certsDir: "/etc/letsencrypt/live",
+} as const;
 
+/** Where a release is uploaded before the deploy step installs it. */
+export function uploadDir(release: string): string {
+  return `/var/tmp/fastapi-edge-upload-${release}`;
+}
+
+/** nginx on a host answers on every address, on the standard ports. */
 export const PUBLIC_LISTEN: Listen = { address: null, http: 80, https: 443 };
 
-/** The production layout for a domain (the cert dir is per domain). */
-export function hostLayout(c: EdgeConfig, staticDir: string = HOST_LAYOUT.staticDir): HostLayout {
-  return { ...HOST_LAYOUT, staticDir, certDir: `/etc/letsencrypt/live/${c.domain}` };
+/** The nginx layout of a production host for this config. */
+export function hostLayout(c: EdgeConfig): HostLayout {
+  return {
+    nginxConfDir: HOST_PATHS.nginxConfDir,
+    acmeWebroot: HOST_PATHS.acmeWebroot,
+    maintenanceDir: HOST_PATHS.maintenanceDir,
+    staticDir: `${HOST_PATHS.appDir}/${c.appStaticDir}`,
+    logDir: HOST_PATHS.nginxLogDir,
+    pidFile: HOST_PATHS.nginxPidFile,
+    certDir: `${HOST_PATHS.certsDir}/${c.domain}`,
+    workerUser: "www-data",
+    loadDistroModules: true,
+    tempDir: null,
+  };
 }

@@ -8,7 +8,7 @@ import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { ConfigError } from "../lib/config";
 import { loadStackConfig } from "../lib/stackfile";
-import { HostFile, renderHostFiles } from "../lib/hostfiles";
+import { HostFile, readAcmeCaBundle, renderHostFiles } from "../lib/hostfiles";
 
 function main(): number {
   const { values } = parseArgs({
@@ -24,10 +24,11 @@ function main(): number {
     const projectDir = path.resolve(__dirname, "..");
     const stackFile = readFileSync(path.join(projectDir, `Pulumi.${values.stack}.yaml`), "utf8");
     const region = /^\s*aws:region:\s*([a-z0-9-]+)\s*$/m.exec(stackFile)?.[1];
+    const acmeCaBundlePem = readAcmeCaBundle(cfg, projectDir);
     const set = renderHostFiles(cfg, {
       phase,
       ...(region ? { region } : {}),
-      ...(cfg.acmeCaBundle ? { acmeCaBundlePem: readFileSync(path.resolve(projectDir, cfg.acmeCaBundle), "utf8") } : {}),
+      ...(acmeCaBundlePem !== undefined ? { acmeCaBundlePem } : {}),
     });
     const files: HostFile[] = [
       ...set.nginx.map((f) => ({ ...f, path: path.join("nginx-stage", f.path) })),

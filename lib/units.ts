@@ -1,0 +1,82 @@
+// The systemd files and the app's environment file the program renders:
+// text of config, written to the paths in hostpaths.ts. Pure: no Pulumi import.
+import { appPorts, EdgeConfig } from "./config";
+import { HOST_PATHS } from "./hostpaths";
+import { workerNofile } from "./nginx";
+
+/** Behind nginx uvicorn listens on loopback only; behind an ALB on all addresses (the security group admits only the ALB). */
+export function appBindAddress(c: EdgeConfig): string {
+  return c.frontend === "alb" ? "0.0.0.0" : "127.0.0.1";
+}
+
+export function renderAppEnv(c: EdgeConfig, forwardedAllowIps: string): string {
+  if (!/^[0-9a-fA-F.:\/,]+$/.test(forwardedAllowIps)) {
+    throw new Error(`forwarded-allow-ips must be addresses or CIDRs separated by commas (got ${JSON.stringify(forwardedAllowIps)})`);
+  }
+  return [
+    "# Rendered by fastapi-edge: environment of every fastapi-edge-app@PORT instance.",
+    `APP_MODULE=${c.appModule}`,
+    `APP_DIR=${HOST_PATHS.appDir}`,
+    `STATIC_DIR=${HOST_PATHS.appDir}/${c.appStaticDir}`,
+    `PYTHON=${c.appPython}`,
+    `UVICORN_HOST=${appBindAddress(c)}`,
+    `FORWARDED_ALLOW_IPS=${forwardedAllowIps}`,
+    `APP_VERSION=${c.appVersion}`,
+    `APP_PORTS=${appPorts(c).join(" ")}`,
+    `HEALTH_PATH=${c.appHealthPath}`,
+    "",
+  ].join("\n");
+}
+
+export function renderNginxDropIn(c: EdgeConfig): string {
+  return [
+    "# Rendered by fastapi-edge: open-file limit for the nginx master (workers raise",
+    "# their own with worker_rlimit_nofile). Takes effect at the next nginx start.",
+    "[Service]",
+    `LimitNOFILE=${workerNofile(c.workerConnections)}`,
+    "",
+  ].join("\n");
+}
+
+export function renderCertbotDropIn(): string {
+  return [
+    "# Rendered by fastapi-edge: scheduled renewals trust the configured ACME CA bundle.",
+    "[Service]",
+    `Environment=REQUESTS_CA_BUNDLE=${HOST_PATHS.acmeCaBundle}`,
+    "",
+  ].join("\n");
+}
+
+/** systemd service + timer publishing the live certificate's days left (nginx mode, alertEmail set). */
+export function renderExpiryUnits(c: EdgeConfig, region: string): { service: string; timer: string } {
+  const service = [
+    "# Rendered by fastapi-edge: publish the live certificate's days left to CloudWatch.",
+    "[Unit]",
+    "Description=fastapi-edge certificate expiry check",
+    "After=network-online.target nginx.service",
+    "",
+    "[Service]",
+    "Type=oneshot",
+    `Environment=AWS_REGION=${region}`,
+    `Environment=WARN_DAYS=${c.certExpiryAlarmDays}`,
+    // Exit 2 means "below the threshold": the alarm reports it, the unit should not fail.
+    "SuccessExitStatus=2",
+    `ExecStart=${HOST_PATHS.binDir}/cert-expiry-check.sh --host 127.0.0.1 --port 443 --servername ${c.domain} --publish`,
+    "",
+  ].join("\n");
+  const timer = [
+    "[Unit]",
+    "Description=Daily fastapi-edge certificate expiry check",
+    "",
+    "[Timer]",
+    "OnCalendar=daily",
+    "RandomizedDelaySec=1h",
+    "OnBootSec=5min",
+    "Persistent=true",
+    "",
+    "[Install]",
+    "WantedBy=timers.target",
+    "",
+  ].join("\n");
+  return { service, timer };
+}
