@@ -23,6 +23,7 @@ export const HOST_SCRIPTS = [
   "app-remove.sh",
   "obtain-cert.sh",
   "cert-expiry-check.sh",
+  "nginx-reload.sh",
 ] as const;
 
 export type HostScript = (typeof HOST_SCRIPTS)[number];

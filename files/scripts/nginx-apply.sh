@@ -19,32 +19,25 @@
 # Otherwise back up the live copies of the files about to change, install
 # each file atomically (temp file in the same directory + mv), remove dropped
 # owned files, write the ownership manifest, `nginx -t` the live tree (restore
-# the backup and exit 1 if that fails) and reload nginx (never restart).
-# When nothing differs from the live files, nginx is not reloaded.
+# the backup and exit 1 if that fails) and reload nginx (never restart) with
+# nginx-reload.sh, which returns only once the reload is live. If it is not,
+# this fails and leaves the reload pending: the next run retries it even
+# when no file changed. When nothing differs from the live files, nginx is
+# not reloaded.
 #
 # Environment:
 #   NGINX_CONF_DIR    nginx config dir            (default /etc/nginx)
 #   EXTRA_ROOT        prefix for STAGE/extra      (default /)
 #   STATE_DIR         manifest, backups, orig     (default /var/lib/fastapi-edge)
 #   NGINX_BIN         nginx executable            (default nginx)
-#   NGINX_RELOAD_CMD  reload command run with `bash -c` (default: systemd:
-#                     `systemctl reload nginx` if active else `systemctl start
-#                     nginx`; no systemd: `nginx -s reload`, or start nginx if
-#                     it is not running; --remove never starts nginx)
+#   NGINX_RELOAD_CMD  reload command run with `bash -c` (default: see
+#                     nginx-reload.sh; an apply starts nginx when it is not
+#                     running, --remove never does)
 #   NGINX_BACKUP_KEEP backups kept in STATE_DIR/backups (default 10)
 #   NGINX_APPLY_LOCK_TIMEOUT  seconds to wait for a concurrent run (default 300)
 #   NGINX_APPLY_RELOAD_TIMEOUT  seconds to wait for a reload to take effect
 #                     (default 60)
-#   NGINX_PID_FILE    master pid file (default: the `pid` directive in the
-#                     live nginx.conf, else nginx's compiled-in --pid-path)
-#
-# A reload is only a signal: `nginx -s reload` and `systemctl reload nginx`
-# return before the master has re-read the config, opened new listen sockets
-# and started new workers, and if that fails at runtime (a port in use, which
-# nginx -t does not check) nginx logs it and keeps serving the old config.
-# So after signalling, this script waits until the master has started new
-# worker processes (the proof that the new config is live) and fails, leaving
-# the reload pending, if that does not happen within the timeout.
+#   NGINX_PID_FILE    master pid file (see nginx-reload.sh)
 #
 # State: STATE_DIR/nginx-owned.txt (one "conf/REL" or "extra/ABS" per line),
 #        STATE_DIR/nginx.conf.orig (distro nginx.conf, saved the first time),
@@ -65,6 +58,9 @@ NGINX_BIN=${NGINX_BIN:-nginx}
 BACKUP_KEEP=${NGINX_BACKUP_KEEP:-10}
 LOCK_TIMEOUT=${NGINX_APPLY_LOCK_TIMEOUT:-300}
 RELOAD_TIMEOUT=${NGINX_APPLY_RELOAD_TIMEOUT:-60}
+
+# The reload routine, installed next to this script.
+RELOAD=$(dirname -- "${BASH_SOURCE[0]}")/nginx-reload.sh
 
 MANIFEST=$STATE_DIR/nginx-owned.txt
 ORIG=$STATE_DIR/nginx.conf.orig
@@ -108,6 +104,7 @@ esac
 [[ $RELOAD_TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "NGINX_APPLY_RELOAD_TIMEOUT must be a whole number of seconds >= 1"
 [[ -d $NGINX_CONF_DIR ]] || die "NGINX_CONF_DIR $NGINX_CONF_DIR is not a directory"
 command -v "$NGINX_BIN" >/dev/null 2>&1 || die "nginx executable '$NGINX_BIN' not found (set NGINX_BIN)"
+[[ -x $RELOAD ]] || die "$RELOAD is missing: nginx-apply.sh and nginx-reload.sh are installed together"
 
 if [[ -n $stage ]]; then
   stage=${stage%/}
@@ -176,70 +173,18 @@ nginx_test() { # $1 = nginx.conf to test; output captured by caller
   "$NGINX_BIN" -t -c "$1" 2>&1 9<&-
 }
 
-# The master's pid file: NGINX_PID_FILE, else the `pid` directive of the live
-# nginx.conf (a main-context directive: Debian's and ours set it there), else
-# nginx's compiled-in --pid-path. No config parse: this runs on every reload.
-pid_file() {
-  local f
-  if [[ -n ${NGINX_PID_FILE:-} ]]; then
-    printf '%s' "$NGINX_PID_FILE"
-    return
-  fi
-  f=$(sed -n 's/^[[:space:]]*pid[[:space:]]\{1,\}\([^;[:space:]]\{1,\}\)[[:space:]]*;.*/\1/p' "$LIVE_CONF" 2>/dev/null | tail -n 1) || f=
-  if [[ -z $f ]]; then
-    f=$("$NGINX_BIN" -V 2>&1 9<&- | grep -o -- '--pid-path=[^[:space:]]*' | head -n 1) || f=
-    f=${f#--pid-path=}
-  fi
-  printf '%s' "$f"
-}
-
-# Pid of the running master, or nothing.
-master_pid() { # $1 = pid file
-  local pid
-  [[ $1 == /* && -r $1 ]] || return 0
-  read -r pid <"$1" 2>/dev/null || return 0
-  [[ $pid =~ ^[1-9][0-9]*$ ]] && kill -0 "$pid" 2>/dev/null && printf '%s' "$pid"
-  return 0
-}
-
-# Child pids of $1, space separated (from /proc; no procps needed).
-children_of() {
-  local f s rest ppid pid out=
-  for f in /proc/[0-9]*/stat; do
-    { s=$(<"$f"); } 2>/dev/null || continue
-    rest=${s##*) }
-    read -r _ ppid _ <<<"$rest"
-    if [[ $ppid == "$1" ]]; then
-      pid=${f#/proc/}
-      out+="${pid%/stat} "
-    fi
-  done
-  printf '%s' "$out"
-}
-
-# Reload (or start) nginx, then wait until the reload has taken effect:
-# the master has new children, or a different master runs (a custom
-# NGINX_RELOAD_CMD that restarts). Returns 1 if the reload command fails,
-# 2 if it did not take effect in time.
+# Reload nginx with nginx-reload.sh and wait until the reload is live.
+# Returns 1 if the reload command failed, 2 if it did not take effect in
+# time; nginx not running is fine (an apply starts it).
+# fd 9 holds the lock: closed for the child, or a daemon it starts (nginx
+# itself) would keep the lock forever.
 reload_and_confirm() { # $1 = apply|remove
-  local pidf master old now c
-  pidf=$(pid_file)
-  master=$(master_pid "$pidf")
-  old=
-  [[ -n $master ]] && old=$(children_of "$master")
-  reload_nginx "$1" || return 1
-  [[ -n $master ]] || return 0 # nginx was not running: started (or not) synchronously
-  local deadline=$((SECONDS + RELOAD_TIMEOUT))
-  while :; do
-    now=$(master_pid "$pidf")
-    [[ -n $now && $now != "$master" ]] && return 0
-    for c in $(children_of "$master"); do
-      # shellcheck disable=SC2086 # $old is a space-separated pid list
-      in_list "$c" $old || return 0
-    done
-    (( SECONDS < deadline )) || return 2
-    sleep 0.1
-  done
+  local start=() rc=0
+  [[ $1 == apply ]] && start=(--start)
+  NGINX_BIN=$NGINX_BIN NGINX_CONF_DIR=$NGINX_CONF_DIR NGINX_RELOAD_TIMEOUT=$RELOAD_TIMEOUT \
+    "$RELOAD" "${start[@]}" 9<&- || rc=$?
+  ((rc == 3)) && return 0 # not running: nothing to reload
+  return "$rc"
 }
 
 reload_failed() { # $1 = status from reload_and_confirm
@@ -248,36 +193,6 @@ reload_failed() { # $1 = status from reload_and_confirm
     die "nginx was signalled to reload but started no new worker processes within ${RELOAD_TIMEOUT}s, so it still serves the previous config; nginx -t passed, so a step only the running server takes failed (for example bind() on a listen address already in use): read nginx's error log, fix, and rerun to retry the reload"
   fi
   die "nginx reload failed; new config is installed and valid (nginx -t ok); rerun to retry the reload"
-}
-
-# fd 9 holds the lock: close it for every child, or a daemon we start
-# (nginx itself) would keep the lock forever.
-reload_nginx() { # $1 = apply|remove
-  if [[ -n ${NGINX_RELOAD_CMD:-} ]]; then
-    bash -c "$NGINX_RELOAD_CMD" 9<&-
-    return
-  fi
-  if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then
-    if systemctl is-active --quiet nginx; then
-      systemctl reload nginx 9<&-
-    elif [[ $1 == apply ]]; then
-      log "nginx is not active; starting it"
-      systemctl start nginx 9<&-
-    else
-      log "nginx is not active; nothing to reload"
-    fi
-    return
-  fi
-  local out
-  if out=$("$NGINX_BIN" -c "$LIVE_CONF" -s reload 2>&1 9<&-); then
-    return 0
-  fi
-  if [[ $1 == apply ]]; then
-    log "nginx -s reload failed (${out//$'\n'/ }); starting nginx"
-    "$NGINX_BIN" -c "$LIVE_CONF" </dev/null >/dev/null 9<&-
-  else
-    log "nginx does not seem to be running (${out//$'\n'/ }); nothing to reload"
-  fi
 }
 
 # --------------------------------------------------------------- read state

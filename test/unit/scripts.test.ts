@@ -28,6 +28,7 @@ const EXPECTED_SCRIPTS = [
   "ensure-user.sh",
   "install-packages.sh",
   "nginx-apply.sh",
+  "nginx-reload.sh",
   "run-app.sh",
 ];
 
@@ -141,6 +142,8 @@ describe("argument and environment validation", () => {
   it("usage errors exit 64", async () => {
     expect((await run(script("nginx-apply.sh"), [], { env: bare })).code).toBe(64);
     expect((await run(script("nginx-apply.sh"), ["--bogus"], { env: bare })).code).toBe(64);
+    expect((await run(script("nginx-reload.sh"), ["--bogus"], { env: bare })).code).toBe(64);
+    expect((await run(script("nginx-reload.sh"), ["--start", "x"], { env: bare })).code).toBe(64);
     expect((await run(script("app-rollout.sh"), [], { env: bare })).code).toBe(64);
     expect((await run(script("app-remove.sh"), [], { env: bare })).code).toBe(64);
     expect((await run(script("app-remove.sh"), ["../x"], { env: bare })).code).toBe(64);
