@@ -8,8 +8,8 @@ import { readdirSync, readFileSync, statSync } from "node:fs";
 import * as path from "node:path";
 import { appPorts, EdgeConfig } from "../lib/config";
 import { appDeployFiles, installedScript, rolloutSettleSeconds } from "../lib/hostfiles";
-import { HOST_PATHS, uploadDir } from "../lib/hostpaths";
-import { stepShell, shq } from "../lib/shell";
+import { uploadDir } from "../lib/hostpaths";
+import { commandLine, stepShell } from "../lib/shell";
 import { HostTarget, hostStep } from "./remote";
 
 export interface AppServiceArgs {
@@ -60,30 +60,14 @@ export class AppService extends pulumi.ComponentResource {
       { parent: this },
     );
 
-    const ports = appPorts(c).map(String);
-    const releaseDir = `${HOST_PATHS.releasesDir}/${this.release}`;
-    const stdin = pulumi.output(args.forwardedAllowIps).apply((fwd) =>
-      stepShell(
-        appDeployFiles(c, fwd),
-        [
-          `# release ${this.release}: install it once, then point ${HOST_PATHS.appDir} at it atomically`,
-          `if [ ! -d ${shq(releaseDir)} ]; then`,
-          `  install -d -m 0755 ${shq(HOST_PATHS.releasesDir)}`,
-          `  cp -a ${shq(upload)} ${shq(`${releaseDir}.tmp`)}`,
-          `  chown -R root:root ${shq(`${releaseDir}.tmp`)}`,
-          `  chmod -R a+rX,go-w ${shq(`${releaseDir}.tmp`)}`,
-          `  mv ${shq(`${releaseDir}.tmp`)} ${shq(releaseDir)}`,
-          "fi",
-          `rm -rf ${shq(upload)}`,
-          `ln -sfn ${shq(releaseDir)} ${shq(`${HOST_PATHS.appDir}.new`)}`,
-          `mv -T ${shq(`${HOST_PATHS.appDir}.new`)} ${shq(HOST_PATHS.appDir)}`,
-          "systemctl daemon-reload",
-          `HEALTH_PATH=${shq(c.appHealthPath)} EXPECT_VERSION=${shq(c.appVersion)} SETTLE_SECONDS=${rolloutSettleSeconds(c)} ${installedScript("app-rollout.sh")} ${ports.join(" ")}`,
-          "# keep the three newest releases",
-          `ls -1dt ${HOST_PATHS.releasesDir}/*/ | tail -n +4 | xargs -r rm -rf`,
-        ],
-      ),
+    // app-deploy.sh installs the release once, makes it live and rolls the processes onto it.
+    const deploy = commandLine(
+      installedScript("app-deploy.sh"),
+      ...["--release", this.release, "--upload", upload],
+      ...["--health-path", c.appHealthPath, "--expect-version", c.appVersion, "--settle-seconds", String(rolloutSettleSeconds(c))],
+      ...appPorts(c).map(String),
     );
+    const stdin = pulumi.output(args.forwardedAllowIps).apply((fwd) => stepShell(appDeployFiles(c, fwd), [deploy]));
     // Names its own release: when a new release replaces this one, the engine runs this after
     // the new release is live, and it must then leave everything alone (app-remove.sh).
     const onDelete = `${installedScript("app-remove.sh")} ${this.release}`;

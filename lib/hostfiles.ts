@@ -24,6 +24,7 @@ export const HOST_SCRIPTS = [
   "obtain-cert.sh",
   "cert-expiry-check.sh",
   "nginx-reload.sh",
+  "app-deploy.sh",
 ] as const;
 
 export type HostScript = (typeof HOST_SCRIPTS)[number];

@@ -97,7 +97,8 @@ describe("nginx front end on EC2", () => {
     const deploy = run.one("command:remote:Command", "app-deploy").inputs as { stdin: string };
     expect(deploy.stdin).toContain("FORWARDED_ALLOW_IPS=127.0.0.1\n");
     expect(deploy.stdin).toContain("UVICORN_HOST=127.0.0.1\n");
-    expect(deploy.stdin).toMatch(/app-rollout\.sh 8000 8001/);
+    // app-deploy.sh hands the ports on to app-rollout.sh, in this order.
+    expect(deploy.stdin).toMatch(/\/app-deploy\.sh --release '[0-9a-f]{16}' .* '8000' '8001'$/m);
   });
 
   it("adds a Route53 A record and the cert-expiry alarm when configured", async () => {

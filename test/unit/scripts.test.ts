@@ -21,6 +21,7 @@ function shellScripts(): string[] {
 }
 
 const EXPECTED_SCRIPTS = [
+  "app-deploy.sh",
   "app-remove.sh",
   "app-rollout.sh",
   "cert-expiry-check.sh",
@@ -146,6 +147,9 @@ describe("argument and environment validation", () => {
     expect((await run(script("nginx-reload.sh"), ["--start", "x"], { env: bare })).code).toBe(64);
     expect((await run(script("app-rollout.sh"), [], { env: bare })).code).toBe(64);
     expect((await run(script("app-remove.sh"), [], { env: bare })).code).toBe(64);
+    expect((await run(script("app-deploy.sh"), [], { env: bare })).code).toBe(64);
+    expect((await run(script("app-deploy.sh"), ["--release", "../x", "--upload", "/tmp/u", "8000"], { env: bare })).code).toBe(64);
+    expect((await run(script("app-deploy.sh"), ["--release", "0123456789abcdef", "--upload", "/tmp/u"], { env: bare })).code).toBe(64);
     expect((await run(script("app-remove.sh"), ["../x"], { env: bare })).code).toBe(64);
     expect((await run(script("app-rollout.sh"), ["x"], { env: bare })).code).toBe(64);
     expect((await run(script("cert-expiry-check.sh"), [], { env: bare })).code).toBe(64);
