@@ -30,8 +30,9 @@ const app = new AppService("app", { config, target: host.target, forwardedAllowI
 const siteUrlOutput = pulumi.output(`https://${config.domain}/`);
 let albDnsName: pulumi.Output<string> | undefined;
 let acmCertificateArn: pulumi.Output<string> | undefined;
+let nginx: NginxFrontend | undefined;
 if (config.frontend === "nginx") {
-  new NginxFrontend("nginx", { config, target: host.target, projectDir: __dirname }, { dependsOn: [app] });
+  nginx = new NginxFrontend("nginx", { config, target: host.target, projectDir: __dirname }, { dependsOn: [app] });
 } else {
   const alb = new AlbFrontend("alb", {
     config,
@@ -51,12 +52,17 @@ if (config.frontend === "nginx" && config.route53ZoneId && ec2) {
   new DnsRecord("dns", { zoneId: config.route53ZoneId, domain: config.domain, target: { kind: "ip", address: ec2.publicIp } });
 }
 if (alerts) {
-  new CertExpiryAlarm("cert-expiry", {
-    config,
-    tags,
-    region: aws.config.region ?? "us-east-1",
-    ...(acmCertificateArn ? { acmCertificateArn } : { target: host.target }),
-  });
+  // nginx mode: the timer step runs host scripts and checks the live site, so after nginx.
+  new CertExpiryAlarm(
+    "cert-expiry",
+    {
+      config,
+      tags,
+      region: aws.config.region ?? "us-east-1",
+      ...(acmCertificateArn ? { acmCertificateArn } : { target: host.target }),
+    },
+    nginx ? { dependsOn: [nginx] } : {},
+  );
 }
 
 export const frontend = config.frontend;

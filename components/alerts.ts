@@ -9,7 +9,7 @@ import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { EdgeConfig } from "../lib/config";
 import { expiryTimerFiles, installedScript } from "../lib/hostfiles";
-import { stepShell, shq } from "../lib/shell";
+import { commandLine, stepShell } from "../lib/shell";
 import { HostTarget, hostStep } from "./remote";
 
 export const CERT_METRIC_NAMESPACE = "FastapiEdge";
@@ -18,7 +18,11 @@ export const CERT_METRIC_NAME = "CertificateDaysToExpiry";
 export interface CertExpiryAlarmArgs {
   config: EdgeConfig;
   tags: Record<string, string>;
-  /** nginx mode: the host that publishes the metric. */
+  /**
+   * nginx mode: the host that publishes the metric. Its step runs the host
+   * scripts and checks the live site, so the component must depend on the
+   * nginx front end (index.ts).
+   */
   target?: HostTarget;
   /** ALB mode: the ACM certificate. */
   acmCertificateArn?: pulumi.Input<string>;
@@ -70,21 +74,14 @@ export class CertExpiryAlarm extends pulumi.ComponentResource {
         parent,
       );
       if (args.target) {
+        // Enables the daily check once the units are written, and runs it once now.
+        const timerScript = installedScript("cert-expiry-timer.sh");
         this.timer = hostStep(
           `${name}-timer`,
           {
             target: args.target,
-            stdin: stepShell(
-              expiryTimerFiles(c, args.region),
-              [
-                // The AWS CLI publishes the metric: Debian packages it; on Ubuntu 24.04 it is a snap.
-                "command -v aws >/dev/null || apt-get install -y -q awscli || snap install aws-cli --classic",
-                "systemctl daemon-reload",
-                "systemctl enable --now fastapi-edge-cert-expiry.timer",
-                `${installedScript("cert-expiry-check.sh")} --host 127.0.0.1 --port 443 --servername ${shq(c.domain)} || [ $? -eq 2 ]`,
-              ],
-            ),
-            onDelete: "systemctl disable --now fastapi-edge-cert-expiry.timer || true\nrm -f /etc/systemd/system/fastapi-edge-cert-expiry.*\nsystemctl daemon-reload || true",
+            stdin: stepShell(expiryTimerFiles(c, args.region), [commandLine(timerScript, "--servername", c.domain)]),
+            onDelete: commandLine(timerScript, "--remove"),
           },
           parent,
         );

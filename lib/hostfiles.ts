@@ -25,6 +25,7 @@ export const HOST_SCRIPTS = [
   "cert-expiry-check.sh",
   "nginx-reload.sh",
   "app-deploy.sh",
+  "cert-expiry-timer.sh",
 ] as const;
 
 export type HostScript = (typeof HOST_SCRIPTS)[number];

@@ -25,6 +25,7 @@ const EXPECTED_SCRIPTS = [
   "app-remove.sh",
   "app-rollout.sh",
   "cert-expiry-check.sh",
+  "cert-expiry-timer.sh",
   "certbot-deploy-hook.sh",
   "ensure-user.sh",
   "install-packages.sh",
@@ -153,5 +154,8 @@ describe("argument and environment validation", () => {
     expect((await run(script("app-remove.sh"), ["../x"], { env: bare })).code).toBe(64);
     expect((await run(script("app-rollout.sh"), ["x"], { env: bare })).code).toBe(64);
     expect((await run(script("cert-expiry-check.sh"), [], { env: bare })).code).toBe(64);
+    expect((await run(script("cert-expiry-timer.sh"), [], { env: bare })).code).toBe(64);
+    expect((await run(script("cert-expiry-timer.sh"), ["--servername", "a b"], { env: bare })).code).toBe(64);
+    expect((await run(script("cert-expiry-timer.sh"), ["--remove", "x"], { env: bare })).code).toBe(64);
   });
 });
