@@ -3,7 +3,7 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { EdgeConfig } from "../lib/config";
-import { hostInstallFiles, installedScript } from "../lib/hostfiles";
+import { hostInstallFiles, installedScript, waitForBootShell } from "../lib/hostfiles";
 import { HOST_PATHS } from "../lib/hostpaths";
 import { stepShell, shq } from "../lib/shell";
 import { HostTarget, hostStep, rootShell } from "./remote";
@@ -38,7 +38,8 @@ export class HostBootstrap extends pulumi.ComponentResource {
       `${name}-wait-ssh`,
       {
         connection: waitConnection,
-        create: pulumi.interpolate`${rootShell(args.target.user)} <<'EOF'\nset -e\ncommand -v cloud-init >/dev/null && cloud-init status --wait >/dev/null || true\necho ssh-ready\nEOF`,
+        create: rootShell(args.target.user),
+        stdin: waitForBootShell(),
         triggers: [args.target.machineId],
         addPreviousOutputInEnv: false,
       },

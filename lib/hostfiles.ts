@@ -44,6 +44,14 @@ export interface HostFile {
 
 // ------------------------------------------------------------- the steps
 
+/**
+ * bootstrap-wait-ssh: the script it runs, sent as its stdin. It runs before
+ * bootstrap-install, so it cannot be one of the installed host scripts.
+ */
+export function waitForBootShell(): string {
+  return shipped("scripts/wait-for-boot.sh");
+}
+
 /** bootstrap-install: the host scripts. */
 export function hostInstallFiles(): HostFile[] {
   return HOST_SCRIPTS.map((s) => ({ path: installedScript(s), content: shipped(`scripts/${s}`), mode: 0o755 }));

@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { parseConfig } from "../../lib/config";
-import { acmeBootstrapStage, appDeployFiles, certificateFiles, expiryTimerFiles, HOST_SCRIPTS, HostFile, hostInstallFiles, readAcmeCaBundle, siteFiles } from "../../lib/hostfiles";
+import { acmeBootstrapStage, appDeployFiles, certificateFiles, expiryTimerFiles, HOST_SCRIPTS, HostFile, hostInstallFiles, readAcmeCaBundle, siteFiles, waitForBootShell } from "../../lib/hostfiles";
 import { FAKE_PRIVATE_KEY, runProgram } from "../helpers/mocks";
 import { makeCa } from "../helpers/nginx-fixture";
 
@@ -48,6 +48,7 @@ describe("each step pushes exactly its manifest", () => {
       for (const f of files) expect(text, `${name}: ${f.path}`).toContain(written(f));
       for (const f of stage) expect(text, `${name}: ${f.path}`).toContain(written(f, "$stage"));
     };
+    expect(stdin("bootstrap-wait-ssh")).toBe(waitForBootShell());
     expectStep("bootstrap-install", hostInstallFiles());
     expectStep("app-deploy", appDeployFiles(c, "127.0.0.1"));
     expectStep("nginx-acme-bootstrap", [], acmeBootstrapStage(c));
@@ -69,10 +70,12 @@ describe("shipped scripts", () => {
   it("every script in files/scripts reaches a host: installed by bootstrap-install, or pushed by the step that needs it", () => {
     const elsewhere: Record<string, string> = {
       "certbot-deploy-hook.sh": "nginx-certificate, as certbot's deploy hook",
+      "wait-for-boot.sh": "bootstrap-wait-ssh, as its stdin (it runs before anything is installed)",
     };
     const scripts = readdirSync(path.join(REPO, "files", "scripts")).filter((f) => f.endsWith(".sh"));
     for (const s of scripts) expect((HOST_SCRIPTS as readonly string[]).includes(s) || s in elsewhere, `${s} is shipped but no step puts it on a host`).toBe(true);
     expect(certificateFiles(undefined).map((f) => f.content)).toContain(readFileSync(path.join(REPO, "files", "scripts", "certbot-deploy-hook.sh"), "utf8"));
+    expect(waitForBootShell()).toBe(readFileSync(path.join(REPO, "files", "scripts", "wait-for-boot.sh"), "utf8"));
   });
 });
 

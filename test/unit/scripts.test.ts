@@ -1,7 +1,7 @@
 // Static checks of the host-side files: shellcheck / bash -n over every shell
 // script, py_compile of the app, the systemd unit's required settings, and
 // the argument/environment validation of the scripts (fast paths only).
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
@@ -32,6 +32,7 @@ const EXPECTED_SCRIPTS = [
   "nginx-apply.sh",
   "nginx-reload.sh",
   "run-app.sh",
+  "wait-for-boot.sh",
 ];
 
 describe("shell scripts", () => {
@@ -139,6 +140,23 @@ describe("argument and environment validation", () => {
     expect(res.code).toBe(0);
     expect(res.stdout).toMatch(/already exists/);
     expect((await run(script("ensure-user.sh"), ["Bad Name"])).code).toBe(64);
+  });
+
+  it("wait-for-boot.sh waits for cloud-init where there is one, and a failed cloud-init does not fail it", async () => {
+    const none = await run(script("wait-for-boot.sh"), [], { env: { PATH: "/usr/bin:/bin" } });
+    expect(none.code, none.stderr).toBe(0);
+    expect(none.stdout).toBe("ssh-ready\n");
+    const dir = mkdtempSync(path.join(os.tmpdir(), "fastapi-edge-cloud-init-"));
+    try {
+      const fake = path.join(dir, "cloud-init");
+      writeFileSync(fake, `#!/bin/sh\necho "$@" >> '${dir}/calls'\nexit 2\n`, { mode: 0o755 });
+      const res = await run(script("wait-for-boot.sh"), [], { env: { PATH: `${dir}:/usr/bin:/bin` } });
+      expect(res.code, res.stderr).toBe(0);
+      expect(res.stdout).toBe("ssh-ready\n");
+      expect(readFileSync(path.join(dir, "calls"), "utf8")).toBe("status --wait\n");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("usage errors exit 64", async () => {
