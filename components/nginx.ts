@@ -12,7 +12,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { acmeDirectory, EdgeConfig } from "../lib/config";
 import { acmeBootstrapStage, certificateFiles, installedScript, readAcmeCaBundle, siteFiles } from "../lib/hostfiles";
 import { HOST_PATHS, hostLayout } from "../lib/hostpaths";
-import { stepShell, stageShell, shq, fileWriteLines } from "../lib/shell";
+import { commandLine, fileWriteLines, stageShell, stepShell } from "../lib/shell";
 import { HostTarget, hostStep } from "./remote";
 
 export interface NginxFrontendArgs {
@@ -20,8 +20,6 @@ export interface NginxFrontendArgs {
   target: HostTarget;
   projectDir: string;
 }
-
-const APPLY = installedScript("nginx-apply.sh");
 
 export class NginxFrontend extends pulumi.ComponentResource {
   readonly site: command.remote.Command;
@@ -33,40 +31,37 @@ export class NginxFrontend extends pulumi.ComponentResource {
     super("fastapi-edge:nginx:Frontend", name, {}, opts);
     const c = args.config;
     const layout = hostLayout(c);
-    const certFile = `${layout.certDir}/fullchain.pem`;
+    const systemdReload = installedScript("systemd-reload.sh");
 
     // (1) HTTP-only config, only while no certificate exists: once the full
-    // site is live this step never replaces it.
+    // site is live this step never replaces it (acme-bootstrap.sh).
     const bootstrap = hostStep(
       `${name}-acme-bootstrap`,
       {
         target: args.target,
-        stdin: stageShell(acmeBootstrapStage(c), APPLY, [
-          `if [ -s ${shq(certFile)} ]; then echo "certificate present: HTTP-only bootstrap not needed"; exit 0; fi`,
-          `install -d -m 0755 ${shq(layout.acmeWebroot)}`,
-        ]),
+        stdin: stageShell(
+          acmeBootstrapStage(c),
+          commandLine(installedScript("acme-bootstrap.sh"), "--cert", `${layout.certDir}/fullchain.pem`, "--webroot", layout.acmeWebroot),
+        ),
       },
       { parent: this },
     );
 
     // (2) The certificate. Private ACME servers come with a CA bundle that
-    // certbot (and its scheduled renewals, via a certbot.service drop-in) trusts.
+    // certbot (and its scheduled renewals, via a certbot.service drop-in) trusts;
+    // without one, a bundle and drop-in from an earlier config are removed.
     const caPem = readAcmeCaBundle(c, args.projectDir);
-    const certArgs = [
-      `--domain ${shq(c.domain)}`,
-      `--email ${shq(c.email!)}`,
-      `--server ${shq(acmeDirectory(c))}`,
-      `--webroot ${shq(layout.acmeWebroot)}`,
-      ...(caPem !== undefined ? [`--ca-bundle ${shq(HOST_PATHS.acmeCaBundle)}`] : []),
-    ];
     this.certificate = hostStep(
       `${name}-certificate`,
       {
         target: args.target,
         stdin: stepShell(certificateFiles(caPem), [
-          ...(caPem === undefined ? [`rm -f ${HOST_PATHS.acmeCaBundle} ${HOST_PATHS.certbotDropIn}`] : []),
-          "if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi",
-          `${installedScript("obtain-cert.sh")} ${certArgs.join(" ")}`,
+          commandLine(systemdReload, ...(caPem === undefined ? ["--remove", HOST_PATHS.acmeCaBundle, "--remove", HOST_PATHS.certbotDropIn] : [])),
+          commandLine(
+            installedScript("obtain-cert.sh"),
+            ...["--domain", c.domain, "--email", c.email!, "--server", acmeDirectory(c), "--webroot", layout.acmeWebroot],
+            ...(caPem !== undefined ? ["--ca-bundle", HOST_PATHS.acmeCaBundle] : []),
+          ),
         ]),
       },
       // Certificates are kept on destroy (Let's Encrypt rate-limits re-issuing).
@@ -74,23 +69,17 @@ export class NginxFrontend extends pulumi.ComponentResource {
     );
 
     // (3) The full site. Its text is this command's input: preview --diff shows
-    // the nginx lines that change, and an unchanged site runs nothing.
+    // the nginx lines that change, and an unchanged site runs nothing. The
+    // nginx.service drop-in (LimitNOFILE for the master) applies from nginx's
+    // next start.
     const site = siteFiles(c);
     this.renderedSite = site.stage.map((f) => `# ${f.path}\n${f.content}`).join("\n");
     this.site = hostStep(
       `${name}-site`,
       {
         target: args.target,
-        stdin: stageShell(
-          site.stage,
-          APPLY,
-          [
-            // LimitNOFILE for the nginx master; applies from nginx's next start.
-            ...fileWriteLines([site.dropIn]),
-            "if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi",
-          ],
-        ),
-        onDelete: [`${APPLY} --remove || true`, `rm -f ${HOST_PATHS.nginxDropIn}`].join("\n"),
+        stdin: stageShell(site.stage, installedScript("nginx-apply.sh"), [...fileWriteLines([site.dropIn]), commandLine(systemdReload)]),
+        onDelete: commandLine(installedScript("nginx-remove.sh"), "--drop-in", HOST_PATHS.nginxDropIn),
       },
       { parent: this, dependsOn: [this.certificate] },
     );

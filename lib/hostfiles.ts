@@ -26,6 +26,9 @@ export const HOST_SCRIPTS = [
   "nginx-reload.sh",
   "app-deploy.sh",
   "cert-expiry-timer.sh",
+  "acme-bootstrap.sh",
+  "systemd-reload.sh",
+  "nginx-remove.sh",
 ] as const;
 
 export type HostScript = (typeof HOST_SCRIPTS)[number];

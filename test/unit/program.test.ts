@@ -79,7 +79,8 @@ describe("nginx front end on EC2", () => {
     expect(site.create).toBe("sudo -n bash -s");
     expect(site.stdin).toContain("server_name api.example.com;");
     expect(site.stdin).toContain("/opt/fastapi-edge/bin/nginx-apply.sh \"$stage\"");
-    expect(site.delete).toContain("nginx-apply.sh --remove");
+    // nginx-remove.sh runs nginx-apply.sh --remove (test/unit/scripts.test.ts).
+    expect(site.delete).toContain("/opt/fastapi-edge/bin/nginx-remove.sh --drop-in '/etc/systemd/system/nginx.service.d/fastapi-edge.conf'");
     const install = run.one("command:remote:Command", "bootstrap-install").inputs as { stdin: string };
     expect(install.stdin).toMatch(/install-packages\.sh 'nginx' 'certbot'/);
     const cert = run.one("command:remote:Command", "nginx-certificate").inputs as { stdin: string };

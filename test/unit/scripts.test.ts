@@ -1,10 +1,10 @@
 // Static checks of the host-side files: shellcheck / bash -n over every shell
 // script, py_compile of the app, the systemd unit's required settings, and
 // the argument/environment validation of the scripts (fast paths only).
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { APP_DIR, REPO_ROOT, SCRIPTS_DIR, SYSTEM_PYTHON, run, script } from "../helpers/proc";
 
 const E2E_DIR = path.join(REPO_ROOT, "test", "e2e");
@@ -21,6 +21,7 @@ function shellScripts(): string[] {
 }
 
 const EXPECTED_SCRIPTS = [
+  "acme-bootstrap.sh",
   "app-deploy.sh",
   "app-remove.sh",
   "app-rollout.sh",
@@ -31,7 +32,9 @@ const EXPECTED_SCRIPTS = [
   "install-packages.sh",
   "nginx-apply.sh",
   "nginx-reload.sh",
+  "nginx-remove.sh",
   "run-app.sh",
+  "systemd-reload.sh",
   "wait-for-boot.sh",
 ];
 
@@ -157,6 +160,66 @@ describe("argument and environment validation", () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  describe("nginx step scripts, with stand-ins for what they call", () => {
+    let dir = "";
+    beforeEach(() => {
+      dir = mkdtempSync(path.join(os.tmpdir(), "fastapi-edge-step-"));
+      // The scripts call their siblings: copy them next to a recording nginx-apply.sh.
+      for (const s of ["acme-bootstrap.sh", "nginx-remove.sh", "systemd-reload.sh"]) {
+        copyFileSync(script(s), path.join(dir, s));
+        chmodSync(path.join(dir, s), 0o755);
+      }
+    });
+    afterEach(() => rmSync(dir, { recursive: true, force: true }));
+    const fakeApply = (code: number) => writeFileSync(path.join(dir, "nginx-apply.sh"), `#!/bin/sh\necho "$@" >> '${dir}/apply-calls'\nexit ${code}\n`, { mode: 0o755 });
+    const applyCalls = () => (existsSync(path.join(dir, "apply-calls")) ? readFileSync(path.join(dir, "apply-calls"), "utf8") : "");
+
+    it("acme-bootstrap.sh pushes the stage only while there is no certificate", async () => {
+      fakeApply(0);
+      const cert = path.join(dir, "live", "fullchain.pem");
+      const webroot = path.join(dir, "webroot");
+      const first = await run(path.join(dir, "acme-bootstrap.sh"), ["--cert", cert, "--webroot", webroot, "/tmp/stage-x"], { env: bare });
+      expect(first.code, first.stderr).toBe(0);
+      expect(applyCalls()).toBe("/tmp/stage-x\n");
+      expect(statSync(webroot).isDirectory()).toBe(true);
+      mkdirSync(path.dirname(cert));
+      writeFileSync(cert, "-----BEGIN CERTIFICATE-----\n");
+      const again = await run(path.join(dir, "acme-bootstrap.sh"), ["--cert", cert, "--webroot", webroot, "/tmp/stage-y"], { env: bare });
+      expect(again.code, again.stderr).toBe(0);
+      expect(again.stdout).toBe("certificate present: HTTP-only bootstrap not needed\n");
+      expect(applyCalls()).toBe("/tmp/stage-x\n");
+      fakeApply(1);
+      rmSync(cert);
+      expect((await run(path.join(dir, "acme-bootstrap.sh"), ["--cert", cert, "--webroot", webroot, "/tmp/stage-z"], { env: bare })).code).toBe(1);
+      expect((await run(path.join(dir, "acme-bootstrap.sh"), ["--cert", cert, "/tmp/stage-z"], { env: bare })).code).toBe(64);
+    });
+
+    it("nginx-remove.sh runs nginx-apply.sh --remove and removes the drop-in even when that fails", async () => {
+      const dropIn = path.join(dir, "nginx.service.d", "fastapi-edge.conf");
+      mkdirSync(path.dirname(dropIn));
+      writeFileSync(dropIn, "[Service]\n");
+      fakeApply(1);
+      const res = await run(path.join(dir, "nginx-remove.sh"), ["--drop-in", dropIn], { env: bare });
+      expect(res.code, res.stderr).toBe(0);
+      expect(applyCalls()).toBe("--remove\n");
+      expect(res.stderr).toMatch(/nginx-apply\.sh --remove failed/);
+      expect(existsSync(dropIn)).toBe(false);
+      expect((await run(path.join(dir, "nginx-remove.sh"), [], { env: bare })).code).toBe(64);
+      expect((await run(path.join(dir, "nginx-remove.sh"), ["--drop-in", "relative.conf"], { env: bare })).code).toBe(64);
+    });
+
+    it.skipIf(existsSync("/run/systemd/system"))("systemd-reload.sh removes what it is given and reloads nothing without systemd", async () => {
+      const a = path.join(dir, "a.conf");
+      writeFileSync(a, "x");
+      const res = await run(path.join(dir, "systemd-reload.sh"), ["--remove", a, "--remove", path.join(dir, "missing.pem")], { env: bare });
+      expect(res.code, res.stderr).toBe(0);
+      expect(existsSync(a)).toBe(false);
+      expect((await run(path.join(dir, "systemd-reload.sh"), [], { env: bare })).code).toBe(0);
+      expect((await run(path.join(dir, "systemd-reload.sh"), ["--remove"], { env: bare })).code).toBe(64);
+      expect((await run(path.join(dir, "systemd-reload.sh"), ["--remove", "relative"], { env: bare })).code).toBe(64);
+    });
   });
 
   it("usage errors exit 64", async () => {
