@@ -35,7 +35,7 @@ export class NginxFrontend extends pulumi.ComponentResource {
 
     // (1) HTTP-only config, only while no certificate exists: once the full
     // site is live this step never replaces it (acme-bootstrap.sh).
-    const bootstrap = hostStep(
+    const acmeBootstrap = hostStep(
       `${name}-acme-bootstrap`,
       {
         target: args.target,
@@ -65,7 +65,7 @@ export class NginxFrontend extends pulumi.ComponentResource {
         ]),
       },
       // Certificates are kept on destroy (Let's Encrypt rate-limits re-issuing).
-      { parent: this, dependsOn: [bootstrap], protect: c.protect },
+      { parent: this, dependsOn: [acmeBootstrap], protect: c.protect },
     );
 
     // (3) The full site. Its text is this command's input: preview --diff shows
