@@ -99,15 +99,6 @@ children_of() {
   printf '%s' "$out"
 }
 
-in_list() {
-  local needle=$1 item
-  shift
-  for item in "$@"; do
-    [[ $item == "$needle" ]] && return 0
-  done
-  return 1
-}
-
 # Signal the reload, or start nginx (--start) or report that nothing runs.
 # Returns 1 if a command fails, 3 if nginx is not running and stays so.
 signal_reload() {
@@ -158,8 +149,7 @@ while :; do
   now=$(master_pid "$pidf")
   [[ -n $now && $now != "$master" ]] && exit 0
   for c in $(children_of "$master"); do
-    # shellcheck disable=SC2086 # $old is a space-separated pid list
-    in_list "$c" $old || exit 0
+    [[ " $old " == *" $c "* ]] || exit 0 # a worker that was not there before
   done
   if ((SECONDS >= deadline)); then
     echo "fastapi-edge: error: nginx started no new worker processes within ${RELOAD_TIMEOUT}s of the reload signal" >&2

@@ -51,11 +51,8 @@ const versions = async (): Promise<string[]> => Promise.all(ports.map(async (p) 
 
 beforeAll(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), "fastapi-edge-deploy-test-"));
-  base = path.join(dir, "opt");
-  state = path.join(dir, "state");
-  mkdirSync(base);
-  mkdirSync(state);
-  mkdirSync(path.join(dir, "wants"));
+  [base, state] = [path.join(dir, "opt"), path.join(dir, "state")];
+  for (const d of [base, state, path.join(dir, "wants")]) mkdirSync(d);
   ports = await freePorts(2);
 });
 
