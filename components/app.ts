@@ -69,7 +69,8 @@ export class AppService extends pulumi.ComponentResource {
     );
     const stdin = pulumi.output(args.forwardedAllowIps).apply((fwd) => stepShell(appDeployFiles(c, fwd), [deploy]));
     // Names its own release: when a new release replaces this one, the engine runs this after
-    // the new release is live, and it must then leave everything alone (app-remove.sh).
+    // the new release is live, and it must then leave everything alone (app-remove.sh). The
+    // release is 16 hex digits, so it goes unquoted, as in the text existing stacks stored.
     const onDelete = `${installedScript("app-remove.sh")} ${this.release}`;
     this.deploy = hostStep(`${name}-deploy`, { target: args.target, stdin, onDelete, triggers: [this.release] }, { parent: this, dependsOn: [copy] });
     this.registerOutputs({ release: this.release });
