@@ -11,7 +11,9 @@ import { DnsRecord } from "./components/dns";
 import { Ec2Host } from "./components/ec2";
 import { ExistingHost } from "./components/existing-host";
 import { NginxFrontend } from "./components/nginx";
+import { Host } from "./components/remote";
 import { PROJECT } from "./lib/config";
+import { omitUndefinedOutputs } from "./lib/outputs";
 
 const config = readConfig(); // validated before any resource exists
 const stack = pulumi.getStack();
@@ -19,27 +21,27 @@ const tags = { Project: PROJECT, Stack: stack, ManagedBy: "pulumi" };
 const alerts = Boolean(config.alertEmail);
 
 const ec2 = config.hostMode === "ec2" ? new Ec2Host("host", { config, tags, publishMetrics: alerts && config.frontend === "nginx" }) : undefined;
-const host = ec2 ?? new ExistingHost("host", { config, privateKey: readHostPrivateKey() });
+const host: Host = ec2 ?? new ExistingHost("host", { config, privateKey: readHostPrivateKey() });
 const bootstrap = new HostBootstrap("bootstrap", { config, target: host.target });
+// The ALB targets an EC2 instance (config validation refuses frontend alb without hostMode ec2).
+const albHost = config.frontend === "alb" ? ec2 : undefined;
 
 // Behind nginx uvicorn trusts forwarded headers from nginx on loopback only;
 // behind the ALB, from the VPC range (the ALB's nodes have changing addresses).
-const forwardedAllowIps = config.frontend === "nginx" ? pulumi.output("127.0.0.1") : ec2!.vpcCidr;
+const forwardedAllowIps = albHost ? albHost.vpcCidr : pulumi.output("127.0.0.1");
 const app = new AppService("app", { config, target: host.target, forwardedAllowIps, projectDir: __dirname }, { dependsOn: [bootstrap] });
 
 const siteUrlOutput = pulumi.output(`https://${config.domain}/`);
 let albDnsName: pulumi.Output<string> | undefined;
 let acmCertificateArn: pulumi.Output<string> | undefined;
 let nginx: NginxFrontend | undefined;
-if (config.frontend === "nginx") {
-  nginx = new NginxFrontend("nginx", { config, target: host.target, projectDir: __dirname }, { dependsOn: [app] });
-} else {
+if (albHost) {
   const alb = new AlbFrontend("alb", {
     config,
-    vpcId: ec2!.vpcId,
-    subnetIds: ec2!.subnetIds,
-    instanceId: ec2!.instance.id,
-    instanceSecurityGroupId: ec2!.securityGroup.id,
+    vpcId: albHost.vpcId,
+    subnetIds: albHost.subnetIds,
+    instanceId: albHost.instance.id,
+    instanceSecurityGroupId: albHost.securityGroup.id,
     tags,
   });
   albDnsName = alb.dnsName;
@@ -47,9 +49,11 @@ if (config.frontend === "nginx") {
   if (config.route53ZoneId) {
     new DnsRecord("dns", { zoneId: config.route53ZoneId, domain: config.domain, target: { kind: "alias", dnsName: alb.dnsName, zoneId: alb.zoneId } });
   }
-}
-if (config.frontend === "nginx" && config.route53ZoneId && ec2) {
-  new DnsRecord("dns", { zoneId: config.route53ZoneId, domain: config.domain, target: { kind: "ip", address: ec2.publicIp } });
+} else {
+  nginx = new NginxFrontend("nginx", { config, target: host.target, projectDir: __dirname }, { dependsOn: [app] });
+  if (config.route53ZoneId && ec2) {
+    new DnsRecord("dns", { zoneId: config.route53ZoneId, domain: config.domain, target: { kind: "ip", address: ec2.publicAddress } });
+  }
 }
 if (alerts) {
   // nginx mode: the timer step runs host scripts and checks the live site, so after nginx.
@@ -67,15 +71,11 @@ if (alerts) {
 
 export const frontend = config.frontend;
 export const url = siteUrlOutput;
-export const publicIp = ec2 ? ec2.publicIp : (host as ExistingHost).publicAddress;
+export const publicIp = host.publicAddress;
 export const loadBalancerDnsName = albDnsName;
 export const sshCommand = host.sshCommand;
 export const appRelease = app.release;
 /** The generated SSH private key (secret), when no sshPublicKey was configured. */
 export const sshPrivateKey = ec2?.privateKey;
 
-// The engine warns on every run about a top-level output that is undefined ("Undefined value
-// (sshPrivateKey) will not show as a stack output"): outputs that do not apply to this stack's
-// mode are left out of the module's exports instead.
-const cjsExports = exports as Record<string, unknown>;
-for (const key of ["loadBalancerDnsName", "sshPrivateKey"]) if (cjsExports[key] === undefined) delete cjsExports[key];
+omitUndefinedOutputs(exports, ["loadBalancerDnsName", "sshPrivateKey"]);

@@ -5,7 +5,7 @@ import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import * as tls from "@pulumi/tls";
 import { appPorts, EdgeConfig, PROJECT } from "../lib/config";
-import { Connection, HostTarget } from "./remote";
+import { Connection, Host, HostTarget } from "./remote";
 
 export const UBUNTU_OWNER = "099720109477";
 export const UBUNTU_2404_NAME = "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*";
@@ -21,11 +21,11 @@ function ipRule(cidr: string): { cidrIpv4: string } | { cidrIpv6: string } {
   return cidr.includes(":") ? { cidrIpv6: cidr } : { cidrIpv4: cidr };
 }
 
-export class Ec2Host extends pulumi.ComponentResource {
+export class Ec2Host extends pulumi.ComponentResource implements Host {
   readonly target: HostTarget;
   readonly instance: aws.ec2.Instance;
   readonly securityGroup: aws.ec2.SecurityGroup;
-  readonly publicIp: pulumi.Output<string>;
+  readonly publicAddress: pulumi.Output<string>;
   readonly vpcId: pulumi.Output<string>;
   readonly vpcCidr: pulumi.Output<string>;
   readonly subnetIds: pulumi.Output<string[]>;
@@ -138,7 +138,7 @@ export class Ec2Host extends pulumi.ComponentResource {
       { ...protect, ignoreChanges: c.amiId ? [] : ["ami"] },
     );
     const eip = new aws.ec2.Eip(`${name}-eip`, { domain: "vpc", instance: this.instance.id, tags: args.tags }, protect);
-    this.publicIp = eip.publicIp;
+    this.publicAddress = eip.publicIp;
 
     const user = c.hostUser ?? "ubuntu";
     const connection: Connection = {
@@ -150,6 +150,6 @@ export class Ec2Host extends pulumi.ComponentResource {
     };
     this.target = { connection, user, machineId: this.instance.id };
     this.sshCommand = pulumi.interpolate`ssh ${user}@${eip.publicIp}`;
-    this.registerOutputs({ publicIp: this.publicIp, instanceId: this.instance.id, securityGroupId: sg, sshCommand: this.sshCommand, appPorts: appPorts(c) });
+    this.registerOutputs({ publicIp: this.publicAddress, instanceId: this.instance.id, securityGroupId: sg, sshCommand: this.sshCommand, appPorts: appPorts(c) });
   }
 }

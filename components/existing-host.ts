@@ -1,14 +1,14 @@
 // Any server reachable over SSH (another cloud, on-premises, a local VM).
 import * as pulumi from "@pulumi/pulumi";
 import { EdgeConfig } from "../lib/config";
-import { Connection, HostTarget } from "./remote";
+import { Connection, Host, HostTarget } from "./remote";
 
 export interface ExistingHostArgs {
   config: EdgeConfig;
   privateKey: pulumi.Input<string>;
 }
 
-export class ExistingHost extends pulumi.ComponentResource {
+export class ExistingHost extends pulumi.ComponentResource implements Host {
   readonly target: HostTarget;
   readonly publicAddress: pulumi.Output<string>;
   readonly sshCommand: pulumi.Output<string>;

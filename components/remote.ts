@@ -5,6 +5,16 @@ import { heredocCommand } from "../lib/shell";
 
 export type Connection = command.types.input.remote.ConnectionArgs;
 
+/** What every host component offers: Ec2Host and ExistingHost alike. */
+export interface Host {
+  /** Where and how host steps run. */
+  readonly target: HostTarget;
+  /** The address clients reach (Elastic IP, or the existing host's address). */
+  readonly publicAddress: pulumi.Output<string>;
+  /** A command line that opens a shell on the host. */
+  readonly sshCommand: pulumi.Output<string>;
+}
+
 export interface HostTarget {
   /** SSH connection to the host. */
   connection: Connection;
