@@ -9,6 +9,9 @@ mkdir -p test/artifacts
 echo "== type check"
 tsc --noEmit -p tsconfig.json
 
+echo "== formatting (prettier --check; npm run format fixes it)"
+prettier --check "**/*.ts"
+
 echo "== unit and live tests"
 status=0
 vitest run --reporter=default --reporter=json --outputFile=test/artifacts/vitest.json || status=$?
