@@ -20,7 +20,8 @@ const stack = pulumi.getStack();
 const tags = { Project: PROJECT, Stack: stack, ManagedBy: "pulumi" };
 const alerts = Boolean(config.alertEmail);
 
-const ec2 = config.hostMode === "ec2" ? new Ec2Host("host", { config, tags, publishMetrics: alerts && config.frontend === "nginx" }) : undefined;
+const ec2 =
+  config.hostMode === "ec2" ? new Ec2Host("host", { config, tags, publishMetrics: alerts && config.frontend === "nginx" }) : undefined;
 const host: Host = ec2 ?? new ExistingHost("host", { config, privateKey: readHostPrivateKey() });
 const bootstrap = new HostBootstrap("bootstrap", { config, target: host.target });
 // The ALB targets an EC2 instance (config validation refuses frontend alb without hostMode ec2).
@@ -47,7 +48,11 @@ if (albHost) {
   albDnsName = alb.dnsName;
   acmCertificateArn = alb.certificate.arn;
   if (config.route53ZoneId) {
-    new DnsRecord("dns", { zoneId: config.route53ZoneId, domain: config.domain, target: { kind: "alias", dnsName: alb.dnsName, zoneId: alb.zoneId } });
+    new DnsRecord("dns", {
+      zoneId: config.route53ZoneId,
+      domain: config.domain,
+      target: { kind: "alias", dnsName: alb.dnsName, zoneId: alb.zoneId },
+    });
   }
 } else {
   nginx = new NginxFrontend("nginx", { config, target: host.target, projectDir: __dirname }, { dependsOn: [app] });

@@ -77,9 +77,24 @@ interface Sample {
 const VARIANTS: Variant[] = [
   { key: "json-direct", label: "JSON /api/hello, direct uvicorn (HTTP)", url: (s) => s.ours.appUrl("/api/hello") },
   { key: "json-ours", label: "JSON /api/hello, nginx rendered (TLS)", url: (s) => s.ours.httpsUrl("/api/hello"), proxiedBy: (s) => s.ours },
-  { key: "json-seed", label: "JSON /api/hello, nginx seed config (TLS)", url: (s) => s.seed.httpsUrl("/api/hello"), proxiedBy: (s) => s.seed },
-  { key: "json-direct-c1", label: "JSON /api/hello, direct uvicorn, 1 connection", url: (s) => s.ours.appUrl("/api/hello"), connections: 1 },
-  { key: "json-ours-c1", label: "JSON /api/hello, nginx rendered (TLS), 1 connection", url: (s) => s.ours.httpsUrl("/api/hello"), connections: 1 },
+  {
+    key: "json-seed",
+    label: "JSON /api/hello, nginx seed config (TLS)",
+    url: (s) => s.seed.httpsUrl("/api/hello"),
+    proxiedBy: (s) => s.seed,
+  },
+  {
+    key: "json-direct-c1",
+    label: "JSON /api/hello, direct uvicorn, 1 connection",
+    url: (s) => s.ours.appUrl("/api/hello"),
+    connections: 1,
+  },
+  {
+    key: "json-ours-c1",
+    label: "JSON /api/hello, nginx rendered (TLS), 1 connection",
+    url: (s) => s.ours.httpsUrl("/api/hello"),
+    connections: 1,
+  },
   { key: "s50k-nginx", label: "static 50 KB, nginx rendered (TLS)", url: (s) => s.ours.httpsUrl("/static/bench-50k.bin") },
   { key: "s50k-app", label: "static 50 KB, StaticFiles direct uvicorn", url: (s) => s.ours.appUrl("/static/bench-50k.bin") },
   { key: "s1m-nginx", label: "static 1 MB, nginx rendered (TLS)", url: (s) => s.ours.httpsUrl("/static/bench-1m.bin") },
@@ -101,7 +116,10 @@ function sh(cmd: string, args: string[]): string {
 function machine(): Record<string, string> {
   const cpuinfo = readFileSync("/proc/cpuinfo", "utf8");
   const model = /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1] ?? "unknown";
-  const py = sh(SYSTEM_PYTHON, ["-c", "import uvicorn, fastapi, starlette, h11; print(uvicorn.__version__, fastapi.__version__, starlette.__version__, h11.__version__)"]).split(" ");
+  const py = sh(SYSTEM_PYTHON, [
+    "-c",
+    "import uvicorn, fastapi, starlette, h11; print(uvicorn.__version__, fastapi.__version__, starlette.__version__, h11.__version__)",
+  ]).split(" ");
   let osName = "unknown";
   try {
     osName = /^PRETTY_NAME="?([^"\n]+)"?/m.exec(readFileSync("/etc/os-release", "utf8"))?.[1] ?? osName;
@@ -117,7 +135,9 @@ function machine(): Record<string, string> {
     nginx: sh("nginx", ["-v"]).replace(/^nginx version: /, ""),
     openssl: sh("openssl", ["version"]),
     uvicorn: `${py[0]} (FastAPI ${py[1]}, Starlette ${py[2]}, h11 ${py[3]}; 1 process, ${SYSTEM_PYTHON})`,
-    wrk: sh("wrk", ["-v"]).split("\n")[0]!.replace(/ Copyright.*/, ""),
+    wrk: sh("wrk", ["-v"])
+      .split("\n")[0]!
+      .replace(/ Copyright.*/, ""),
     node: process.version,
   };
 }
@@ -163,7 +183,9 @@ async function main(): Promise<number> {
   const started = new Date();
   const m = machine();
   const cmd = `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(" ")}` : ""}`;
-  console.log(`fastapi-edge bench: ${a.rounds} round(s) x ${VARIANTS.length} variants x ${a.durationS} s, wrk -t${a.threads} -c${a.connections}`);
+  console.log(
+    `fastapi-edge bench: ${a.rounds} round(s) x ${VARIANTS.length} variants x ${a.durationS} s, wrk -t${a.threads} -c${a.connections}`,
+  );
   for (const [k, val] of Object.entries(m)) console.log(`  ${k}: ${val}`);
   const loadBefore = loadavg();
   console.log(`  load average (1 min) before: ${loadBefore}`);
@@ -244,11 +266,17 @@ async function main(): Promise<number> {
     "",
   );
   for (const [k, val] of Object.entries(m)) lines.push(`- ${k}: ${val}`);
-  lines.push(`- load average (1 min): ${loadBefore} before, ${loadAfter} after the run (includes the benchmark's own processes at the end)`);
+  lines.push(
+    `- load average (1 min): ${loadBefore} before, ${loadAfter} after the run (includes the benchmark's own processes at the end)`,
+  );
   lines.push("", "## Comparisons (medians)", "", "| comparison | measured | goal | |", "| --- | --- | --- | --- |");
   lines.push(`| JSON through nginx (TLS) / direct uvicorn, req/s | ${fmt(jsonRatio, 2)}x | >= 0.95x | ${goal(jsonRatio >= 0.95)} |`);
-  lines.push(`| JSON p99 added by nginx (TLS), -c${a.connections} (saturated) | ${fmt(p99Added, 2)} ms | <= 1 ms | ${tail(p99Added <= 1)} |`);
-  lines.push(`| JSON p99 added by nginx (TLS), 1 connection | ${fmt(p99AddedC1, 2)} ms (p50 ${fmt(p50AddedC1, 2)} ms) | <= 1 ms | ${tail(p99AddedC1 <= 1)} |`);
+  lines.push(
+    `| JSON p99 added by nginx (TLS), -c${a.connections} (saturated) | ${fmt(p99Added, 2)} ms | <= 1 ms | ${tail(p99Added <= 1)} |`,
+  );
+  lines.push(
+    `| JSON p99 added by nginx (TLS), 1 connection | ${fmt(p99AddedC1, 2)} ms (p50 ${fmt(p50AddedC1, 2)} ms) | <= 1 ms | ${tail(p99AddedC1 <= 1)} |`,
+  );
   lines.push(`| static 50 KB: nginx (TLS) / StaticFiles, req/s | ${fmt(s50, 1)}x | >= 10x | ${goal(s50 >= 10)} |`);
   lines.push(`| static 1 MB: nginx (TLS) / StaticFiles, req/s | ${fmt(s1m, 1)}x | >= 4x | ${goal(s1m >= 4)} |`);
   lines.push(`| app connections per 1,000 requests, ours, whole run | ${fmt(oursK, 1)} | <= 2 | ${goal(oursK <= 2)} |`);
@@ -256,7 +284,13 @@ async function main(): Promise<number> {
   lines.push(`| app connections per 1,000 requests, seed config, whole run | ${fmt(seedK, 0)} | (comparison) | |`);
   lines.push(`| app connections per 1,000 requests, seed config, after the first quarter | ${fmt(seedSteady, 0)} | (comparison) | |`);
   lines.push(`| JSON req/s, seed config / ours | ${fmt(seedVsOurs, 2)}x | (comparison) | |`);
-  lines.push("", "## Per variant (medians over rounds)", "", "| variant | req/s | p50 ms | p99 ms | req/s per round | errors |", "| --- | --- | --- | --- | --- | --- |");
+  lines.push(
+    "",
+    "## Per variant (medians over rounds)",
+    "",
+    "| variant | req/s | p50 ms | p99 ms | req/s per round | errors |",
+    "| --- | --- | --- | --- | --- | --- |",
+  );
   for (const v of VARIANTS) {
     const xs = samples.get(v.key)!;
     lines.push(
@@ -270,14 +304,18 @@ async function main(): Promise<number> {
     "- App connections are counted by the app (`FASTAPI_EDGE_STATS=1`, `/_stats`, reset before each proxied run): " +
       "each TCP connection (transport) once, the first time a request arrives on it, so a connection that reuses a " +
       "closed one's loopback port still counts. The whole-run figure includes the pool nginx opens at the start of the run (up " +
-      "to " + a.connections + " connections; idle upstream connections expire after 60 s) and the fresh connection " +
+      "to " +
+      a.connections +
+      " connections; idle upstream connections expire after 60 s) and the fresh connection " +
       "nginx opens after `keepalive_requests` requests on one (10,000 in our upstream, 1,000 by default); the second " +
       "figure starts counting once the first quarter of the run is over.",
-    "- The seed config's nginx sends `Connection: close` upstream (no `proxy_set_header Connection \"\"`), so its " +
+    '- The seed config\'s nginx sends `Connection: close` upstream (no `proxy_set_header Connection ""`), so its ' +
       "`keepalive 32` never engages.",
     "- Static comparisons serve the same files from the same directory: nginx with sendfile over TLS, the app with " +
       "Starlette's StaticFiles over plain HTTP.",
-    "- At -c" + a.connections + " every variant saturates the machine, so latency there is mostly queueing; the " +
+    "- At -c" +
+      a.connections +
+      " every variant saturates the machine, so latency there is mostly queueing; the " +
       "1-connection pair measures what nginx adds to one request. All processes, wrk included, share the CPUs.",
     "- Quick mode (`--quick`, CI) runs one 2 s round: the figures are noisy and only prove the harness works.",
     "",
@@ -288,7 +326,10 @@ async function main(): Promise<number> {
   writeFileSync(out, report);
   // Raw samples (wrk output included) for whoever wants to look closer; git-ignored.
   const raw = Object.fromEntries(VARIANTS.map((v) => [v.key, samples.get(v.key)!]));
-  writeFileSync(path.join(__dirname, "out", a.quick ? "quick-samples.json" : "samples.json"), JSON.stringify({ started, args: a, machine: m, raw }, null, 2));
+  writeFileSync(
+    path.join(__dirname, "out", a.quick ? "quick-samples.json" : "samples.json"),
+    JSON.stringify({ started, args: a, machine: m, raw }, null, 2),
+  );
   console.log(`\n${report}\nwritten to ${path.relative(process.cwd(), out)}`);
 
   // Report, not assert: fail only when the harness itself is broken.

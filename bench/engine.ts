@@ -13,7 +13,9 @@ import { copyProject, engine, getEngine, MIN, REPO, Run, sh } from "../test/e2e/
 
 const rounds = Number(process.argv[process.argv.indexOf("--rounds") + 1] ?? "3") || 3;
 const OUT = path.join(REPO, "bench/out");
-const CACHE = process.env["FASTAPI_EDGE_CACHE"] ?? path.join(process.env["XDG_CACHE_HOME"] ?? path.join(process.env["HOME"] ?? "/root", ".cache"), "fastapi-edge");
+const CACHE =
+  process.env["FASTAPI_EDGE_CACHE"] ??
+  path.join(process.env["XDG_CACHE_HOME"] ?? path.join(process.env["HOME"] ?? "/root", ".cache"), "fastapi-edge");
 
 // Its own guest and Pebble (ports, run directories), so it can run beside the e2e test and
 // the local stack.
@@ -32,7 +34,9 @@ Object.assign(process.env, {
 });
 
 function kv(text: string): Record<string, string> {
-  return Object.fromEntries(text.split("\n").flatMap((l) => (/^[A-Z_]+=\S*$/.test(l) ? [[l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]] : [])));
+  return Object.fromEntries(
+    text.split("\n").flatMap((l) => (/^[A-Z_]+=\S*$/.test(l) ? [[l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]] : [])),
+  );
 }
 
 async function harness(script: string, ...args: string[]): Promise<Record<string, string>> {
@@ -58,8 +62,23 @@ async function main(): Promise<void> {
     for (let round = 1; round <= rounds; round++) {
       const vps = { ...(await harness("vps.sh", "env")), ...(await harness("vps.sh", "start")) };
       const work = mkdtempSync(path.join(tmpdir(), "fe-bench-"));
-      const ssh = (cmd: string) => sh("ssh", ["-p", vps["VPS_SSH_PORT"]!, "-i", vps["VPS_KEY"]!, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "root@127.0.0.1", cmd]);
-      const logins = async () => Number((await ssh("journalctl -u ssh.service -o cat --no-pager | grep -c '^Accepted publickey' || true")).out.trim());
+      const ssh = (cmd: string) =>
+        sh("ssh", [
+          "-p",
+          vps["VPS_SSH_PORT"]!,
+          "-i",
+          vps["VPS_KEY"]!,
+          "-o",
+          "StrictHostKeyChecking=no",
+          "-o",
+          "UserKnownHostsFile=/dev/null",
+          "-o",
+          "BatchMode=yes",
+          "root@127.0.0.1",
+          cmd,
+        ]);
+      const logins = async () =>
+        Number((await ssh("journalctl -u ssh.service -o cat --no-pager | grep -c '^Accepted publickey' || true")).out.trim());
       copyProject(path.join(work, "project"));
       const e = engine(bin, path.join(work, "project"), path.join(work, "state"), "bench");
       const up = (...extra: string[]) => e.pulumi(["up", "--yes", "--skip-preview", ...extra], { timeoutMs: 40 * MIN });

@@ -50,7 +50,10 @@ function machine(): string {
   const wrkV = /wrk ([^ ]+)/.exec(`${wrk.stdout}${wrk.stderr}`)?.[1] ?? "?";
   const uvicorn = spawnSync("/usr/bin/python3", ["-c", "import uvicorn; print(uvicorn.__version__)"], { encoding: "utf8" }).stdout.trim();
   const hard = spawnSync("bash", ["-c", "ulimit -Hn"], { encoding: "utf8" }).stdout.trim();
-  return `${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Linux ${os.release()}, nginx ${nginx}, uvicorn ${uvicorn}, wrk ${wrkV}, Node ${process.version}, open-file hard limit ${hard}; load average at start ${os.loadavg().map((x) => x.toFixed(2)).join(" ")}`;
+  return `${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Linux ${os.release()}, nginx ${nginx}, uvicorn ${uvicorn}, wrk ${wrkV}, Node ${process.version}, open-file hard limit ${hard}; load average at start ${os
+    .loadavg()
+    .map((x) => x.toFixed(2))
+    .join(" ")}`;
 }
 
 function connectionsSection(rows: ConnectionsFigures[]): string[] {
@@ -62,7 +65,7 @@ function connectionsSection(rows: ConnectionsFigures[]): string[] {
     "GET /api/hello through nginx to the app) runs. Then: how many are still open (the client's",
     "view and `ss` ESTABLISHED on nginx's port), and one request on 200 of them.",
     "",
-    "| worker_connections | opened / attempted | ramp | wrk requests | wrk failures | open at end | closed by nginx | ss ESTABLISHED | probe 200/200 | \"not enough\" log lines | nginx RSS idle | nginx RSS held | per connection |",
+    '| worker_connections | opened / attempted | ramp | wrk requests | wrk failures | open at end | closed by nginx | ss ESTABLISHED | probe 200/200 | "not enough" log lines | nginx RSS idle | nginx RSS held | per connection |',
     "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
   ];
   for (const f of rows) {
@@ -122,7 +125,7 @@ function failoverSection(f: FailoverFigures): string[] {
     "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     `| ${f.wrk.requests} | ${f.wrk.errors.status} | ${f.wrk.errors.connect + f.wrk.errors.read + f.wrk.errors.write + f.wrk.errors.timeout} | ${f.errorLog.midResponse} | ${(f.backMs / 1000).toFixed(1)} s | ${(f.rejoinMs / 1000).toFixed(1)} s | ${f.rejoinRequests} | ${f.maxFails} / ${f.failTimeout} | ${f.errorLog.disabled} / ${f.errorLog.premature} / ${f.errorLog.reset} / ${f.errorLog.refused} |`,
     "",
-    "\"Cut mid-write\": responses whose header had reached nginx when the process died; nginx cannot retry",
+    '"Cut mid-write": responses whose header had reached nginx when the process died; nginx cannot retry',
     "those (at most one per kill: a uvicorn process writes one response at a time). See docs/stress.md.",
     "",
   ];
@@ -137,13 +140,17 @@ function rolloutSection(f: RolloutFigures): string[] {
     `connections, GET /api/version through nginx) while \`${rel}\` rolls them from ${f.fromVersion} to ${f.toVersion}`,
     `(EXPECT_VERSION, SETTLE_SECONDS=${f.settleSeconds}); then ${f.polls} polls of /api/version through nginx.`,
     "",
-    "| rollout exit | rollout time | wrk requests | non-2xx | socket errors | polls after the rollout | \"no live upstreams\" log lines | max_fails / fail_timeout |",
+    '| rollout exit | rollout time | wrk requests | non-2xx | socket errors | polls after the rollout | "no live upstreams" log lines | max_fails / fail_timeout |',
     "| ---: | ---: | ---: | ---: | ---: | --- | ---: | --- |",
-    `| ${f.rollout.code} | ${(f.rollout.ms / 1000).toFixed(1)} s | ${f.wrk.requests} | ${f.wrk.errors.status} | ${f.wrk.errors.connect + f.wrk.errors.read + f.wrk.errors.write + f.wrk.errors.timeout} | ${Object.entries(f.after).map(([k, v]) => `${v}x ${k}`).join(", ")} | ${f.errorLog.noLiveUpstreams} | ${f.maxFails} / ${f.failTimeout} |`,
+    `| ${f.rollout.code} | ${(f.rollout.ms / 1000).toFixed(1)} s | ${f.wrk.requests} | ${f.wrk.errors.status} | ${f.wrk.errors.connect + f.wrk.errors.read + f.wrk.errors.write + f.wrk.errors.timeout} | ${Object.entries(
+      f.after,
+    )
+      .map(([k, v]) => `${v}x ${k}`)
+      .join(", ")} | ${f.errorLog.noLiveUpstreams} | ${f.maxFails} / ${f.failTimeout} |`,
     "",
     /waiting [0-9]+s before the next instance/.test(f.rollout.stdout)
       ? "The script paused SETTLE_SECONDS between instances."
-      : "The script did not pause between instances (it has no SETTLE_SECONDS): see docs/stress.md, \"Rolling redeploy\".",
+      : 'The script did not pause between instances (it has no SETTLE_SECONDS): see docs/stress.md, "Rolling redeploy".',
     "",
   ];
 }
@@ -157,7 +164,14 @@ async function main(): Promise<void> {
   for (const w of wanted) if (!(ALL as readonly string[]).includes(w)) throw new Error(`unknown scenario ${w} (known: ${ALL.join(" ")})`);
   const pick = (n: Name): boolean => wanted.length === 0 || wanted.includes(n);
   const t0 = Date.now();
-  const md: string[] = ["# Stress figures", "", `Machine: ${machine()}.`, "", "Generated by `npx tsx bench/stress.ts`; what each figure proves and the settings behind it: docs/stress.md.", ""];
+  const md: string[] = [
+    "# Stress figures",
+    "",
+    `Machine: ${machine()}.`,
+    "",
+    "Generated by `npx tsx bench/stress.ts`; what each figure proves and the settings behind it: docs/stress.md.",
+    "",
+  ];
   if (pick("connections")) {
     console.error("connections: workerConnections 16384");
     const big = await connectionsScenario({ workerConnections: 16384, rampDeadlineMs: 90_000, log });

@@ -34,14 +34,48 @@ export class AlbFrontend extends pulumi.ComponentResource {
     const parent = { parent: this };
     const ports = appPorts(c);
 
-    const albSg = new aws.ec2.SecurityGroup(`${name}-sg`, { vpcId: args.vpcId, description: `${PROJECT} ALB: HTTP/HTTPS from anywhere`, tags: args.tags }, parent);
+    const albSg = new aws.ec2.SecurityGroup(
+      `${name}-sg`,
+      { vpcId: args.vpcId, description: `${PROJECT} ALB: HTTP/HTTPS from anywhere`, tags: args.tags },
+      parent,
+    );
     for (const port of [80, 443]) {
-      new aws.vpc.SecurityGroupIngressRule(`${name}-${port}-v4`, { securityGroupId: albSg.id, ipProtocol: "tcp", fromPort: port, toPort: port, cidrIpv4: "0.0.0.0/0" }, parent);
-      new aws.vpc.SecurityGroupIngressRule(`${name}-${port}-v6`, { securityGroupId: albSg.id, ipProtocol: "tcp", fromPort: port, toPort: port, cidrIpv6: "::/0" }, parent);
+      new aws.vpc.SecurityGroupIngressRule(
+        `${name}-${port}-v4`,
+        { securityGroupId: albSg.id, ipProtocol: "tcp", fromPort: port, toPort: port, cidrIpv4: "0.0.0.0/0" },
+        parent,
+      );
+      new aws.vpc.SecurityGroupIngressRule(
+        `${name}-${port}-v6`,
+        { securityGroupId: albSg.id, ipProtocol: "tcp", fromPort: port, toPort: port, cidrIpv6: "::/0" },
+        parent,
+      );
     }
-    new aws.vpc.SecurityGroupEgressRule(`${name}-to-app`, { securityGroupId: albSg.id, ipProtocol: "tcp", fromPort: ports[0]!, toPort: ports[ports.length - 1]!, referencedSecurityGroupId: args.instanceSecurityGroupId, description: "to the app processes" }, parent);
+    new aws.vpc.SecurityGroupEgressRule(
+      `${name}-to-app`,
+      {
+        securityGroupId: albSg.id,
+        ipProtocol: "tcp",
+        fromPort: ports[0]!,
+        toPort: ports[ports.length - 1]!,
+        referencedSecurityGroupId: args.instanceSecurityGroupId,
+        description: "to the app processes",
+      },
+      parent,
+    );
     // The instance admits the app ports from the ALB's group and nothing else.
-    new aws.vpc.SecurityGroupIngressRule(`${name}-app-from-alb`, { securityGroupId: args.instanceSecurityGroupId, ipProtocol: "tcp", fromPort: ports[0]!, toPort: ports[ports.length - 1]!, referencedSecurityGroupId: albSg.id, description: "app ports from the ALB only" }, parent);
+    new aws.vpc.SecurityGroupIngressRule(
+      `${name}-app-from-alb`,
+      {
+        securityGroupId: args.instanceSecurityGroupId,
+        ipProtocol: "tcp",
+        fromPort: ports[0]!,
+        toPort: ports[ports.length - 1]!,
+        referencedSecurityGroupId: albSg.id,
+        description: "app ports from the ALB only",
+      },
+      parent,
+    );
 
     this.loadBalancer = new aws.lb.LoadBalancer(
       `${name}-lb`,
@@ -60,7 +94,11 @@ export class AlbFrontend extends pulumi.ComponentResource {
     this.dnsName = this.loadBalancer.dnsName;
     this.zoneId = this.loadBalancer.zoneId;
 
-    this.certificate = new aws.acm.Certificate(`${name}-cert`, { domainName: c.domain, validationMethod: "DNS", tags: args.tags }, { parent: this, protect: c.protect });
+    this.certificate = new aws.acm.Certificate(
+      `${name}-cert`,
+      { domainName: c.domain, validationMethod: "DNS", tags: args.tags },
+      { parent: this, protect: c.protect },
+    );
     const validationRecord = new aws.route53.Record(
       `${name}-cert-validation`,
       {
@@ -73,7 +111,11 @@ export class AlbFrontend extends pulumi.ComponentResource {
       },
       parent,
     );
-    const validation = new aws.acm.CertificateValidation(`${name}-cert-validated`, { certificateArn: this.certificate.arn, validationRecordFqdns: [validationRecord.fqdn] }, parent);
+    const validation = new aws.acm.CertificateValidation(
+      `${name}-cert-validated`,
+      { certificateArn: this.certificate.arn, validationRecordFqdns: [validationRecord.fqdn] },
+      parent,
+    );
 
     this.targetGroup = new aws.lb.TargetGroup(
       `${name}-tg`,
@@ -89,12 +131,22 @@ export class AlbFrontend extends pulumi.ComponentResource {
       parent,
     );
     ports.forEach((port) => {
-      new aws.lb.TargetGroupAttachment(`${name}-target-${port}`, { targetGroupArn: this.targetGroup.arn, targetId: args.instanceId, port }, parent);
+      new aws.lb.TargetGroupAttachment(
+        `${name}-target-${port}`,
+        { targetGroupArn: this.targetGroup.arn, targetId: args.instanceId, port },
+        parent,
+      );
     });
 
     this.httpListener = new aws.lb.Listener(
       `${name}-http`,
-      { loadBalancerArn: this.loadBalancer.arn, port: 80, protocol: "HTTP", defaultActions: [{ type: "redirect", redirect: { protocol: "HTTPS", port: "443", statusCode: "HTTP_301" } }], tags: args.tags },
+      {
+        loadBalancerArn: this.loadBalancer.arn,
+        port: 80,
+        protocol: "HTTP",
+        defaultActions: [{ type: "redirect", redirect: { protocol: "HTTPS", port: "443", statusCode: "HTTP_301" } }],
+        tags: args.tags,
+      },
       parent,
     );
     this.httpsListener = new aws.lb.Listener(

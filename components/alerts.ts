@@ -54,7 +54,14 @@ export class CertExpiryAlarm extends pulumi.ComponentResource {
     if (args.acmCertificateArn !== undefined) {
       this.alarm = new aws.cloudwatch.MetricAlarm(
         `${name}-acm`,
-        { ...common, namespace: "AWS/CertificateManager", metricName: "DaysToExpiry", dimensions: { CertificateArn: args.acmCertificateArn }, alarmDescription: `ACM certificate for ${c.domain} expires in fewer than ${c.certExpiryAlarmDays} days`, treatMissingData: "notBreaching" },
+        {
+          ...common,
+          namespace: "AWS/CertificateManager",
+          metricName: "DaysToExpiry",
+          dimensions: { CertificateArn: args.acmCertificateArn },
+          alarmDescription: `ACM certificate for ${c.domain} expires in fewer than ${c.certExpiryAlarmDays} days`,
+          treatMissingData: "notBreaching",
+        },
         parent,
       );
     } else {

@@ -56,7 +56,12 @@ export class AppService extends pulumi.ComponentResource {
     // provider copies the directory itself, as remotePath/NAME/).
     const copy = new command.remote.CopyToRemote(
       `${name}-upload`,
-      { connection: args.target.connection, source: new pulumi.asset.FileArchive(`${source}/`), remotePath: upload, triggers: [args.target.machineId, this.release] },
+      {
+        connection: args.target.connection,
+        source: new pulumi.asset.FileArchive(`${source}/`),
+        remotePath: upload,
+        triggers: [args.target.machineId, this.release],
+      },
       { parent: this },
     );
 
@@ -72,7 +77,11 @@ export class AppService extends pulumi.ComponentResource {
     // the new release is live, and it must then leave everything alone (app-remove.sh). The
     // release is 16 hex digits, so it goes unquoted, as in the text existing stacks stored.
     const onDelete = `${installedScript("app-remove.sh")} ${this.release}`;
-    this.deploy = hostStep(`${name}-deploy`, { target: args.target, stdin, onDelete, triggers: [this.release] }, { parent: this, dependsOn: [copy] });
+    this.deploy = hostStep(
+      `${name}-deploy`,
+      { target: args.target, stdin, onDelete, triggers: [this.release] },
+      { parent: this, dependsOn: [copy] },
+    );
     this.registerOutputs({ release: this.release });
   }
 }

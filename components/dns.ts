@@ -3,7 +3,8 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 
-export type DnsTarget = { kind: "ip"; address: pulumi.Input<string> } | { kind: "alias"; dnsName: pulumi.Input<string>; zoneId: pulumi.Input<string> };
+export type DnsTarget =
+  { kind: "ip"; address: pulumi.Input<string> } | { kind: "alias"; dnsName: pulumi.Input<string>; zoneId: pulumi.Input<string> };
 
 export interface DnsRecordArgs {
   zoneId: string;
@@ -21,7 +22,12 @@ export class DnsRecord extends pulumi.ComponentResource {
       `${name}-a`,
       t.kind === "ip"
         ? { zoneId: args.zoneId, name: args.domain, type: "A", ttl: 300, records: [t.address] }
-        : { zoneId: args.zoneId, name: args.domain, type: "A", aliases: [{ name: t.dnsName, zoneId: t.zoneId, evaluateTargetHealth: true }] },
+        : {
+            zoneId: args.zoneId,
+            name: args.domain,
+            type: "A",
+            aliases: [{ name: t.dnsName, zoneId: t.zoneId, evaluateTargetHealth: true }],
+          },
       { parent: this },
     );
     this.fqdn = record.fqdn;

@@ -42,7 +42,15 @@ export class Ec2Host extends pulumi.ComponentResource implements Host {
     const vpc = aws.ec2.getVpcOutput({ default: true }, parent);
     this.vpcId = vpc.id;
     this.vpcCidr = vpc.cidrBlock;
-    this.subnetIds = aws.ec2.getSubnetsOutput({ filters: [{ name: "vpc-id", values: [vpc.id] }, { name: "default-for-az", values: ["true"] }] }, parent).ids;
+    this.subnetIds = aws.ec2.getSubnetsOutput(
+      {
+        filters: [
+          { name: "vpc-id", values: [vpc.id] },
+          { name: "default-for-az", values: ["true"] },
+        ],
+      },
+      parent,
+    ).ids;
 
     const amiId = c.amiId
       ? pulumi.output(c.amiId)
@@ -65,7 +73,11 @@ export class Ec2Host extends pulumi.ComponentResource implements Host {
     if (c.sshPublicKey) {
       publicKey = c.sshPublicKey;
     } else {
-      const key = new tls.PrivateKey(`${name}-ssh-key`, { algorithm: "ED25519" }, { parent: this, additionalSecretOutputs: ["privateKeyOpenssh", "privateKeyPem", "privateKeyPemPkcs8"] });
+      const key = new tls.PrivateKey(
+        `${name}-ssh-key`,
+        { algorithm: "ED25519" },
+        { parent: this, additionalSecretOutputs: ["privateKeyOpenssh", "privateKeyPem", "privateKeyPemPkcs8"] },
+      );
       publicKey = key.publicKeyOpenssh;
       this.privateKey = pulumi.secret(key.privateKeyOpenssh);
     }
@@ -81,16 +93,39 @@ export class Ec2Host extends pulumi.ComponentResource implements Host {
       parent,
     );
     const sg = this.securityGroup.id;
-    new aws.vpc.SecurityGroupEgressRule(`${name}-egress-v4`, { securityGroupId: sg, ipProtocol: "-1", cidrIpv4: "0.0.0.0/0", description: "all outbound (apt, ACME)" }, parent);
-    new aws.vpc.SecurityGroupEgressRule(`${name}-egress-v6`, { securityGroupId: sg, ipProtocol: "-1", cidrIpv6: "::/0", description: "all outbound (apt, ACME)" }, parent);
+    new aws.vpc.SecurityGroupEgressRule(
+      `${name}-egress-v4`,
+      { securityGroupId: sg, ipProtocol: "-1", cidrIpv4: "0.0.0.0/0", description: "all outbound (apt, ACME)" },
+      parent,
+    );
+    new aws.vpc.SecurityGroupEgressRule(
+      `${name}-egress-v6`,
+      { securityGroupId: sg, ipProtocol: "-1", cidrIpv6: "::/0", description: "all outbound (apt, ACME)" },
+      parent,
+    );
     c.sshAllowedCidrs.forEach((cidr, i) => {
-      new aws.vpc.SecurityGroupIngressRule(`${name}-ssh-${i}`, { securityGroupId: sg, ipProtocol: "tcp", fromPort: 22, toPort: 22, ...ipRule(cidr), description: "SSH from an allowed CIDR" }, parent);
+      new aws.vpc.SecurityGroupIngressRule(
+        `${name}-ssh-${i}`,
+        { securityGroupId: sg, ipProtocol: "tcp", fromPort: 22, toPort: 22, ...ipRule(cidr), description: "SSH from an allowed CIDR" },
+        parent,
+      );
     });
     if (c.frontend === "nginx") {
       for (const port of [80, 443]) {
         for (const cidr of ["0.0.0.0/0", "::/0"]) {
           const v = cidr.includes(":") ? "v6" : "v4";
-          new aws.vpc.SecurityGroupIngressRule(`${name}-${port}-${v}`, { securityGroupId: sg, ipProtocol: "tcp", fromPort: port, toPort: port, ...ipRule(cidr), description: port === 80 ? "HTTP (ACME, redirect)" : "HTTPS" }, parent);
+          new aws.vpc.SecurityGroupIngressRule(
+            `${name}-${port}-${v}`,
+            {
+              securityGroupId: sg,
+              ipProtocol: "tcp",
+              fromPort: port,
+              toPort: port,
+              ...ipRule(cidr),
+              description: port === 80 ? "HTTP (ACME, redirect)" : "HTTPS",
+            },
+            parent,
+          );
         }
       }
     }
@@ -99,7 +134,13 @@ export class Ec2Host extends pulumi.ComponentResource implements Host {
     if (args.publishMetrics) {
       const role = new aws.iam.Role(
         `${name}-role`,
-        { assumeRolePolicy: JSON.stringify({ Version: "2012-10-17", Statement: [{ Effect: "Allow", Principal: { Service: "ec2.amazonaws.com" }, Action: "sts:AssumeRole" }] }), tags: args.tags },
+        {
+          assumeRolePolicy: JSON.stringify({
+            Version: "2012-10-17",
+            Statement: [{ Effect: "Allow", Principal: { Service: "ec2.amazonaws.com" }, Action: "sts:AssumeRole" }],
+          }),
+          tags: args.tags,
+        },
         parent,
       );
       new aws.iam.RolePolicy(
@@ -108,7 +149,14 @@ export class Ec2Host extends pulumi.ComponentResource implements Host {
           role: role.id,
           policy: JSON.stringify({
             Version: "2012-10-17",
-            Statement: [{ Effect: "Allow", Action: "cloudwatch:PutMetricData", Resource: "*", Condition: { StringEquals: { "cloudwatch:namespace": "FastapiEdge" } } }],
+            Statement: [
+              {
+                Effect: "Allow",
+                Action: "cloudwatch:PutMetricData",
+                Resource: "*",
+                Condition: { StringEquals: { "cloudwatch:namespace": "FastapiEdge" } },
+              },
+            ],
           }),
         },
         parent,
@@ -150,6 +198,12 @@ export class Ec2Host extends pulumi.ComponentResource implements Host {
     };
     this.target = { connection, user, machineId: this.instance.id };
     this.sshCommand = pulumi.interpolate`ssh ${user}@${eip.publicIp}`;
-    this.registerOutputs({ publicIp: this.publicAddress, instanceId: this.instance.id, securityGroupId: sg, sshCommand: this.sshCommand, appPorts: appPorts(c) });
+    this.registerOutputs({
+      publicIp: this.publicAddress,
+      instanceId: this.instance.id,
+      securityGroupId: sg,
+      sshCommand: this.sshCommand,
+      appPorts: appPorts(c),
+    });
   }
 }

@@ -56,7 +56,10 @@ export class NginxFrontend extends pulumi.ComponentResource {
       {
         target: args.target,
         stdin: stepShell(certificateFiles(caPem), [
-          commandLine(systemdReload, ...(caPem === undefined ? ["--remove", HOST_PATHS.acmeCaBundle, "--remove", HOST_PATHS.certbotDropIn] : [])),
+          commandLine(
+            systemdReload,
+            ...(caPem === undefined ? ["--remove", HOST_PATHS.acmeCaBundle, "--remove", HOST_PATHS.certbotDropIn] : []),
+          ),
           commandLine(
             installedScript("obtain-cert.sh"),
             ...["--domain", c.domain, "--email", c.email!, "--server", acmeDirectory(c), "--webroot", layout.acmeWebroot],

@@ -12,14 +12,12 @@ export const PROJECT = "fastapi-edge";
 
 // ---------------------------------------------------------------- primitives
 
-const HOSTNAME_RE =
-  /^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))+$/;
+const HOSTNAME_RE = /^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))+$/;
 const URL_PATH_RE = /^\/[A-Za-z0-9._~\/-]*$/;
 const SIZE_RE = /^[1-9][0-9]{0,5}[km]?$/;
 const DURATION_RE = /^[1-9][0-9]{0,5}(ms|s|m|h)$/;
 const EMAIL_RE = /^[A-Za-z0-9._%+-]{1,64}@(?=.{1,253}$)[a-z0-9-]+(\.[a-z0-9-]+)+$/;
-const SSH_PUBKEY_RE =
-  /^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+\/]+={0,3}( [A-Za-z0-9@._+-]{0,100})?$/;
+const SSH_PUBKEY_RE = /^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+\/]+={0,3}( [A-Za-z0-9@._+-]{0,100})?$/;
 const AMI_RE = /^ami-[0-9a-f]{8,17}$/;
 const INSTANCE_TYPE_RE = /^[a-z][a-z0-9-]*\.[a-z0-9]+$/;
 const ZONE_ID_RE = /^Z[A-Z0-9]{1,31}$/;
@@ -31,7 +29,10 @@ const ABS_PATH_RE = /^\/[A-Za-z0-9._\/-]*$/;
 
 const msg = (form: string) => ({ message: `must be ${form}` });
 
-const hostname = z.string().toLowerCase().regex(HOSTNAME_RE, msg("a DNS name such as api.example.com (letters, digits, hyphens, dots; no scheme, port or path)"));
+const hostname = z
+  .string()
+  .toLowerCase()
+  .regex(HOSTNAME_RE, msg("a DNS name such as api.example.com (letters, digits, hyphens, dots; no scheme, port or path)"));
 const urlPath = z
   .string()
   .regex(URL_PATH_RE, msg("a URL path starting with / using only letters, digits and . _ ~ / -"))
@@ -42,11 +43,14 @@ const duration = z.string().regex(DURATION_RE, msg("an nginx duration such as 50
 // colons and dots only), so shapes like :::::/64 or ffff/64 are refused.
 const cidr = z.union([z.cidrv4(), z.cidrv6()], msg("a CIDR block such as 203.0.113.4/32 or 2001:db8::/48"));
 
-const bool = z.preprocess((v) => {
-  if (v === "true" || v === true) return true;
-  if (v === "false" || v === false) return false;
-  return v;
-}, z.boolean({ message: "must be true or false" }));
+const bool = z.preprocess(
+  (v) => {
+    if (v === "true" || v === true) return true;
+    if (v === "false" || v === false) return false;
+    return v;
+  },
+  z.boolean({ message: "must be true or false" }),
+);
 
 const int = (min: number, max: number) =>
   z.preprocess(
@@ -60,18 +64,21 @@ const int = (min: number, max: number) =>
 
 /** A list given as a JSON/YAML array, or as a comma-separated string. */
 const list = <T extends z.ZodType>(item: T) =>
-  z.preprocess((v) => {
-    if (typeof v !== "string") return v;
-    const s = v.trim();
-    if (s.startsWith("[")) {
-      try {
-        return JSON.parse(s) as unknown;
-      } catch {
-        return v;
+  z.preprocess(
+    (v) => {
+      if (typeof v !== "string") return v;
+      const s = v.trim();
+      if (s.startsWith("[")) {
+        try {
+          return JSON.parse(s) as unknown;
+        } catch {
+          return v;
+        }
       }
-    }
-    return s === "" ? [] : s.split(",").map((x) => x.trim());
-  }, z.array(item, { message: "must be a list (YAML array, JSON array or comma-separated)" }));
+      return s === "" ? [] : s.split(",").map((x) => x.trim());
+    },
+    z.array(item, { message: "must be a list (YAML array, JSON array or comma-separated)" }),
+  );
 
 export interface RateLimit {
   path: string;
@@ -106,11 +113,15 @@ export const configSchema = z
     frontend: z
       .enum(["nginx", "alb"], { message: "must be nginx or alb" })
       .default("nginx")
-      .describe("What terminates TLS: nginx (on the host, certbot certificate) or alb (AWS Application Load Balancer, ACM certificate, no nginx)."),
+      .describe(
+        "What terminates TLS: nginx (on the host, certbot certificate) or alb (AWS Application Load Balancer, ACM certificate, no nginx).",
+      ),
     hostMode: z
       .enum(["ec2", "existing"], { message: "must be ec2 or existing" })
       .default("ec2")
-      .describe("ec2 creates an EC2 instance; existing deploys to any server reachable over SSH (hostAddress, hostPort, hostUser, hostPrivateKey)."),
+      .describe(
+        "ec2 creates an EC2 instance; existing deploys to any server reachable over SSH (hostAddress, hostPort, hostUser, hostPrivateKey).",
+      ),
     domain: hostname.describe("DNS name the site answers to, e.g. api.example.com. Required."),
     // EC2
     instanceType: z
@@ -134,7 +145,9 @@ export const configSchema = z
       .string()
       .regex(SSH_PUBKEY_RE, msg("one OpenSSH public key line (ssh-ed25519 AAAA... comment)"))
       .optional()
-      .describe("OpenSSH public key for the instance. Unset: a key pair is generated with @pulumi/tls and its private key kept only as a Pulumi secret."),
+      .describe(
+        "OpenSSH public key for the instance. Unset: a key pair is generated with @pulumi/tls and its private key kept only as a Pulumi secret.",
+      ),
     protect: bool.default(false).describe("Protect the instance, Elastic IP and certificate resources from deletion (prod)."),
     // Existing host
     hostAddress: z
@@ -164,7 +177,9 @@ export const configSchema = z
     acme: z
       .enum(["letsencrypt-staging", "letsencrypt", "custom"], { message: "must be letsencrypt-staging, letsencrypt or custom" })
       .default("letsencrypt-staging")
-      .describe("ACME server: letsencrypt-staging (untrusted test certificates, no rate-limit risk), letsencrypt (production) or custom (acmeDirectoryUrl)."),
+      .describe(
+        "ACME server: letsencrypt-staging (untrusted test certificates, no rate-limit risk), letsencrypt (production) or custom (acmeDirectoryUrl).",
+      ),
     acmeDirectoryUrl: z
       .string()
       .regex(/^https:\/\/[A-Za-z0-9.-]+(:[0-9]{1,5})?(\/[A-Za-z0-9._~\/-]*)?$/, msg("an https:// ACME directory URL"))
@@ -216,7 +231,9 @@ export const configSchema = z
       .default(["python3-fastapi", "python3-uvicorn"])
       .describe("Debian/Ubuntu packages the app needs, installed with apt."),
     // nginx
-    staticPath: urlPath.default("/static/").describe("URL prefix served from appStaticDir by nginx, with a 30-day expiry and no access log."),
+    staticPath: urlPath
+      .default("/static/")
+      .describe("URL prefix served from appStaticDir by nginx, with a 30-day expiry and no access log."),
     websocketPaths: list(urlPath).default(["/ws/"]).describe("URL prefixes proxied as WebSockets (upgrade headers, long read timeout)."),
     clientMaxBodySize: size.default("10m").describe("Largest request body (nginx size, e.g. 10m); larger bodies get 413."),
     proxyConnectTimeout: duration.default("5s").describe("Timeout to connect to an app process."),
@@ -227,7 +244,9 @@ export const configSchema = z
     clientBodyTimeout: duration.default("10s").describe("Time between two reads of the request body."),
     sendTimeout: duration.default("10s").describe("Time between two writes of the response to the client."),
     keepaliveTimeout: duration.default("65s").describe("Idle time of client keep-alive connections."),
-    upstreamKeepalive: int(0, 1024).default(32).describe("Idle connections to the app kept open per worker (0 disables upstream keepalive)."),
+    upstreamKeepalive: int(0, 1024)
+      .default(32)
+      .describe("Idle connections to the app kept open per worker (0 disables upstream keepalive)."),
     upstreamMaxFails: int(0, 100).default(3).describe("Failed attempts before an app process is taken out for upstreamFailTimeout."),
     upstreamFailTimeout: duration.default("10s").describe("Window for upstreamMaxFails, and how long a failed process stays out."),
     proxyBuffering: bool.default(true).describe("Buffer app responses in nginx, so slow clients never hold an app process."),
@@ -237,14 +256,20 @@ export const configSchema = z
     limitConnPerIp: int(0, 100000).default(0).describe("Concurrent connections allowed per client address (0: no limit)."),
     // A prefault, not a default: the default is given in input form and parsed
     // like a configured value (and Pulumi.yaml declares that input form).
-    rateLimits: list(rateLimit).prefault(["/auth/token:5r/m:10"]).describe("Rate-limited paths as PATH:RATE:BURST; excess requests get 429."),
-    scannerPaths: list(urlPath).default(["/wp-login.php", "/wp-admin", "/xmlrpc.php"]).describe("URL prefixes closed without a response (444)."),
+    rateLimits: list(rateLimit)
+      .prefault(["/auth/token:5r/m:10"])
+      .describe("Rate-limited paths as PATH:RATE:BURST; excess requests get 429."),
+    scannerPaths: list(urlPath)
+      .default(["/wp-login.php", "/wp-admin", "/xmlrpc.php"])
+      .describe("URL prefixes closed without a response (444)."),
     maintenanceMode: bool.default(false).describe("Serve the maintenance page (503, Retry-After) for every request."),
     accessLog: bool.default(true).describe("Write the access log (/var/log/nginx/fastapi-edge.access.log)."),
     // ALB
     albIdleTimeout: int(1, 4000).default(3600).describe("ALB idle timeout in seconds (raised for WebSockets)."),
     albDeregistrationDelay: int(0, 3600).default(15).describe("Seconds the ALB drains a deregistered target."),
-    wafRateLimit: int(0, 2000000000).default(0).describe("ALB mode: requests per 5 minutes per client address before WAF blocks (0: no WAF)."),
+    wafRateLimit: int(0, 2000000000)
+      .default(0)
+      .describe("ALB mode: requests per 5 minutes per client address before WAF blocks (0: no WAF)."),
     // DNS and alerts
     route53ZoneId: z
       .string()
@@ -260,8 +285,7 @@ export const configSchema = z
   })
   .strict()
   .superRefine((c, ctx) => {
-    const need = (key: string, when: string) =>
-      ctx.addIssue({ code: "custom", path: [key], message: `is required when ${when}` });
+    const need = (key: string, when: string) => ctx.addIssue({ code: "custom", path: [key], message: `is required when ${when}` });
     if (c.hostMode === "existing") {
       if (!c.hostAddress) need("hostAddress", "hostMode is existing");
       if (c.frontend === "alb") {
@@ -281,7 +305,12 @@ export const configSchema = z
     if (ports > 65535) ctx.addIssue({ code: "custom", path: ["appBasePort"], message: "leaves no room for appProcesses ports" });
     const seen = new Set<string>();
     for (const p of [c.staticPath, ...c.websocketPaths, ...c.rateLimits.map((r) => r.path), ...c.scannerPaths]) {
-      if (seen.has(p)) ctx.addIssue({ code: "custom", path: ["websocketPaths"], message: `path ${p} is claimed twice (static, WebSocket, rate-limited and scanner paths must differ)` });
+      if (seen.has(p))
+        ctx.addIssue({
+          code: "custom",
+          path: ["websocketPaths"],
+          message: `path ${p} is claimed twice (static, WebSocket, rate-limited and scanner paths must differ)`,
+        });
       seen.add(p);
     }
   });

@@ -31,7 +31,8 @@ export function shq(v: string, what = "argument"): string {
  * other argument quoted by shq. The program must be a plain absolute path.
  */
 export function commandLine(program: string, ...args: string[]): string {
-  if (!program.startsWith("/") || !SAFE_PATH.test(program)) throw new Error(`refusing to run ${JSON.stringify(program)}: not a plain absolute path`);
+  if (!program.startsWith("/") || !SAFE_PATH.test(program))
+    throw new Error(`refusing to run ${JSON.stringify(program)}: not a plain absolute path`);
   return [program, ...args.map((a) => (FLAG.test(a) ? a : shq(a)))].join(" ");
 }
 
@@ -71,7 +72,7 @@ export function stageShell(stageFiles: HostFile[], applyCommand: string, before:
     ...PRELUDE,
     ...before,
     'stage="$(mktemp -d /tmp/fastapi-edge-stage.XXXXXX)"',
-    'trap \'rm -rf "$stage"\' EXIT',
+    "trap 'rm -rf \"$stage\"' EXIT",
     ...fileWriteLines(stageFiles, "$stage"),
     `${applyCommand} "$stage"`,
     "",

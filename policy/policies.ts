@@ -27,8 +27,7 @@ import {
  * value that is unknown during preview.
  */
 type ErrorClass = abstract new (...args: never[]) => Error;
-const unknownValueError: ErrorClass | undefined = (policySdk as unknown as { UnknownValueError?: ErrorClass })
-  .UnknownValueError;
+const unknownValueError: ErrorClass | undefined = (policySdk as unknown as { UnknownValueError?: ErrorClass }).UnknownValueError;
 
 export function isUnknownValueError(e: unknown): boolean {
   if (unknownValueError !== undefined && e instanceof unknownValueError) return true;
@@ -62,7 +61,7 @@ export const noSshFromInternet: ResourceValidationPolicy = {
 
 export const instanceRequiresImdsv2: ResourceValidationPolicy = {
   name: "instance-requires-imdsv2",
-  description: "EC2 instances must require IMDSv2 (metadataOptions.httpTokens = \"required\").",
+  description: 'EC2 instances must require IMDSv2 (metadataOptions.httpTokens = "required").',
   enforcementLevel: "mandatory",
   severity: "high",
   validateResource: forTypes([TYPES.instance], (props) => imdsv2Findings(props)),
@@ -80,8 +79,7 @@ export const ebsEncrypted: ResourceValidationPolicy = {
 
 export const listenerTls12AndRedirect: ResourceValidationPolicy = {
   name: "lb-listener-tls12-and-https-redirect",
-  description:
-    "HTTPS/TLS load balancer listeners must use a TLS 1.2+ ssl policy; HTTP listeners may only redirect to HTTPS.",
+  description: "HTTPS/TLS load balancer listeners must use a TLS 1.2+ ssl policy; HTTP listeners may only redirect to HTTPS.",
   enforcementLevel: "mandatory",
   severity: "high",
   validateResource: forTypes(LISTENER_TYPES, (props) => listenerFindings(props)),

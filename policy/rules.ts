@@ -163,9 +163,7 @@ export function securityGroupRuleSshFindings(props: Props): string[] {
 /** aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule */
 export function vpcIngressRuleSshFindings(props: Props): string[] {
   if (!ruleCoversSsh(props["ipProtocol"], props["fromPort"], props["toPort"])) return [];
-  const world = [props["cidrIpv4"], props["cidrIpv6"]].filter(
-    (c): c is string => typeof c === "string" && isWorldCidr(c),
-  );
+  const world = [props["cidrIpv4"], props["cidrIpv6"]].filter((c): c is string => typeof c === "string" && isWorldCidr(c));
   if (world.length === 0) return [];
   return [
     `ingress rule (${describeRange(props["ipProtocol"], props["fromPort"], props["toPort"])}) opens SSH port 22 to ${world.join(", ")}; ` +
@@ -197,7 +195,7 @@ export function imdsv2Findings(props: Props): string[] {
   const tokens = mo?.["httpTokens"];
   if (tokens === "required") return [];
   return [
-    `metadataOptions.httpTokens is ${tokens === undefined ? "not set (AWS defaults to \"optional\", i.e. IMDSv1 allowed)" : JSON.stringify(tokens)}; ` +
+    `metadataOptions.httpTokens is ${tokens === undefined ? 'not set (AWS defaults to "optional", i.e. IMDSv1 allowed)' : JSON.stringify(tokens)}; ` +
       `set metadataOptions: { httpTokens: "required" } so only IMDSv2 session tokens are accepted.`,
   ];
 }
@@ -262,9 +260,13 @@ export function listenerFindings(props: Props): string[] {
     const redirect = asRecord(action["redirect"]);
     const target = String(redirect?.["protocol"] ?? "");
     if (type !== "redirect") {
-      out.push(`HTTP listener defaultActions[${i}] is ${JSON.stringify(type)}; plain HTTP may only redirect to HTTPS (type "redirect", redirect.protocol "HTTPS").`);
+      out.push(
+        `HTTP listener defaultActions[${i}] is ${JSON.stringify(type)}; plain HTTP may only redirect to HTTPS (type "redirect", redirect.protocol "HTTPS").`,
+      );
     } else if (target.toUpperCase() !== "HTTPS") {
-      out.push(`HTTP listener defaultActions[${i}] redirects to protocol ${JSON.stringify(target || "#{protocol}")}; it must redirect to "HTTPS".`);
+      out.push(
+        `HTTP listener defaultActions[${i}] redirects to protocol ${JSON.stringify(target || "#{protocol}")}; it must redirect to "HTTPS".`,
+      );
     }
   });
   return out;
@@ -337,10 +339,7 @@ const noUnknowns = (): boolean => false;
  * `isUnknownError` recognises the error the policy SDK's proxy throws when a
  * value is unknown during preview; such leaves are skipped.
  */
-export function findCredentialLeaves(
-  props: Props,
-  isUnknownError: (e: unknown) => boolean = noUnknowns,
-): CredentialLeaf[] {
+export function findCredentialLeaves(props: Props, isUnknownError: (e: unknown) => boolean = noUnknowns): CredentialLeaf[] {
   const found: CredentialLeaf[] = [];
   const seen = new Set<unknown>();
 

@@ -46,7 +46,10 @@ export function renderAcmeBootstrap(o: AcmeBootstrapOptions): StageFile[] {
     { path: "conf/fastapi-edge/http.conf", content: renderHttpConf(HTTP, { layout: o.layout, upstreamPorts: UPSTREAM_PORTS, tls: false }) },
     common.proxyHeaders,
     common.proxy,
-    { path: "conf/fastapi-edge/site.conf", content: renderSiteConf([renderHttpServers({ domain: o.domain, listen: o.listen, acmeWebroot: o.layout.acmeWebroot })]) },
+    {
+      path: "conf/fastapi-edge/site.conf",
+      content: renderSiteConf([renderHttpServers({ domain: o.domain, listen: o.listen, acmeWebroot: o.layout.acmeWebroot })]),
+    },
     common.maintenance,
   ];
 }

@@ -5,7 +5,10 @@ import { renderProxySnippet } from "./proxy";
 import { HostLayout, StageFile } from "./types";
 
 /** Files every stage holds, whatever the servers: proxy snippets and the maintenance page. */
-export function commonStageFiles(layout: Pick<HostLayout, "maintenanceDir">, upstreamPorts: number[]): { proxyHeaders: StageFile; proxy: StageFile; maintenance: StageFile } {
+export function commonStageFiles(
+  layout: Pick<HostLayout, "maintenanceDir">,
+  upstreamPorts: number[],
+): { proxyHeaders: StageFile; proxy: StageFile; maintenance: StageFile } {
   return {
     proxyHeaders: { path: "conf/fastapi-edge/snippets/proxy-headers.conf", content: shipped("nginx/proxy-headers.conf") },
     proxy: { path: "conf/fastapi-edge/snippets/proxy.conf", content: renderProxySnippet(upstreamPorts) },

@@ -47,7 +47,12 @@ export function renderSite(c: EdgeConfig, o: SiteOptions): StageFile[] {
   const common = commonStageFiles(o.layout, ports);
   const site = renderSiteConf([
     renderHttpServers({ domain: c.domain, listen: o.listen, acmeWebroot: o.layout.acmeWebroot }),
-    renderTlsServers(c, { layout: o.layout, listen: o.listen, nginxVersion: o.nginxVersion ?? targetNginxVersion(c), retryAfter: o.retryAfter ?? 30 }),
+    renderTlsServers(c, {
+      layout: o.layout,
+      listen: o.listen,
+      nginxVersion: o.nginxVersion ?? targetNginxVersion(c),
+      retryAfter: o.retryAfter ?? 30,
+    }),
   ]);
   return [
     { path: "conf/nginx.conf", content: renderMainConf(o.layout, c.workerConnections) },

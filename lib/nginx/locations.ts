@@ -53,10 +53,16 @@ export function maintenancePageLocation(m: MaintenancePage): string[] {
 
 /** Paths only scanners ask for: no response at all. */
 export function scannerLocations(paths: string[]): string[] {
-  return ["# Scanner paths: close the connection without a response.", ...paths.map((p) => `location ^~ ${p} { access_log off; return 444; }`)];
+  return [
+    "# Scanner paths: close the connection without a response.",
+    ...paths.map((p) => `location ^~ ${p} { access_log off; return 444; }`),
+  ];
 }
 
-export type AppLocationSettings = Pick<EdgeConfig, "maintenanceMode" | "staticPath" | "websocketPaths" | "websocketReadTimeout" | "rateLimits">;
+export type AppLocationSettings = Pick<
+  EdgeConfig,
+  "maintenanceMode" | "staticPath" | "websocketPaths" | "websocketReadTimeout" | "rateLimits"
+>;
 
 // Cleared so nginx does not send `Connection: close`: upstream keepalive needs it.
 const KEEPALIVE_CONNECTION = '    proxy_set_header Connection "";';
@@ -71,7 +77,14 @@ export function appLocations(s: AppLocationSettings, staticDir: string): string[
     return [["# maintenanceMode is on: every request gets the maintenance page.", "location / {", "    return 503;", "}"]];
   }
   return [
-    ["# Static files straight from disk: the app never sees these requests.", `location ^~ ${s.staticPath} {`, `    alias ${staticDir}/;`, "    expires 30d;", "    access_log off;", "}"],
+    [
+      "# Static files straight from disk: the app never sees these requests.",
+      `location ^~ ${s.staticPath} {`,
+      `    alias ${staticDir}/;`,
+      "    expires 30d;",
+      "    access_log off;",
+      "}",
+    ],
     ...s.websocketPaths.map((w) => [
       "# WebSockets: upgrade headers and a read timeout long enough for idle sockets.",
       `location ^~ ${w} {`,

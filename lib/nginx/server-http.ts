@@ -15,7 +15,11 @@ export function renderHttpServers(o: HttpServerOptions): string[] {
     "# Unknown Host names on port 80: close without a response.",
     ...serverBlock([[...listenLines(o.listen, o.listen.http, "default_server"), "server_name _;", "access_log off;", "return 444;"]]),
     "",
-    ...serverBlock([[...listenLines(o.listen, o.listen.http, ""), `server_name ${o.domain};`], acmeChallengeLocation(o.acmeWebroot), httpsRedirectLocation(o.listen.https)]),
+    ...serverBlock([
+      [...listenLines(o.listen, o.listen.http, ""), `server_name ${o.domain};`],
+      acmeChallengeLocation(o.acmeWebroot),
+      httpsRedirectLocation(o.listen.https),
+    ]),
     "",
   ];
 }

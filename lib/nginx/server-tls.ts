@@ -2,12 +2,29 @@
 // site's server sets certificates, security headers and proxy timeouts, and
 // holds the locations.
 import { EdgeConfig } from "../config";
-import { acmeChallengeLocation, appLocations, AppLocationSettings, hstsHeader, maintenancePageLocation, scannerLocations } from "./locations";
+import {
+  acmeChallengeLocation,
+  appLocations,
+  AppLocationSettings,
+  hstsHeader,
+  maintenancePageLocation,
+  scannerLocations,
+} from "./locations";
 import { listenLines, serverBlock, versionAtLeast } from "./syntax";
 import { HostLayout, Listen } from "./types";
 
 export type TlsServerSettings = AppLocationSettings &
-  Pick<EdgeConfig, "domain" | "hstsMaxAge" | "limitConnPerIp" | "proxyConnectTimeout" | "proxyReadTimeout" | "proxySendTimeout" | "proxyBuffering" | "scannerPaths">;
+  Pick<
+    EdgeConfig,
+    | "domain"
+    | "hstsMaxAge"
+    | "limitConnPerIp"
+    | "proxyConnectTimeout"
+    | "proxyReadTimeout"
+    | "proxySendTimeout"
+    | "proxyBuffering"
+    | "scannerPaths"
+  >;
 
 export interface TlsServerOptions {
   layout: Pick<HostLayout, "certDir" | "maintenanceDir" | "acmeWebroot" | "staticDir">;

@@ -49,7 +49,8 @@ export function sh(cmd: string, args: string[], opts: ShOptions = {}): Promise<R
     const timer = setTimeout(() => killGroup(p.pid), opts.timeoutMs ?? 20 * MIN);
     p.on("close", (code, signal) => {
       clearTimeout(timer);
-      if (opts.logFile) appendFileSync(opts.logFile, `\n===== ${new Date().toISOString()} ${`${cmd} ${args.join(" ")}`.slice(0, 300)}\n${out}\n`);
+      if (opts.logFile)
+        appendFileSync(opts.logFile, `\n===== ${new Date().toISOString()} ${`${cmd} ${args.join(" ")}`.slice(0, 300)}\n${out}\n`);
       resolve({ code: code ?? (signal ? 128 : -1), out, seconds: (Date.now() - t0) / 1000 });
     });
     p.stdin.on("error", () => undefined);
@@ -97,7 +98,9 @@ export interface Engine {
  */
 export function engine(binDir: string, projectDir: string, stateDir: string, stack: string, logFile?: string): Engine {
   mkdirSync(stateDir, { recursive: true });
-  const cache = process.env["FASTAPI_EDGE_CACHE"] ?? path.join(process.env["XDG_CACHE_HOME"] ?? path.join(process.env["HOME"] ?? "/root", ".cache"), "fastapi-edge");
+  const cache =
+    process.env["FASTAPI_EDGE_CACHE"] ??
+    path.join(process.env["XDG_CACHE_HOME"] ?? path.join(process.env["HOME"] ?? "/root", ".cache"), "fastapi-edge");
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     PATH: `${path.join(REPO, "node_modules/.bin")}:${binDir}:${process.env["PATH"] ?? ""}`,
@@ -111,6 +114,11 @@ export function engine(binDir: string, projectDir: string, stateDir: string, sta
     dir: projectDir,
     env,
     pulumi: (args, opts = {}) =>
-      sh("pulumi", [...args, "--stack", opts.stack ?? stack, "--non-interactive", "--color", "never"], { cwd: projectDir, env, ...(logFile ? { logFile } : {}), ...opts }),
+      sh("pulumi", [...args, "--stack", opts.stack ?? stack, "--non-interactive", "--color", "never"], {
+        cwd: projectDir,
+        env,
+        ...(logFile ? { logFile } : {}),
+        ...opts,
+      }),
   };
 }

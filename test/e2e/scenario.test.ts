@@ -88,7 +88,16 @@ async function sshLogins(): Promise<number> {
 // ------------------------------------------------------------ checks
 
 function curl(args: string[]): Promise<Run> {
-  return sh("curl", ["-sS", "--max-time", "30", "--resolve", `${DOMAIN}:${vps["VPS_HTTPS_PORT"]}:127.0.0.1`, "--resolve", `${DOMAIN}:${vps["VPS_HTTP_PORT"]}:127.0.0.1`, ...args]);
+  return sh("curl", [
+    "-sS",
+    "--max-time",
+    "30",
+    "--resolve",
+    `${DOMAIN}:${vps["VPS_HTTPS_PORT"]}:127.0.0.1`,
+    "--resolve",
+    `${DOMAIN}:${vps["VPS_HTTP_PORT"]}:127.0.0.1`,
+    ...args,
+  ]);
 }
 
 const httpsUrl = (p: string) => `https://${DOMAIN}:${vps["VPS_HTTPS_PORT"]}${p}`;
@@ -154,7 +163,19 @@ beforeAll(async () => {
 
   const hostKey = readFileSync(vps["VPS_HOST_KEY_FILE"]!, "utf8").trim().split(" ").slice(0, 2).join(" ");
   writeFileSync(path.join(work, "known_hosts"), `[127.0.0.1]:${vps["VPS_SSH_PORT"]} ${hostKey}\n`);
-  sshOpts = ["-p", vps["VPS_SSH_PORT"]!, "-i", vps["VPS_KEY"]!, "-o", `UserKnownHostsFile=${path.join(work, "known_hosts")}`, "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "root@127.0.0.1"];
+  sshOpts = [
+    "-p",
+    vps["VPS_SSH_PORT"]!,
+    "-i",
+    vps["VPS_KEY"]!,
+    "-o",
+    `UserKnownHostsFile=${path.join(work, "known_hosts")}`,
+    "-o",
+    "StrictHostKeyChecking=yes",
+    "-o",
+    "BatchMode=yes",
+    "root@127.0.0.1",
+  ];
 
   copyProject(path.join(work, "project"));
   eng = engine(binDir, path.join(work, "project"), path.join(work, "state"), STACK, LOG);
@@ -189,163 +210,219 @@ afterAll(() => {
 });
 
 describe("end to end through the real Pulumi engine against a local VPS", () => {
-  it("1. fresh pulumi up from a blank guest: Pebble chain, HTTP redirect, real scheme and client", async () => {
-    expect((await guest("command -v nginx || echo blank")).out).toContain("blank");
-    const r = await up("fresh up");
-    expect(r.out).not.toMatch(/^\s*warning:/m); // nothing every user would see on every run
-    await assertServing();
-    const issuer = await sh("sh", ["-c", `echo | openssl s_client -connect 127.0.0.1:${vps["VPS_HTTPS_PORT"]} -servername ${DOMAIN} 2>/dev/null | openssl x509 -noout -issuer`]);
-    expect(issuer.out).toMatch(/Pebble/i);
-    const http = await curl(["-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", `http://${DOMAIN}:${vps["VPS_HTTP_PORT"]}/api/hello`]);
-    expect(http.out).toMatch(/^301 https:\/\/e2e\.fastapi-edge\.test\/api\/hello/);
-    const home = await curl(["--cacert", pebbleRoot, httpsUrl("/")]);
-    expect(home.out).toMatch(/<h1>fastapi-edge is serving<\/h1>/);
-    expect((await guest("systemctl is-active fastapi-edge-app@8000 fastapi-edge-app@8001 nginx")).out.trim().split("\n")).toEqual(["active", "active", "active"]);
-  }, 40 * MIN);
+  it(
+    "1. fresh pulumi up from a blank guest: Pebble chain, HTTP redirect, real scheme and client",
+    async () => {
+      expect((await guest("command -v nginx || echo blank")).out).toContain("blank");
+      const r = await up("fresh up");
+      expect(r.out).not.toMatch(/^\s*warning:/m); // nothing every user would see on every run
+      await assertServing();
+      const issuer = await sh("sh", [
+        "-c",
+        `echo | openssl s_client -connect 127.0.0.1:${vps["VPS_HTTPS_PORT"]} -servername ${DOMAIN} 2>/dev/null | openssl x509 -noout -issuer`,
+      ]);
+      expect(issuer.out).toMatch(/Pebble/i);
+      const http = await curl([
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{redirect_url}",
+        `http://${DOMAIN}:${vps["VPS_HTTP_PORT"]}/api/hello`,
+      ]);
+      expect(http.out).toMatch(/^301 https:\/\/e2e\.fastapi-edge\.test\/api\/hello/);
+      const home = await curl(["--cacert", pebbleRoot, httpsUrl("/")]);
+      expect(home.out).toMatch(/<h1>fastapi-edge is serving<\/h1>/);
+      expect((await guest("systemctl is-active fastapi-edge-app@8000 fastapi-edge-app@8001 nginx")).out.trim().split("\n")).toEqual([
+        "active",
+        "active",
+        "active",
+      ]);
+    },
+    40 * MIN,
+  );
 
-  it("2. pulumi up --expect-no-changes passes and opens no session on the host", async () => {
-    const before = await sshLogins();
-    const r = await up("no-op up", ["--expect-no-changes"]);
-    expect(r.out).not.toMatch(/^\s*warning:/m);
-    const after = await sshLogins();
-    expect(after - before, "SSH logins during the no-op up (the count itself is one)").toBe(1);
-  }, 10 * MIN);
+  it(
+    "2. pulumi up --expect-no-changes passes and opens no session on the host",
+    async () => {
+      const before = await sshLogins();
+      const r = await up("no-op up", ["--expect-no-changes"]);
+      expect(r.out).not.toMatch(/^\s*warning:/m);
+      const after = await sshLogins();
+      expect(after - before, "SSH logins during the no-op up (the count itself is one)").toBe(1);
+    },
+    10 * MIN,
+  );
 
-  it("3. preview --diff shows the changed nginx line; up applies it under load with 0 failed", async () => {
-    const body = path.join(work, "body.bin");
-    writeFileSync(body, Buffer.alloc(11 * 1024 * 1024, 97));
-    const post = async () => (await curl(["--cacert", pebbleRoot, "-o", "/dev/null", "-w", "%{http_code}", "--data-binary", `@${body}`, httpsUrl("/api/hello")])).out;
-    expect(await post()).toBe("413");
-    await config("clientMaxBodySize", "20m");
-    const preview = await eng.pulumi(["preview", "--diff"]);
-    expect(preview.code, preview.out).toBe(0);
-    expect(preview.out).toMatch(/^\s*-\s*client_max_body_size 10m;\s*$/m);
-    expect(preview.out).toMatch(/^\s*\+\s*client_max_body_size 20m;\s*$/m);
-    expect(preview.out).toMatch(/~ 1 to update/);
+  it(
+    "3. preview --diff shows the changed nginx line; up applies it under load with 0 failed",
+    async () => {
+      const body = path.join(work, "body.bin");
+      writeFileSync(body, Buffer.alloc(11 * 1024 * 1024, 97));
+      const post = async () =>
+        (await curl(["--cacert", pebbleRoot, "-o", "/dev/null", "-w", "%{http_code}", "--data-binary", `@${body}`, httpsUrl("/api/hello")]))
+          .out;
+      expect(await post()).toBe("413");
+      await config("clientMaxBodySize", "20m");
+      const preview = await eng.pulumi(["preview", "--diff"]);
+      expect(preview.code, preview.out).toBe(0);
+      expect(preview.out).toMatch(/^\s*-\s*client_max_body_size 10m;\s*$/m);
+      expect(preview.out).toMatch(/^\s*\+\s*client_max_body_size 20m;\s*$/m);
+      expect(preview.out).toMatch(/~ 1 to update/);
 
-    const load = startWrk(600);
-    await pause(3000);
-    const r = await up("change up");
-    await pause(3000);
-    const wrk = await stopWrk(load, "setting change");
-    expect(touched(r.out, "updated")).toEqual(["nginx-site"]);
-    expect(wrk.requests).toBeGreaterThan(50);
-    expect(wrk.errors).toBe(0);
-    expect(wrk.non2xx).toBe(0);
-    expect(await post()).not.toBe("413");
-  }, 20 * MIN);
+      const load = startWrk(600);
+      await pause(3000);
+      const r = await up("change up");
+      await pause(3000);
+      const wrk = await stopWrk(load, "setting change");
+      expect(touched(r.out, "updated")).toEqual(["nginx-site"]);
+      expect(wrk.requests).toBeGreaterThan(50);
+      expect(wrk.errors).toBe(0);
+      expect(wrk.non2xx).toBe(0);
+      expect(await post()).not.toBe("413");
+    },
+    20 * MIN,
+  );
 
-  it("4. a new app release goes live under load, 0 failed, and is still serving a minute later", async () => {
-    const marker = path.join(eng.dir, "files/app/static/release.txt");
-    writeFileSync(marker, "release 2\n");
-    await config("appVersion", "2");
-    const load = startWrk(900);
-    await pause(3000);
-    const r = await up("app version up");
-    await pause(3000);
-    const wrk = await stopWrk(load, "app release");
-    expect(touched(r.out, "replaced")).toEqual(["app-deploy", "app-upload"]);
-    expect(r.out).toMatch(/app-remove\.sh: release [0-9a-f]{16} is not live/);
-    expect(wrk.requests).toBeGreaterThan(50);
-    expect(wrk.errors).toBe(0);
-    expect(wrk.non2xx).toBe(0);
-    for (let i = 0; i < 10; i++) expect((await getJson<{ version: string }>("/api/version")).version).toBe("2");
-    expect((await curl(["--cacert", pebbleRoot, httpsUrl("/static/release.txt")])).out).toBe("release 2\n");
-    await pause(60_000);
-    await assertServing();
-    expect((await getJson<{ version: string }>("/api/version")).version).toBe("2");
-    expect((await guest("systemctl is-active fastapi-edge-app@8000 fastapi-edge-app@8001; ls /opt/fastapi-edge/releases | wc -l")).out.trim().split("\n")).toEqual(["active", "active", "2"]);
-  }, 30 * MIN);
+  it(
+    "4. a new app release goes live under load, 0 failed, and is still serving a minute later",
+    async () => {
+      const marker = path.join(eng.dir, "files/app/static/release.txt");
+      writeFileSync(marker, "release 2\n");
+      await config("appVersion", "2");
+      const load = startWrk(900);
+      await pause(3000);
+      const r = await up("app version up");
+      await pause(3000);
+      const wrk = await stopWrk(load, "app release");
+      expect(touched(r.out, "replaced")).toEqual(["app-deploy", "app-upload"]);
+      expect(r.out).toMatch(/app-remove\.sh: release [0-9a-f]{16} is not live/);
+      expect(wrk.requests).toBeGreaterThan(50);
+      expect(wrk.errors).toBe(0);
+      expect(wrk.non2xx).toBe(0);
+      for (let i = 0; i < 10; i++) expect((await getJson<{ version: string }>("/api/version")).version).toBe("2");
+      expect((await curl(["--cacert", pebbleRoot, httpsUrl("/static/release.txt")])).out).toBe("release 2\n");
+      await pause(60_000);
+      await assertServing();
+      expect((await getJson<{ version: string }>("/api/version")).version).toBe("2");
+      expect(
+        (await guest("systemctl is-active fastapi-edge-app@8000 fastapi-edge-app@8001; ls /opt/fastapi-edge/releases | wc -l")).out
+          .trim()
+          .split("\n"),
+      ).toEqual(["active", "active", "2"]);
+    },
+    30 * MIN,
+  );
 
-  it("5. a config nginx -t rejects: up fails with nginx's own line, the site keeps serving, the next good up succeeds", async () => {
-    const snippet = path.join(eng.dir, "files/nginx/proxy-headers.conf");
-    const good = readFileSync(snippet, "utf8");
-    // A user's typo in a snippet this program pushes.
-    writeFileSync(snippet, `${good}fastapi_edge_broken_directive on;\n`);
-    const load = startWrk(600);
-    const bad = await timed("rejected up", eng.pulumi(["up", "--yes", "--skip-preview"], { timeoutMs: 20 * MIN }));
-    const wrk = await stopWrk(load, "rejected config");
-    expect(bad.code, bad.out).not.toBe(0);
-    expect(bad.out).toMatch(/unknown directive "fastapi_edge_broken_directive"/);
-    expect(bad.out).toMatch(/candidate nginx config rejected by nginx -t; live config unchanged/);
-    expect(wrk.errors + wrk.non2xx).toBe(0);
-    await assertServing();
-    expect((await guest("grep -rl fastapi_edge_broken_directive /etc/nginx || echo clean")).out).toContain("clean");
-    writeFileSync(snippet, good);
-    await up("fixed up");
-    await assertServing();
-  }, 20 * MIN);
+  it(
+    "5. a config nginx -t rejects: up fails with nginx's own line, the site keeps serving, the next good up succeeds",
+    async () => {
+      const snippet = path.join(eng.dir, "files/nginx/proxy-headers.conf");
+      const good = readFileSync(snippet, "utf8");
+      // A user's typo in a snippet this program pushes.
+      writeFileSync(snippet, `${good}fastapi_edge_broken_directive on;\n`);
+      const load = startWrk(600);
+      const bad = await timed("rejected up", eng.pulumi(["up", "--yes", "--skip-preview"], { timeoutMs: 20 * MIN }));
+      const wrk = await stopWrk(load, "rejected config");
+      expect(bad.code, bad.out).not.toBe(0);
+      expect(bad.out).toMatch(/unknown directive "fastapi_edge_broken_directive"/);
+      expect(bad.out).toMatch(/candidate nginx config rejected by nginx -t; live config unchanged/);
+      expect(wrk.errors + wrk.non2xx).toBe(0);
+      await assertServing();
+      expect((await guest("grep -rl fastapi_edge_broken_directive /etc/nginx || echo clean")).out).toContain("clean");
+      writeFileSync(snippet, good);
+      await up("fixed up");
+      await assertServing();
+    },
+    20 * MIN,
+  );
 
-  it("6. an interrupted pulumi up: the documented recovery gets back to a clean up, serving throughout", async () => {
-    await config("appVersion", "3");
-    const load = startWrk(900);
-    await pause(2000);
-    let pid: number | undefined;
-    let killed = false;
-    const interrupted = await eng.pulumi(["up", "--yes", "--skip-preview"], {
-      timeoutMs: 20 * MIN,
-      onSpawn: (p) => (pid = p),
-      onData: (chunk) => {
-        // Kill the whole process group (CLI, language host, provider) in the middle of the
-        // rolling restart: the first process is restarting, the second still serves.
-        if (!killed && /app-rollout: \[1\/2\] restarting/.test(chunk)) {
-          killed = true;
-          setTimeout(() => killGroup(pid), 2000);
-        }
-      },
-    });
-    expect(killed, interrupted.out).toBe(true);
-    expect(interrupted.code).not.toBe(0);
-    // A killed CLI leaves its lock in the backend: the next up refuses to start and says why.
-    const locked = await eng.pulumi(["up", "--yes", "--skip-preview"]);
-    expect(locked.code).not.toBe(0);
-    expect(locked.out).toMatch(/the stack is currently locked by 1 lock\(s\)/);
-    // The documented recovery (README, "An interrupted pulumi up"): remove the lock, run up again.
-    const cancel = await eng.pulumi(["cancel", "--yes"]);
-    expect(cancel.code, cancel.out).toBe(0);
-    const recovered = await up("recovery up");
-    const again = await up("after recovery", ["--expect-no-changes"]);
-    const wrk = await stopWrk(load, "interrupted up");
-    log("recovery", `${recovered.out}\n${again.out}`);
-    expect(wrk.errors + wrk.non2xx).toBe(0);
-    expect((await getJson<{ version: string }>("/api/version")).version).toBe("3");
-  }, 30 * MIN);
+  it(
+    "6. an interrupted pulumi up: the documented recovery gets back to a clean up, serving throughout",
+    async () => {
+      await config("appVersion", "3");
+      const load = startWrk(900);
+      await pause(2000);
+      let pid: number | undefined;
+      let killed = false;
+      const interrupted = await eng.pulumi(["up", "--yes", "--skip-preview"], {
+        timeoutMs: 20 * MIN,
+        onSpawn: (p) => (pid = p),
+        onData: (chunk) => {
+          // Kill the whole process group (CLI, language host, provider) in the middle of the
+          // rolling restart: the first process is restarting, the second still serves.
+          if (!killed && /app-rollout: \[1\/2\] restarting/.test(chunk)) {
+            killed = true;
+            setTimeout(() => killGroup(pid), 2000);
+          }
+        },
+      });
+      expect(killed, interrupted.out).toBe(true);
+      expect(interrupted.code).not.toBe(0);
+      // A killed CLI leaves its lock in the backend: the next up refuses to start and says why.
+      const locked = await eng.pulumi(["up", "--yes", "--skip-preview"]);
+      expect(locked.code).not.toBe(0);
+      expect(locked.out).toMatch(/the stack is currently locked by 1 lock\(s\)/);
+      // The documented recovery (README, "An interrupted pulumi up"): remove the lock, run up again.
+      const cancel = await eng.pulumi(["cancel", "--yes"]);
+      expect(cancel.code, cancel.out).toBe(0);
+      const recovered = await up("recovery up");
+      const again = await up("after recovery", ["--expect-no-changes"]);
+      const wrk = await stopWrk(load, "interrupted up");
+      log("recovery", `${recovered.out}\n${again.out}`);
+      expect(wrk.errors + wrk.non2xx).toBe(0);
+      expect((await getJson<{ version: string }>("/api/version")).version).toBe("3");
+    },
+    30 * MIN,
+  );
 
-  it("7. the policy pack passes this stack and fails one that pushes a private key in plain text", async () => {
-    const ok = await eng.pulumi(["preview", "--policy-pack", path.join(eng.dir, "policy")], { timeoutMs: 10 * MIN });
-    expect(ok.code, ok.out).toBe(0);
-    expect(ok.out).toMatch(/fastapi-edge-baseline/);
-    // A CA bundle that also holds a private key: the program would push it in a command's stdin.
-    const leaky = path.join(work, "ca-and-key.pem");
-    const key = spawnSync("openssl", ["genpkey", "-algorithm", "ed25519"], { encoding: "utf8" }).stdout;
-    writeFileSync(leaky, readFileSync(pebble["ACME_CA_BUNDLE"]!, "utf8") + key);
-    const init = await eng.pulumi(["stack", "init", "--copy-config-from", STACK], { stack: "e2e-leaky" });
-    expect(init.code, init.out).toBe(0);
-    const bad = await eng.pulumi(["preview", "--policy-pack", path.join(eng.dir, "policy"), "--config", `fastapi-edge:acmeCaBundle=${leaky}`], { stack: "e2e-leaky", timeoutMs: 10 * MIN });
-    expect(bad.code, bad.out).not.toBe(0);
-    expect(bad.out).toMatch(/no-plaintext-credential-inputs/);
-    expect(bad.out).toMatch(/PRIVATE KEY|private key/i);
-  }, 20 * MIN);
+  it(
+    "7. the policy pack passes this stack and fails one that pushes a private key in plain text",
+    async () => {
+      const ok = await eng.pulumi(["preview", "--policy-pack", path.join(eng.dir, "policy")], { timeoutMs: 10 * MIN });
+      expect(ok.code, ok.out).toBe(0);
+      expect(ok.out).toMatch(/fastapi-edge-baseline/);
+      // A CA bundle that also holds a private key: the program would push it in a command's stdin.
+      const leaky = path.join(work, "ca-and-key.pem");
+      const key = spawnSync("openssl", ["genpkey", "-algorithm", "ed25519"], { encoding: "utf8" }).stdout;
+      writeFileSync(leaky, readFileSync(pebble["ACME_CA_BUNDLE"]!, "utf8") + key);
+      const init = await eng.pulumi(["stack", "init", "--copy-config-from", STACK], { stack: "e2e-leaky" });
+      expect(init.code, init.out).toBe(0);
+      const bad = await eng.pulumi(
+        ["preview", "--policy-pack", path.join(eng.dir, "policy"), "--config", `fastapi-edge:acmeCaBundle=${leaky}`],
+        { stack: "e2e-leaky", timeoutMs: 10 * MIN },
+      );
+      expect(bad.code, bad.out).not.toBe(0);
+      expect(bad.out).toMatch(/no-plaintext-credential-inputs/);
+      expect(bad.out).toMatch(/PRIVATE KEY|private key/i);
+    },
+    20 * MIN,
+  );
 
-  it("8. certbot renew --dry-run, then destroy and up again (the staging recreate cycle)", async () => {
-    // --dry-run switches to Let's Encrypt staging unless --server is given again.
-    const renew = await guest(`REQUESTS_CA_BUNDLE=/etc/fastapi-edge/acme-ca.pem certbot renew --dry-run --no-random-sleep-on-renew --server ${pebble["ACME_DIRECTORY_URL_FOR_GUEST"]} 2>&1`);
-    expect(renew.code, renew.out).toBe(0);
-    expect(renew.out).toMatch(/Congratulations, all (simulated )?renewals succeeded/);
-    expect((await guest("systemctl is-enabled certbot.timer")).out).toContain("enabled");
+  it(
+    "8. certbot renew --dry-run, then destroy and up again (the staging recreate cycle)",
+    async () => {
+      // --dry-run switches to Let's Encrypt staging unless --server is given again.
+      const renew = await guest(
+        `REQUESTS_CA_BUNDLE=/etc/fastapi-edge/acme-ca.pem certbot renew --dry-run --no-random-sleep-on-renew --server ${pebble["ACME_DIRECTORY_URL_FOR_GUEST"]} 2>&1`,
+      );
+      expect(renew.code, renew.out).toBe(0);
+      expect(renew.out).toMatch(/Congratulations, all (simulated )?renewals succeeded/);
+      expect((await guest("systemctl is-enabled certbot.timer")).out).toContain("enabled");
 
-    const destroy = await timed("destroy", eng.pulumi(["destroy", "--yes", "--skip-preview"], { timeoutMs: 20 * MIN }));
-    expect(destroy.code, destroy.out).toBe(0);
-    const left = await guest(
-      "systemctl list-units --all --plain --no-legend 'fastapi-edge-app@*' | wc -l; ls /etc/nginx/fastapi-edge 2>&1 | head -1; test -e /opt/fastapi-edge/app && echo app-left || echo app-gone; test -e /opt/fastapi-edge/releases && echo releases-left || echo releases-gone; ls /etc/letsencrypt/live/; grep -c sites-enabled /etc/nginx/nginx.conf",
-    );
-    expect(left.out).toMatch(/^0\n/);
-    expect(left.out).toMatch(/No such file/);
-    expect(left.out).toContain("app-gone");
-    expect(left.out).toContain("releases-gone");
-    expect(left.out).toContain(DOMAIN); // certificates are kept on purpose
-    expect(left.out.trim().split("\n").pop()).not.toBe("0"); // the distribution's nginx.conf is back
-    await up("recreate up");
-    await assertServing();
-  }, 40 * MIN);
+      const destroy = await timed("destroy", eng.pulumi(["destroy", "--yes", "--skip-preview"], { timeoutMs: 20 * MIN }));
+      expect(destroy.code, destroy.out).toBe(0);
+      const left = await guest(
+        "systemctl list-units --all --plain --no-legend 'fastapi-edge-app@*' | wc -l; ls /etc/nginx/fastapi-edge 2>&1 | head -1; test -e /opt/fastapi-edge/app && echo app-left || echo app-gone; test -e /opt/fastapi-edge/releases && echo releases-left || echo releases-gone; ls /etc/letsencrypt/live/; grep -c sites-enabled /etc/nginx/nginx.conf",
+      );
+      expect(left.out).toMatch(/^0\n/);
+      expect(left.out).toMatch(/No such file/);
+      expect(left.out).toContain("app-gone");
+      expect(left.out).toContain("releases-gone");
+      expect(left.out).toContain(DOMAIN); // certificates are kept on purpose
+      expect(left.out.trim().split("\n").pop()).not.toBe("0"); // the distribution's nginx.conf is back
+      await up("recreate up");
+      await assertServing();
+    },
+    40 * MIN,
+  );
 });

@@ -252,7 +252,12 @@ export async function stopNginx(pid: number): Promise<void> {
 
 // ---------------------------------------------------------------- HTTP
 
-export function httpsRequest(port: number, p: string, ca: string | Buffer, opts: RequestOptions & { servername: string; host: string }): Promise<Response> {
+export function httpsRequest(
+  port: number,
+  p: string,
+  ca: string | Buffer,
+  opts: RequestOptions & { servername: string; host: string },
+): Promise<Response> {
   return send(https.request, { servername: opts.servername, ca }, port, p, opts, "https");
 }
 
@@ -290,7 +295,11 @@ function send(
 }
 
 /** Raw bytes to 127.0.0.1:port (TLS with SNI when servername is given), collected until close. */
-export function rawExchange(port: number, data: string, opts: { tls?: { servername: string | null; ca: string | Buffer }; timeoutMs?: number }): Promise<RawExchange> {
+export function rawExchange(
+  port: number,
+  data: string,
+  opts: { tls?: { servername: string | null; ca: string | Buffer }; timeoutMs?: number },
+): Promise<RawExchange> {
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     let done = false;
@@ -302,7 +311,9 @@ export function rawExchange(port: number, data: string, opts: { tls?: { serverna
       resolve({ bytes: Buffer.concat(chunks), closed, error });
     };
     const sock: net.Socket = opts.tls
-      ? tls.connect({ host: "127.0.0.1", port, ca: opts.tls.ca, ...(opts.tls.servername ? { servername: opts.tls.servername } : {}) }, () => sock.write(data))
+      ? tls.connect({ host: "127.0.0.1", port, ca: opts.tls.ca, ...(opts.tls.servername ? { servername: opts.tls.servername } : {}) }, () =>
+          sock.write(data),
+        )
       : net.connect({ host: "127.0.0.1", port }, () => sock.write(data));
     const timer = setTimeout(() => finish("timeout", null), opts.timeoutMs ?? 5_000);
     sock.on("data", (c: Buffer) => chunks.push(c));
@@ -446,7 +457,7 @@ export async function startLiveSite(opts: LiveSiteOptions = {}): Promise<LiveSit
   const config = parseConfig(raw);
   const nginxVersion = opts.nginxVersion ?? localNginxVersion();
   const startTimeoutMs = opts.startTimeoutMs ?? 30_000;
-  const nApps = opts.reuseAppPorts ? opts.reuseAppPorts.length : opts.appProcesses ?? 1;
+  const nApps = opts.reuseAppPorts ? opts.reuseAppPorts.length : (opts.appProcesses ?? 1);
   const ports = await freePorts(2 + (opts.reuseAppPorts ? 0 : nApps));
   const httpPort = ports[0]!;
   const httpsPort = ports[1]!;

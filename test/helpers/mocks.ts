@@ -20,7 +20,10 @@ export interface ProgramRun {
 
 const FAKE_PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
 
-export async function runProgram(config: Record<string, string>, opts: { secrets?: Record<string, string>; stack?: string } = {}): Promise<ProgramRun> {
+export async function runProgram(
+  config: Record<string, string>,
+  opts: { secrets?: Record<string, string>; stack?: string } = {},
+): Promise<ProgramRun> {
   const resources: MockResource[] = [];
   await pulumi.runtime.setMocks(
     {
@@ -46,7 +49,14 @@ export async function runProgram(config: Record<string, string>, opts: { secrets
             break;
           case "aws:acm/certificate:Certificate":
             state.arn = "arn:aws:acm:eu-west-1:123456789012:certificate/abc";
-            state.domainValidationOptions = [{ domainName: args.inputs.domainName, resourceRecordName: "_x.api.example.com", resourceRecordType: "CNAME", resourceRecordValue: "_y.acm-validations.aws" }];
+            state.domainValidationOptions = [
+              {
+                domainName: args.inputs.domainName,
+                resourceRecordName: "_x.api.example.com",
+                resourceRecordType: "CNAME",
+                resourceRecordValue: "_y.acm-validations.aws",
+              },
+            ];
             break;
           case "aws:route53/record:Record":
             state.fqdn = args.inputs.name;
@@ -97,7 +107,10 @@ export async function runProgram(config: Record<string, string>, opts: { secrets
     ofType: (type) => resources.filter((r) => r.type === type),
     one(type, nameIncludes) {
       const found = resources.filter((r) => r.type === type && (!nameIncludes || r.name.includes(nameIncludes)));
-      if (found.length !== 1) throw new Error(`expected one ${type}${nameIncludes ? ` named *${nameIncludes}*` : ""}, found ${found.length}: ${resources.map((r) => `${r.type} ${r.name}`).join("\n")}`);
+      if (found.length !== 1)
+        throw new Error(
+          `expected one ${type}${nameIncludes ? ` named *${nameIncludes}*` : ""}, found ${found.length}: ${resources.map((r) => `${r.type} ${r.name}`).join("\n")}`,
+        );
       return found[0]!;
     },
   };

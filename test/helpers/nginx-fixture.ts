@@ -19,11 +19,59 @@ export interface LocalCa {
 export function makeCa(dir: string, names: string[], days = 30): LocalCa {
   mkdirSync(dir, { recursive: true });
   const run = (args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
-  run(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "30", "-subj", "/CN=fastapi-edge test CA"]);
-  run(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "privkey.pem", "-out", "server.csr", "-subj", `/CN=${names[0]}`]);
+  run([
+    "req",
+    "-x509",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+    "-keyout",
+    "ca.key",
+    "-out",
+    "ca.pem",
+    "-days",
+    "30",
+    "-subj",
+    "/CN=fastapi-edge test CA",
+  ]);
+  run([
+    "req",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+    "-keyout",
+    "privkey.pem",
+    "-out",
+    "server.csr",
+    "-subj",
+    `/CN=${names[0]}`,
+  ]);
   const san = names.map((n) => (/^[0-9.]+$/.test(n) ? `IP:${n}` : `DNS:${n}`)).join(",");
-  writeFileSync(path.join(dir, "ext.cnf"), `subjectAltName=${san}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n`);
-  run(["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "cert.pem", "-days", String(days), "-extfile", "ext.cnf"]);
+  writeFileSync(
+    path.join(dir, "ext.cnf"),
+    `subjectAltName=${san}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n`,
+  );
+  run([
+    "x509",
+    "-req",
+    "-in",
+    "server.csr",
+    "-CA",
+    "ca.pem",
+    "-CAkey",
+    "ca.key",
+    "-CAcreateserial",
+    "-out",
+    "cert.pem",
+    "-days",
+    String(days),
+    "-extfile",
+    "ext.cnf",
+  ]);
   const chain = execFileSync("cat", [path.join(dir, "cert.pem"), path.join(dir, "ca.pem")]);
   writeFileSync(path.join(dir, "fullchain.pem"), chain);
   return { dir, caCert: path.join(dir, "ca.pem"), cert: path.join(dir, "fullchain.pem"), key: path.join(dir, "privkey.pem") };
@@ -66,9 +114,7 @@ export function testLayout(root: string): HostLayout {
 /** Write rendered files into the tree: conf/ under confDir, extra/ under root. */
 export function installFiles(layout: HostLayout, files: StageFile[]): void {
   for (const f of files) {
-    const dest = f.path.startsWith("conf/")
-      ? path.join(layout.nginxConfDir, f.path.slice(5))
-      : f.path.slice(5);
+    const dest = f.path.startsWith("conf/") ? path.join(layout.nginxConfDir, f.path.slice(5)) : f.path.slice(5);
     mkdirSync(path.dirname(dest), { recursive: true });
     writeFileSync(dest, f.content);
   }
@@ -80,7 +126,16 @@ export function makeNginxFixture(
 ): NginxFixture {
   const root = mkdtempSync(path.join(tmpdir(), "fe-nginx-"));
   const layout = testLayout(root);
-  for (const d of [layout.nginxConfDir, layout.acmeWebroot, layout.maintenanceDir, layout.staticDir, layout.logDir, path.dirname(layout.pidFile), layout.certDir, layout.tempDir!]) {
+  for (const d of [
+    layout.nginxConfDir,
+    layout.acmeWebroot,
+    layout.maintenanceDir,
+    layout.staticDir,
+    layout.logDir,
+    path.dirname(layout.pidFile),
+    layout.certDir,
+    layout.tempDir!,
+  ]) {
     mkdirSync(d, { recursive: true });
   }
   copyFileSync("/etc/nginx/mime.types", path.join(layout.nginxConfDir, "mime.types"));
@@ -131,7 +186,10 @@ export const RENDER_VARIANTS: Record<string, Record<string, unknown>> = {
   "single process, no keepalive": { appProcesses: 1, upstreamKeepalive: 0 },
   "many processes, conn limit, no access log": { appProcesses: 8, limitConnPerIp: 50, accessLog: false },
   "no rate limits, no scanner paths": { rateLimits: [], scannerPaths: [] },
-  "several rate limits and websocket paths": { rateLimits: ["/auth/token:5r/m:10", "/api/signup:10r/s:0"], websocketPaths: ["/ws/", "/live/"] },
+  "several rate limits and websocket paths": {
+    rateLimits: ["/auth/token:5r/m:10", "/api/signup:10r/s:0"],
+    websocketPaths: ["/ws/", "/live/"],
+  },
   "maintenance mode": { maintenanceMode: true },
   "no buffering, short timeouts": { proxyBuffering: false, proxyReadTimeout: "500ms", clientHeaderTimeout: "2s" },
   "hsts off": { hstsMaxAge: 0 },

@@ -277,10 +277,8 @@ export function collectResponse(res: http.IncomingMessage, resolve: (r: HttpResp
 
 export function httpRequest(url: string, opts: HttpOptions = {}): Promise<HttpResponse> {
   return new Promise((resolve, reject) => {
-    const req = http.request(
-      url,
-      { method: opts.method ?? "GET", headers: opts.headers ?? {}, agent: opts.agent ?? false },
-      (res) => collectResponse(res, resolve, reject),
+    const req = http.request(url, { method: opts.method ?? "GET", headers: opts.headers ?? {}, agent: opts.agent ?? false }, (res) =>
+      collectResponse(res, resolve, reject),
     );
     req.setTimeout(opts.timeoutMs ?? 15_000, () => req.destroy(new Error(`timeout: ${url}`)));
     req.on("error", reject);

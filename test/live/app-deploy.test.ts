@@ -2,7 +2,19 @@
 // install, the atomic switch, the rollout (app-rollout.sh driving REAL uvicorn
 // processes through test/helpers/fake-systemctl.sh, which run the app from
 // the live release) and pruning, in a scratch FASTAPI_EDGE_BASE.
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  utimesSync,
+  writeFileSync,
+} from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -30,7 +42,19 @@ function upload(n: number): string {
 function deploy(n: number, uploadDir = path.join(dir, `upload-${id(n)}`), extra: Record<string, string> = {}): Promise<RunResult> {
   return run(
     script("app-deploy.sh"),
-    ["--release", id(n), "--upload", uploadDir, "--health-path", "/healthz", "--expect-version", `v${n}`, "--settle-seconds", "0", ...ports.map(String)],
+    [
+      "--release",
+      id(n),
+      "--upload",
+      uploadDir,
+      "--health-path",
+      "/healthz",
+      "--expect-version",
+      `v${n}`,
+      "--settle-seconds",
+      "0",
+      ...ports.map(String),
+    ],
     {
       env: fakeSystemdEnv(state, {
         FASTAPI_EDGE_BASE: base,
@@ -47,7 +71,8 @@ function deploy(n: number, uploadDir = path.join(dir, `upload-${id(n)}`), extra:
 
 const live = (): string => readlinkSync(path.join(base, "app"));
 const installed = (): string[] => readdirSync(path.join(base, "releases")).sort();
-const versions = async (): Promise<string[]> => Promise.all(ports.map(async (p) => (await httpJson<{ version: string }>(`http://127.0.0.1:${p}/healthz`)).json.version));
+const versions = async (): Promise<string[]> =>
+  Promise.all(ports.map(async (p) => (await httpJson<{ version: string }>(`http://127.0.0.1:${p}/healthz`)).json.version));
 
 beforeAll(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), "fastapi-edge-deploy-test-"));
@@ -100,7 +125,11 @@ describe("app-deploy.sh", () => {
     const res = await deploy(2);
     expect(res.code, `${res.stdout}\n${res.stderr}`).toBe(0);
     expect(existsSync(path.join(base, "releases", id(2), "half-copied"))).toBe(false);
-    expect(readdirSync(path.join(base, "releases", id(2))).sort()).toEqual(readdirSync(APP_DIR).filter((f) => f !== "__pycache__").sort());
+    expect(readdirSync(path.join(base, "releases", id(2))).sort()).toEqual(
+      readdirSync(APP_DIR)
+        .filter((f) => f !== "__pycache__")
+        .sort(),
+    );
     expect(installed()).toEqual([id(1), id(2)]);
     expect(await versions()).toEqual(["v2", "v2"]);
   });

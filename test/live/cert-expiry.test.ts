@@ -21,8 +21,21 @@ async function makeCert(name: string, days: number, cn: string): Promise<{ cert:
   const cert = path.join(dir, `${name}.crt`);
   const key = path.join(dir, `${name}.key`);
   const res = await run("openssl", [
-    "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-    "-keyout", key, "-out", cert, "-days", String(days), "-subj", `/CN=${cn}`,
+    "req",
+    "-x509",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+    "-keyout",
+    key,
+    "-out",
+    cert,
+    "-days",
+    String(days),
+    "-subj",
+    `/CN=${cn}`,
   ]);
   expect(res.code, res.stderr).toBe(0);
   return { cert, key };
@@ -31,7 +44,10 @@ async function makeCert(name: string, days: number, cn: string): Promise<{ cert:
 async function notAfterEpoch(cert: string): Promise<number> {
   const res = await run("openssl", ["x509", "-noout", "-enddate", "-dateopt", "iso_8601", "-in", cert]);
   // notAfter=2026-11-27 03:23:00Z
-  const iso = res.stdout.trim().replace(/^notAfter=/, "").replace(" ", "T");
+  const iso = res.stdout
+    .trim()
+    .replace(/^notAfter=/, "")
+    .replace(" ", "T");
   const ms = Date.parse(iso);
   expect(Number.isNaN(ms)).toBe(false);
   return ms / 1000;
@@ -65,13 +81,20 @@ function awsCalls(): string[][] {
 
 function expectedAwsArgs(domain: string, value: number, region: string): string[] {
   return [
-    "cloudwatch", "put-metric-data",
-    "--namespace", "FastapiEdge",
-    "--metric-name", "CertificateDaysToExpiry",
-    "--dimensions", `Domain=${domain}`,
-    "--value", String(value),
-    "--unit", "Count",
-    "--region", region,
+    "cloudwatch",
+    "put-metric-data",
+    "--namespace",
+    "FastapiEdge",
+    "--metric-name",
+    "CertificateDaysToExpiry",
+    "--dimensions",
+    `Domain=${domain}`,
+    "--value",
+    String(value),
+    "--unit",
+    "Count",
+    "--region",
+    region,
   ];
 }
 
@@ -94,7 +117,17 @@ beforeAll(async () => {
   chmodSync(path.join(fakeBin, "aws"), 0o755);
 
   tlsPort = await freePort();
-  const server = startProcess("openssl", ["s_server", "-accept", `127.0.0.1:${tlsPort}`, "-cert", shortCert, "-key", shortKey, "-www", "-quiet"]);
+  const server = startProcess("openssl", [
+    "s_server",
+    "-accept",
+    `127.0.0.1:${tlsPort}`,
+    "-cert",
+    shortCert,
+    "-key",
+    shortKey,
+    "-www",
+    "-quiet",
+  ]);
   await waitForPort(tlsPort, 10_000, "127.0.0.1", server);
 });
 
@@ -112,7 +145,8 @@ describe("cert-expiry-check.sh (file mode)", () => {
   });
 
   it("is exact with NOW_EPOCH: rounds down, and goes negative once expired", async () => {
-    const at = async (secondsBefore: number): Promise<RunResult> => check([shortCert], { NOW_EPOCH: String(shortNotAfter - secondsBefore) });
+    const at = async (secondsBefore: number): Promise<RunResult> =>
+      check([shortCert], { NOW_EPOCH: String(shortNotAfter - secondsBefore) });
     expect((await at(2.5 * 86400)).stdout).toBe("days_left=2\n");
     expect((await at(3 * 86400)).stdout).toBe("days_left=3\n");
     expect((await at(86400 - 1)).stdout).toBe("days_left=0\n");
@@ -177,7 +211,11 @@ describe("cert-expiry-check.sh --publish", () => {
       seen.push(`${req.method} ${req.url}`);
       if (req.method === "PUT" && req.url === "/latest/api/token" && req.headers["x-aws-ec2-metadata-token-ttl-seconds"] !== undefined) {
         res.end("TOKEN123");
-      } else if (req.method === "GET" && req.url === "/latest/meta-data/placement/region" && req.headers["x-aws-ec2-metadata-token"] === "TOKEN123") {
+      } else if (
+        req.method === "GET" &&
+        req.url === "/latest/meta-data/placement/region" &&
+        req.headers["x-aws-ec2-metadata-token"] === "TOKEN123"
+      ) {
         res.end("ap-southeast-2");
       } else {
         res.statusCode = 401;

@@ -6,7 +6,19 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { freePort, httpRequest, run, script, sleep, startProcess, stopAll, stopPid, waitFor, waitForPort, type RunResult } from "../helpers/proc";
+import {
+  freePort,
+  httpRequest,
+  run,
+  script,
+  sleep,
+  startProcess,
+  stopAll,
+  stopPid,
+  waitFor,
+  waitForPort,
+  type RunResult,
+} from "../helpers/proc";
 
 let root = "";
 let port = 0;
@@ -30,7 +42,11 @@ function env(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
 }
 
 function reloads(): number {
-  return existsSync(reloadLog) ? readFileSync(reloadLog, "utf8").split("\n").filter((l) => l === "reload").length : 0;
+  return existsSync(reloadLog)
+    ? readFileSync(reloadLog, "utf8")
+        .split("\n")
+        .filter((l) => l === "reload").length
+    : 0;
 }
 
 /** Global (non-server) part shared by the "distro" and the staged nginx.conf. */
@@ -444,13 +460,19 @@ describe.skipIf(existsSync("/run/systemd/system"))("nginx-apply.sh default reloa
       ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"].map((t) => `  ${t}_temp_path ${logs}/${t};\n`).join("") +
       `${inner}\n}\n`;
     writeFileSync(path.join(conf, "nginx.conf"), main(`  server { listen 127.0.0.1:${p2}; return 200 "base\\n"; }`));
-    const site = (m: string): string => `server { listen 127.0.0.1:${p2}; location / { default_type text/plain; return 200 "${m}\\n"; } }\n`;
+    const site = (m: string): string =>
+      `server { listen 127.0.0.1:${p2}; location / { default_type text/plain; return 200 "${m}\\n"; } }\n`;
     const stageDir = path.join(prefix, "stage");
     mkdirSync(path.join(stageDir, "conf", "fastapi-edge"), { recursive: true });
     writeFileSync(path.join(stageDir, "conf", "nginx.conf"), main("  include fastapi-edge/*.conf;"));
     writeFileSync(path.join(stageDir, "conf", "fastapi-edge", "site.conf"), site("s1"));
     const envNoCmd = (): NodeJS.ProcessEnv => {
-      const e: NodeJS.ProcessEnv = { ...process.env, NGINX_CONF_DIR: conf, STATE_DIR: path.join(prefix, "state"), EXTRA_ROOT: path.join(prefix, "extra") };
+      const e: NodeJS.ProcessEnv = {
+        ...process.env,
+        NGINX_CONF_DIR: conf,
+        STATE_DIR: path.join(prefix, "state"),
+        EXTRA_ROOT: path.join(prefix, "extra"),
+      };
       delete e.NGINX_RELOAD_CMD;
       return e;
     };
@@ -463,7 +485,10 @@ describe.skipIf(existsSync("/run/systemd/system"))("nginx-apply.sh default reloa
 
     // The started daemon must not inherit the script's lock: a second run works.
     writeFileSync(path.join(stageDir, "conf", "fastapi-edge", "site.conf"), site("s2"));
-    const second = await run(script("nginx-apply.sh"), [stageDir], { env: { ...envNoCmd(), NGINX_APPLY_LOCK_TIMEOUT: "5" }, timeoutMs: 30_000 });
+    const second = await run(script("nginx-apply.sh"), [stageDir], {
+      env: { ...envNoCmd(), NGINX_APPLY_LOCK_TIMEOUT: "5" },
+      timeoutMs: 30_000,
+    });
     expect(second.code, second.stderr).toBe(0);
     expect(second.stdout).not.toMatch(/starting nginx/);
     await waitFor(async () => (await get()) === "s2\n", "nginx reloaded by nginx-apply.sh", 10_000);

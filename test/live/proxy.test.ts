@@ -10,7 +10,16 @@ import { writeFileSync, readFileSync, mkdirSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
-import { accessLogLines, startLiveSite, staticPayload, wrkFailures, type AppStats, type LiveSite, type Response, type WrkResult } from "../helpers/live-site";
+import {
+  accessLogLines,
+  startLiveSite,
+  staticPayload,
+  wrkFailures,
+  type AppStats,
+  type LiveSite,
+  type Response,
+  type WrkResult,
+} from "../helpers/live-site";
 import { sleep } from "../helpers/proc";
 
 const HSTS = "max-age=63072000; includeSubDomains";
@@ -48,7 +57,16 @@ function isMaintenance(r: Response): boolean {
 
 describe("plain HTTP (port 80 equivalent)", () => {
   it("answers 301 to the same URL over HTTPS for every path outside the ACME challenge dir", async () => {
-    const paths = ["/", "/api/hello?name=x&y=1", "/static/style.css", "/ws/echo", "/auth/token", "/wp-login.php", "/.well-known/security.txt", "/.well-known/acme-challenge"];
+    const paths = [
+      "/",
+      "/api/hello?name=x&y=1",
+      "/static/style.css",
+      "/ws/echo",
+      "/auth/token",
+      "/wp-login.php",
+      "/.well-known/security.txt",
+      "/.well-known/acme-challenge",
+    ];
     for (const p of paths) {
       const r = await site.http(p);
       expect(r.status, p).toBe(301);
@@ -102,12 +120,20 @@ describe("HTTPS", () => {
   });
 
   it("refuses a body over client_max_body_size (10m) with 413 and HSTS; a body under it reaches the app", async () => {
-    const over = await site.https("/api/whoami", { method: "POST", body: Buffer.alloc(10 * 1024 * 1024 + 1, 0x61), headers: { "Content-Type": "application/octet-stream" } });
+    const over = await site.https("/api/whoami", {
+      method: "POST",
+      body: Buffer.alloc(10 * 1024 * 1024 + 1, 0x61),
+      headers: { "Content-Type": "application/octet-stream" },
+    });
     expect(over.status).toBe(413);
     expectHsts(over, "413");
     expect(isMaintenance(over)).toBe(false);
     // Control: a smaller body passes nginx; the app answers 405 (GET-only route).
-    const under = await site.https("/api/whoami", { method: "POST", body: Buffer.alloc(64 * 1024, 0x61), headers: { "Content-Type": "application/octet-stream" } });
+    const under = await site.https("/api/whoami", {
+      method: "POST",
+      body: Buffer.alloc(64 * 1024, 0x61),
+      headers: { "Content-Type": "application/octet-stream" },
+    });
     expect(under.status).toBe(405);
     expectHsts(under, "app 405");
   });

@@ -35,7 +35,11 @@ afterAll(async () => {
 });
 
 async function postStatus(bytes: number): Promise<number> {
-  const r = await site.https("/api/whoami", { method: "POST", body: Buffer.alloc(bytes, 0x62), headers: { "Content-Type": "application/octet-stream" } });
+  const r = await site.https("/api/whoami", {
+    method: "POST",
+    body: Buffer.alloc(bytes, 0x62),
+    headers: { "Content-Type": "application/octet-stream" },
+  });
   return r.status;
 }
 
@@ -78,7 +82,9 @@ describe("nginx-apply.sh under load", () => {
       const workersBefore = childPids(master).sort();
       const broken = site
         .render({ clientMaxBodySize: "64k" })
-        .map((f) => (f.path === "conf/fastapi-edge/http.conf" ? { ...f, content: `${f.content}\nfastapi_edge_no_such_directive on;\n` } : f));
+        .map((f) =>
+          f.path === "conf/fastapi-edge/http.conf" ? { ...f, content: `${f.content}\nfastapi_edge_no_such_directive on;\n` } : f,
+        );
       const refused = await site.apply(site.writeStage(broken));
       expect(refused.code).not.toBe(0);
       expect(refused.stderr).toContain("candidate nginx config rejected by nginx -t; live config unchanged");

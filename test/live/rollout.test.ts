@@ -7,16 +7,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FAKE_SYSTEMCTL, fakeSystemdEnv } from "../helpers/fake-systemd";
-import {
-  freePorts,
-  httpJson,
-  isAlive,
-  run,
-  script,
-  stopPidFiles,
-  waitForHttp,
-  type RunResult,
-} from "../helpers/proc";
+import { freePorts, httpJson, isAlive, run, script, stopPidFiles, waitForHttp, type RunResult } from "../helpers/proc";
 
 let dir = "";
 let state = "";
@@ -46,7 +37,11 @@ function fake(args: string[], extra: Record<string, string> = {}): Promise<RunRe
 
 function calls(): string[] {
   const p = path.join(state, "calls.log");
-  return existsSync(p) ? readFileSync(p, "utf8").split("\n").filter((l) => l !== "") : [];
+  return existsSync(p)
+    ? readFileSync(p, "utf8")
+        .split("\n")
+        .filter((l) => l !== "")
+    : [];
 }
 
 function resetCalls(): void {
@@ -130,14 +125,22 @@ describe("app-rollout.sh", () => {
     const cPid = pidOf(c);
     resetCalls();
     const t0 = Date.now();
-    const res = await rollout([String(a), String(b), String(c)], { APP_VERSION: "1.0.2", HEALTH_TIMEOUT: "3", FAKE_BROKEN_PORTS: String(b) });
+    const res = await rollout([String(a), String(b), String(c)], {
+      APP_VERSION: "1.0.2",
+      HEALTH_TIMEOUT: "3",
+      FAKE_BROKEN_PORTS: String(b),
+    });
     expect(res.code).toBe(1);
     expect(Date.now() - t0).toBeGreaterThanOrEqual(3000);
     expect(res.stderr).toContain(`fastapi-edge-app@${b}.service not healthy at http://127.0.0.1:${b}/healthz after 3s`);
     expect(res.stderr).toMatch(/journalctl\S* -u fastapi-edge-app@\d+\.service \(last 50 lines\)/);
     expect(res.stderr).toMatch(/Error loading ASGI app|No module named|Could not import module/);
     expect(res.stderr).toContain(`rollout stopped at fastapi-edge-app@${b}.service (remaining ports untouched)`);
-    expect(calls().filter((l) => l.startsWith("restart")).map((l) => l.split(" ")[1])).toEqual([String(a), String(b)]);
+    expect(
+      calls()
+        .filter((l) => l.startsWith("restart"))
+        .map((l) => l.split(" ")[1]),
+    ).toEqual([String(a), String(b)]);
     expect(calls().some((l) => l.startsWith("disable"))).toBe(false);
     expect(await versionOf(a)).toBe("1.0.2");
     expect(pidOf(c)).toBe(cPid);
@@ -149,7 +152,11 @@ describe("app-rollout.sh", () => {
     const res = await rollout([String(a), String(b), String(c)], { APP_VERSION: "1.0.3", EXPECT_VERSION: "2.0.0", HEALTH_TIMEOUT: "2" });
     expect(res.code).toBe(1);
     expect(res.stderr).toContain("HTTP 200 but version '1.0.3' != expected '2.0.0'");
-    expect(calls().filter((l) => l.startsWith("restart")).map((l) => l.split(" ")[1])).toEqual([String(a)]);
+    expect(
+      calls()
+        .filter((l) => l.startsWith("restart"))
+        .map((l) => l.split(" ")[1]),
+    ).toEqual([String(a)]);
   });
 
   it("--prune-only stops instances not in the list without restarting any", async () => {

@@ -137,7 +137,8 @@ describe("testssl.sh against the live site", () => {
     // engine or GOST support via engine with your /usr/bin/openssl", which
     // depends on how the machine's OpenSSL was built, not on the site).
     const aboutClient = findings.filter((x) => x.ip === "" || x.ip === "/");
-    if (aboutClient.length > 0) console.log(`testssl: notes about the scanning client: ${aboutClient.map((f) => `${f.id} (${f.finding})`).join("; ")}`);
+    if (aboutClient.length > 0)
+      console.log(`testssl: notes about the scanning client: ${aboutClient.map((f) => `${f.id} (${f.finding})`).join("; ")}`);
     for (const f of findings.filter((x) => !aboutClient.includes(x))) {
       expect(f.ip, f.id).toBe(`${site.domain}/127.0.0.1`);
       expect(f.port, f.id).toBe(String(site.httpsPort));
@@ -154,7 +155,14 @@ describe("testssl.sh against the live site", () => {
   });
 
   it("offers only forward-secret AEAD suites", () => {
-    for (const id of ["cipherlist_NULL", "cipherlist_aNULL", "cipherlist_EXPORT", "cipherlist_LOW", "cipherlist_3DES_IDEA", "cipherlist_AVERAGE"]) {
+    for (const id of [
+      "cipherlist_NULL",
+      "cipherlist_aNULL",
+      "cipherlist_EXPORT",
+      "cipherlist_LOW",
+      "cipherlist_3DES_IDEA",
+      "cipherlist_AVERAGE",
+    ]) {
       expect(byId(id).finding, id).toBe("not offered");
     }
     expect(byId("cipherlist_STRONG").finding).toBe("offered");
@@ -193,9 +201,16 @@ describe("testssl.sh against the live site", () => {
     const renego = byId("secure_renego");
     expect(["OK", "WARN"]).toContain(renego.severity);
     expect(byId("secure_client_renego").severity).toBe("OK");
-    const hello = await run("openssl", ["s_client", "-connect", `127.0.0.1:${site.httpsPort}`, "-servername", site.domain, "-no_tls1_3", "-CAfile", site.caCert], { input: "", timeoutMs: 20_000 });
+    const hello = await run(
+      "openssl",
+      ["s_client", "-connect", `127.0.0.1:${site.httpsPort}`, "-servername", site.domain, "-no_tls1_3", "-CAfile", site.caCert],
+      { input: "", timeoutMs: 20_000 },
+    );
     expect(hello.stdout).toContain("Secure Renegotiation IS supported");
-    const noSni = await run("openssl", ["s_client", "-connect", `127.0.0.1:${site.httpsPort}`, "-no_tls1_3", "-CAfile", site.caCert], { input: "", timeoutMs: 20_000 });
+    const noSni = await run("openssl", ["s_client", "-connect", `127.0.0.1:${site.httpsPort}`, "-no_tls1_3", "-CAfile", site.caCert], {
+      input: "",
+      timeoutMs: 20_000,
+    });
     expect(noSni.stdout + noSni.stderr).toMatch(/unrecognized name|alert number 112/);
   });
 

@@ -18,7 +18,9 @@ describe("10,000 idle keep-alive TLS connections through nginx", () => {
   it("workerConnections 16384: all 10,000 held while wrk sees 0 errors; nginx RSS reported", async () => {
     const f = await connectionsScenario({ workerConnections: 16384, count: COUNT, rampDeadlineMs: 90_000, wrkSeconds: 8, log });
     const perConnKb = (f.memHeld.totalKb - f.memBefore.totalKb) / COUNT;
-    log(`nginx RSS ${(f.memBefore.totalKb / 1024).toFixed(1)} MiB -> ${(f.memHeld.totalKb / 1024).toFixed(1)} MiB with ${COUNT} held (${perConnKb.toFixed(1)} KiB each); worker fds ${f.workerFds.join(", ")}; worker RLIMIT_NOFILE ${f.workerNofile.join(", ")}`);
+    log(
+      `nginx RSS ${(f.memBefore.totalKb / 1024).toFixed(1)} MiB -> ${(f.memHeld.totalKb / 1024).toFixed(1)} MiB with ${COUNT} held (${perConnKb.toFixed(1)} KiB each); worker fds ${f.workerFds.join(", ")}; worker RLIMIT_NOFILE ${f.workerNofile.join(", ")}`,
+    );
     expect(f.ramp.opened, JSON.stringify(f.ramp)).toBe(COUNT);
     expect(f.ramp.failed).toBe(0);
     // The normal load ran and nothing failed.
@@ -39,7 +41,9 @@ describe("10,000 idle keep-alive TLS connections through nginx", () => {
 
   it("workerConnections 768 (the distribution default): connections are dropped and nginx logs 'worker_connections are not enough'", async () => {
     const f = await connectionsScenario({ workerConnections: 768, count: COUNT, rampDeadlineMs: 40_000, wrkSeconds: 5, log });
-    log(`768: attempted ${f.ramp.attempted}, opened ${f.ramp.opened}, failed ${f.ramp.failed}; at the end ${f.end.open} open, ${f.end.closedByServer} closed by nginx; ${f.notEnoughLines} "not enough" log lines; wrk failures ${wrkFailures(f.wrk)}`);
+    log(
+      `768: attempted ${f.ramp.attempted}, opened ${f.ramp.opened}, failed ${f.ramp.failed}; at the end ${f.end.open} open, ${f.end.closedByServer} closed by nginx; ${f.notEnoughLines} "not enough" log lines; wrk failures ${wrkFailures(f.wrk)}`,
+    );
     // The run pushed well past the capacity of two workers.
     expect(f.ramp.attempted).toBeGreaterThan(4 * 768);
     // nginx cannot hold them: at most 768 per worker survive.

@@ -31,7 +31,9 @@ describe("failover: kill -9 of an app process under load", () => {
     // ...and a cut connection only for the response the killed process was
     // writing (at most one; usually none).
     expect(f.errorLog.midResponse).toBeLessThanOrEqual(1);
-    expect(e.read, `read errors ${e.read}, cut responses in nginx's log ${f.errorLog.midResponse}`).toBeLessThanOrEqual(f.errorLog.midResponse);
+    expect(e.read, `read errors ${e.read}, cut responses in nginx's log ${f.errorLog.midResponse}`).toBeLessThanOrEqual(
+      f.errorLog.midResponse,
+    );
     if (wrkFailures(f.wrk) > 0) log(`${wrkFailures(f.wrk)} request cut mid-response by the kill (nginx had its header; not retryable)`);
     expect(f.restarts).toBe(1);
     expect(f.restartedPid).not.toBe(f.killedPid);

@@ -41,7 +41,13 @@ export function startJsonChild(file: string, config: unknown, opts: { nice?: num
   const nice = opts.nice ? `nice -n ${Math.trunc(opts.nice)} ` : "";
   const child: ChildProcess = spawn(
     "bash",
-    ["-c", `ulimit -n "$(ulimit -Hn)" && exec ${nice}"$0" --disable-warning=ExperimentalWarning --disable-warning=MODULE_TYPELESS_PACKAGE_JSON "$@"`, process.execPath, script, JSON.stringify(config)],
+    [
+      "-c",
+      `ulimit -n "$(ulimit -Hn)" && exec ${nice}"$0" --disable-warning=ExperimentalWarning --disable-warning=MODULE_TYPELESS_PACKAGE_JSON "$@"`,
+      process.execPath,
+      script,
+      JSON.stringify(config),
+    ],
     { stdio: ["pipe", "pipe", "pipe"] },
   );
   if (child.pid === undefined) throw new Error(`failed to start ${file}`);
@@ -185,4 +191,3 @@ export function cpuTicks(pid: number): number {
     return 0;
   }
 }
-

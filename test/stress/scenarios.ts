@@ -13,7 +13,19 @@ import { childPids, startLiveSite, wrkFailures, type LiveSite, type WrkResult } 
 import { fakeSystemdEnv } from "../helpers/fake-systemd";
 import { freePorts, httpJson, isAlive, run, script, sleep, stopPidFiles, type RunResult } from "../helpers/proc";
 import type { KindStats } from "./slow-clients";
-import { cpuTicks, establishedOn, median, nginxMemory, nginxWorkerFds, nofileLimit, rssKb, startJsonChild, type ChildEvent, type JsonChild, type NginxMemory } from "./kit";
+import {
+  cpuTicks,
+  establishedOn,
+  median,
+  nginxMemory,
+  nginxWorkerFds,
+  nofileLimit,
+  rssKb,
+  startJsonChild,
+  type ChildEvent,
+  type JsonChild,
+  type NginxMemory,
+} from "./kit";
 
 export type Log = (line: string) => void;
 const quiet: Log = () => undefined;
@@ -124,17 +136,27 @@ export async function connectionsScenario(o: ConnectionsOptions): Promise<Connec
       openPath: "/static/style.css",
     });
     const ramp = await holder.next<RampEvent>("ramped", rampDeadlineMs + 30_000);
-    log(`opened ${ramp.opened}/${ramp.attempted} in ${ramp.ms} ms (failed ${ramp.failed}, still open ${ramp.stillOpen}) ${JSON.stringify(ramp.errors)}`);
+    log(
+      `opened ${ramp.opened}/${ramp.attempted} in ${ramp.ms} ms (failed ${ramp.failed}, still open ${ramp.stillOpen}) ${JSON.stringify(ramp.errors)}`,
+    );
     const memHeld = nginxMemory(master);
     const workerFds = nginxWorkerFds(master);
-    const wrk = await site.wrk({ url: site.httpsUrl("/api/hello"), connections: 16, threads: 2, durationS: o.wrkSeconds ?? 8, timeoutS: 5 });
+    const wrk = await site.wrk({
+      url: site.httpsUrl("/api/hello"),
+      connections: 16,
+      threads: 2,
+      durationS: o.wrkSeconds ?? 8,
+      timeoutS: 5,
+    });
     log(`wrk while held: ${wrkLine(wrk)}`);
     holder.send({ cmd: "status" });
     const end = await holder.next<HolderStatus>("status", 10_000);
     const established = await establishedOn(site.httpsPort);
     holder.send({ cmd: "probe", n: o.probe ?? 200, path: "/api/hello" });
     const probe = await holder.next<ProbeEvent>("probe", 60_000);
-    log(`end: ${end.open} open, ${end.closedByServer} closed by nginx, ss ESTABLISHED ${established}; probe ${probe.ok}/${probe.sampled} ok`);
+    log(
+      `end: ${end.open} open, ${end.closedByServer} closed by nginx, ss ESTABLISHED ${established}; probe ${probe.ok}/${probe.sampled} ok`,
+    );
     return {
       workerConnections: o.workerConnections,
       workerRlimitNofile: o.workerConnections * 2 + 1024,
@@ -155,7 +177,6 @@ export async function connectionsScenario(o: ConnectionsOptions): Promise<Connec
     await site.stop();
   }
 }
-
 
 // ===================================================================== 2
 
@@ -191,7 +212,6 @@ export interface PhaseFigures {
   runs: WrkResult[];
 }
 
-
 export interface AttackEvent extends ChildEvent {
   elapsedMs: number;
   stats: Record<"header" | "body" | "reader", KindStats>;
@@ -219,7 +239,15 @@ export interface TargetFigures {
 }
 
 export interface SlowFigures {
-  clients: { headerSenders: number; bodySenders: number; slowReaders: number; byteIntervalMs: number; readIntervalMs: number; readBytes: number; responseBytes: number };
+  clients: {
+    headerSenders: number;
+    bodySenders: number;
+    slowReaders: number;
+    byteIntervalMs: number;
+    readIntervalMs: number;
+    readBytes: number;
+    responseBytes: number;
+  };
   sampleSeconds: number;
   proxy: TargetFigures;
   direct: TargetFigures;
@@ -239,7 +267,16 @@ function summarize(runs: WrkResult[]): PhaseFigures {
   const p50s = runs.map((r) => r.latencyMs?.p50 ?? NaN);
   const p99s = runs.map((r) => r.latencyMs?.p99 ?? NaN);
   const rps = runs.map((r) => r.rps);
-  return { p50s, p99s, rps, medianP50: median(p50s), medianP99: median(p99s), medianRps: median(rps), failures: runs.reduce((a, r) => a + wrkFailures(r), 0), runs };
+  return {
+    p50s,
+    p99s,
+    rps,
+    medianP50: median(p50s),
+    medianP99: median(p99s),
+    medianRps: median(rps),
+    failures: runs.reduce((a, r) => a + wrkFailures(r), 0),
+    runs,
+  };
 }
 
 /**
@@ -289,21 +326,25 @@ export async function slowClientsScenario(o: SlowOptions = {}): Promise<SlowFigu
       const appRssIdleKb = rssKb(appPid);
       const phaseMs = rampMs + maxSettleMs + n * (sampleSeconds + 3) * 1000 + 10_000;
       await site.resetStats();
-      const attacker = startJsonChild("slow-clients.ts", {
-        port: target === "proxy" ? site.httpsPort : appPort,
-        tls: target === "proxy" ? { servername: site.domain, caFile: site.caCert } : null,
-        hostHeader: target === "proxy" ? site.domain : `127.0.0.1:${appPort}`,
-        ...clients,
-        headerPath: "/api/hello",
-        bodyPath: "/auth/token",
-        bodyBytes: 100_000,
-        readerPath: `/api/bytes?n=${clients.responseBytes}`,
-        rampMs,
-        durationMs: phaseMs,
-        // Niced: the attack client stands in for remote machines; on these
-        // two shared cores it should not take the CPU the server needs (the
-        // CPU nginx and the app spend on the attack is still measured).
-      }, { nice: 19 });
+      const attacker = startJsonChild(
+        "slow-clients.ts",
+        {
+          port: target === "proxy" ? site.httpsPort : appPort,
+          tls: target === "proxy" ? { servername: site.domain, caFile: site.caCert } : null,
+          hostHeader: target === "proxy" ? site.domain : `127.0.0.1:${appPort}`,
+          ...clients,
+          headerPath: "/api/hello",
+          bodyPath: "/auth/token",
+          bodyBytes: 100_000,
+          readerPath: `/api/bytes?n=${clients.responseBytes}`,
+          rampMs,
+          durationMs: phaseMs,
+          // Niced: the attack client stands in for remote machines; on these
+          // two shared cores it should not take the CPU the server needs (the
+          // CPU nginx and the app spend on the attack is still measured).
+        },
+        { nice: 19 },
+      );
       try {
         await attacker.next("ramped", rampMs + 15_000);
         const t0 = Date.now();
@@ -330,9 +371,13 @@ export async function slowClientsScenario(o: SlowOptions = {}): Promise<SlowFigu
         const nginxRssKb = nginxMemory(site.nginxPid()).totalKb;
         attacker.send({ cmd: "exit" });
         const done = await attacker.next<AttackEvent>("done", 10_000);
-        log(`${target}: app ESTABLISHED ${appConnectionsIdle} idle -> ${appConnections} under attack; app RSS ${(appRssIdleKb / 1024).toFixed(0)} -> ${(appRssKb / 1024).toFixed(0)} MiB`);
+        log(
+          `${target}: app ESTABLISHED ${appConnectionsIdle} idle -> ${appConnections} under attack; app RSS ${(appRssIdleKb / 1024).toFixed(0)} -> ${(appRssKb / 1024).toFixed(0)} MiB`,
+        );
         log(`${target}: attackers ${JSON.stringify(done.stats)}`);
-        log(`${target}: CPU while measured under attack: attacker ${cores.attacker.toFixed(2)}, nginx ${cores.nginx.toFixed(2)}, app ${cores.app.toFixed(2)} cores`);
+        log(
+          `${target}: CPU while measured under attack: attacker ${cores.attacker.toFixed(2)}, nginx ${cores.nginx.toFixed(2)}, app ${cores.app.toFixed(2)} cores`,
+        );
         await attacker.stop();
         // Let the app and nginx drop the attackers' connections, then idle again.
         await sleep(1000);
@@ -526,8 +571,6 @@ export interface RolloutFigures {
   errorLog: { noLiveUpstreams: number; disabled: number; refused: number };
 }
 
-
-
 /**
  * Two app processes managed by a fake systemctl (real uvicorn via run-app.sh)
  * behind nginx; under wrk load (GET /api/version through nginx) the rollout
@@ -560,7 +603,9 @@ export async function rolloutScenario(o: RolloutOptions = {}): Promise<RolloutFi
     let result: WrkResult | null = null;
     try {
       await sleep(2000);
-      log(`rolling ${ports.join(" ")} to 2.0.0 under load (${path.relative(process.cwd(), rolloutScript)}, SETTLE_SECONDS=${settleSeconds})`);
+      log(
+        `rolling ${ports.join(" ")} to 2.0.0 under load (${path.relative(process.cwd(), rolloutScript)}, SETTLE_SECONDS=${settleSeconds})`,
+      );
       const rollout = await run(rolloutScript, ports.map(String), { env: env("2.0.0", settleSeconds), timeoutMs: 180_000 });
       log(`rollout exit ${rollout.code} after ${rollout.ms} ms`);
       const after: Record<string, number> = {};

@@ -20,9 +20,15 @@ describe("slow clients: nginx buffers them, the app is not tied up", () => {
     const f = await slowClientsScenario({ samples: 5, directSamples: 3, sampleSeconds: 3, log });
     const p = f.proxy;
     const d = f.direct;
-    log(`proxy  p99 idle ${p.idle.p99s.map((x) => x.toFixed(1)).join("/")} (median ${p.idle.medianP99.toFixed(1)} ms) -> attack ${p.attack.p99s.map((x) => x.toFixed(1)).join("/")} (median ${p.attack.medianP99.toFixed(1)} ms): x${p.p99Ratio.toFixed(2)}`);
-    log(`direct p99 idle ${d.idle.p99s.map((x) => x.toFixed(1)).join("/")} (median ${d.idle.medianP99.toFixed(1)} ms) -> attack ${d.attack.p99s.map((x) => x.toFixed(1)).join("/")} (median ${d.attack.medianP99.toFixed(1)} ms): x${d.p99Ratio.toFixed(2)}`);
-    log(`app connections under attack: via proxy ${p.during.appConnections}, direct ${d.during.appConnections}; app RSS via proxy ${(p.during.appRssKb / 1024).toFixed(0)} MiB, direct ${(d.during.appRssKb / 1024).toFixed(0)} MiB`);
+    log(
+      `proxy  p99 idle ${p.idle.p99s.map((x) => x.toFixed(1)).join("/")} (median ${p.idle.medianP99.toFixed(1)} ms) -> attack ${p.attack.p99s.map((x) => x.toFixed(1)).join("/")} (median ${p.attack.medianP99.toFixed(1)} ms): x${p.p99Ratio.toFixed(2)}`,
+    );
+    log(
+      `direct p99 idle ${d.idle.p99s.map((x) => x.toFixed(1)).join("/")} (median ${d.idle.medianP99.toFixed(1)} ms) -> attack ${d.attack.p99s.map((x) => x.toFixed(1)).join("/")} (median ${d.attack.medianP99.toFixed(1)} ms): x${d.p99Ratio.toFixed(2)}`,
+    );
+    log(
+      `app connections under attack: via proxy ${p.during.appConnections}, direct ${d.during.appConnections}; app RSS via proxy ${(p.during.appRssKb / 1024).toFixed(0)} MiB, direct ${(d.during.appRssKb / 1024).toFixed(0)} MiB`,
+    );
 
     // The attack really happened through nginx: every attacker connected,
     // and nginx cut the slow headers at client_header_timeout (10s).
@@ -37,7 +43,9 @@ describe("slow clients: nginx buffers them, the app is not tied up", () => {
     expect(p.idle.failures).toBe(0);
     expect(p.attack.failures).toBe(0);
     // ...and p99 within 2x of the idle figure (medians of the runs).
-    expect(p.attack.medianP99, `p99 idle ${p.idle.p99s.join(", ")} vs attack ${p.attack.p99s.join(", ")}`).toBeLessThanOrEqual(2 * p.idle.medianP99);
+    expect(p.attack.medianP99, `p99 idle ${p.idle.p99s.join(", ")} vs attack ${p.attack.p99s.join(", ")}`).toBeLessThanOrEqual(
+      2 * p.idle.medianP99,
+    );
     // The app never held the attackers' connections: only nginx's upstream
     // keepalive pool (32 per worker) and the requests in flight.
     expect(p.during.appConnections).toBeLessThan(200);

@@ -14,10 +14,32 @@ const DANGEROUS = [";", "{", "}", "'", '"', "$", "`", "\\", "\n", "\r", " ", "\t
 
 // Keys whose values reach nginx files or shell commands.
 const STRING_KEYS = [
-  "domain", "email", "staticPath", "clientMaxBodySize", "proxyReadTimeout", "proxyConnectTimeout", "websocketReadTimeout",
-  "clientHeaderTimeout", "upstreamFailTimeout", "appModule", "appStaticDir", "appVersion", "appHealthPath", "appPython",
-  "appSource", "acmeDirectoryUrl", "acmeCaBundle", "hostAddress", "hostUser", "instanceType", "amiId", "route53ZoneId",
-  "nginxVersion", "sshPublicKey", "hostKey", "alertEmail",
+  "domain",
+  "email",
+  "staticPath",
+  "clientMaxBodySize",
+  "proxyReadTimeout",
+  "proxyConnectTimeout",
+  "websocketReadTimeout",
+  "clientHeaderTimeout",
+  "upstreamFailTimeout",
+  "appModule",
+  "appStaticDir",
+  "appVersion",
+  "appHealthPath",
+  "appPython",
+  "appSource",
+  "acmeDirectoryUrl",
+  "acmeCaBundle",
+  "hostAddress",
+  "hostUser",
+  "instanceType",
+  "amiId",
+  "route53ZoneId",
+  "nginxVersion",
+  "sshPublicKey",
+  "hostKey",
+  "alertEmail",
 ] as const;
 const LIST_KEYS = ["sshAllowedCidrs", "websocketPaths", "rateLimits", "scannerPaths", "appPackages"] as const;
 
@@ -56,7 +78,9 @@ describe("config validation", () => {
   });
 
   it("names the key, the accepted form and the bad value", () => {
-    expect(errorOf({ ...base, clientMaxBodySize: "10M;" })).toMatch(/fastapi-edge:clientMaxBodySize must be an nginx size such as 512k, 10m or 4096.*\(got "10M;"\)/);
+    expect(errorOf({ ...base, clientMaxBodySize: "10M;" })).toMatch(
+      /fastapi-edge:clientMaxBodySize must be an nginx size such as 512k, 10m or 4096.*\(got "10M;"\)/,
+    );
     expect(errorOf({ ...base, rateLimits: ["/auth/token 5r/m"] })).toMatch(/fastapi-edge:rateLimits.*PATH:RATE:BURST/);
     expect(errorOf({ email: "a@b.co" })).toMatch(/fastapi-edge:domain is required/);
     expect(errorOf({ ...base, frontend: "caddy" })).toMatch(/fastapi-edge:frontend must be nginx or alb/);
@@ -70,7 +94,16 @@ describe("config validation", () => {
 
   it("validates CIDR blocks with zod's validators: malformed IPv6 shapes are refused, real blocks pass", () => {
     // :::::/64, ffff/64 and 2001:db8:::1/64 passed the old hand-written IPv6 expression.
-    for (const bad of [":::::/64", "ffff/64", "2001:db8:::1/64", "2001:db8::/129", "203.0.113.4/33", "203.0.113.256/32", "1.2.3/24", "2001:db8::"]) {
+    for (const bad of [
+      ":::::/64",
+      "ffff/64",
+      "2001:db8:::1/64",
+      "2001:db8::/129",
+      "203.0.113.4/33",
+      "203.0.113.256/32",
+      "1.2.3/24",
+      "2001:db8::",
+    ]) {
       expect(errorOf({ ...base, sshAllowedCidrs: [bad] }), bad).toMatch(
         /fastapi-edge:sshAllowedCidrs must be a CIDR block such as 203\.0\.113\.4\/32 or 2001:db8::\/48/,
       );
@@ -96,7 +129,13 @@ describe("config validation", () => {
   });
 
   it("reads Pulumi's string forms: JSON arrays, comma lists, numbers and booleans", () => {
-    const c = parseConfig({ ...base, sshAllowedCidrs: '["198.51.100.0/24","2001:db8::/48"]', scannerPaths: "/a,/b", appProcesses: "3", accessLog: "false" });
+    const c = parseConfig({
+      ...base,
+      sshAllowedCidrs: '["198.51.100.0/24","2001:db8::/48"]',
+      scannerPaths: "/a,/b",
+      appProcesses: "3",
+      accessLog: "false",
+    });
     expect(c.sshAllowedCidrs).toEqual(["198.51.100.0/24", "2001:db8::/48"]);
     expect(c.scannerPaths).toEqual(["/a", "/b"]);
     expect(c.appProcesses).toBe(3);
@@ -121,22 +160,38 @@ describe("config validation", () => {
 
   it("refuses dangerous characters inside list items (property)", () => {
     fc.assert(
-      fc.property(fc.constantFrom(...LIST_KEYS), fc.constantFrom("/ok", "/auth/token:5r/m:10", "10.0.0.0/8", "nginx"), fc.constantFrom(...DANGEROUS), (key, good, bad) => {
-        expect(errorOf({ ...base, [key]: [good, `${good}${bad}x`] })).not.toBe("");
-      }),
+      fc.property(
+        fc.constantFrom(...LIST_KEYS),
+        fc.constantFrom("/ok", "/auth/token:5r/m:10", "10.0.0.0/8", "nginx"),
+        fc.constantFrom(...DANGEROUS),
+        (key, good, bad) => {
+          expect(errorOf({ ...base, [key]: [good, `${good}${bad}x`] })).not.toBe("");
+        },
+      ),
       { numRuns: 1000 },
     );
   });
 
   it("classic injection payloads never validate", () => {
     const payloads = [
-      "api.example.com; return 200", "x}server{listen 1", "$(reboot)", "`id`", "api.example.com\ninclude /etc/passwd;",
-      "10m; add_header X 1", "/static/ ; alias /", "5r/m zone=x", "main:app --reload", "/usr/bin/python3 -c 'x'",
-      "../../etc", "/a/../b", "//evil",
+      "api.example.com; return 200",
+      "x}server{listen 1",
+      "$(reboot)",
+      "`id`",
+      "api.example.com\ninclude /etc/passwd;",
+      "10m; add_header X 1",
+      "/static/ ; alias /",
+      "5r/m zone=x",
+      "main:app --reload",
+      "/usr/bin/python3 -c 'x'",
+      "../../etc",
+      "/a/../b",
+      "//evil",
     ];
     for (const p of payloads) {
       // appSource and acmeCaBundle are local paths on the deployer's machine: ../ is legitimate there.
-      const keys = p.includes("..") || p.startsWith("//") ? STRING_KEYS.filter((k) => k !== "appSource" && k !== "acmeCaBundle") : STRING_KEYS;
+      const keys =
+        p.includes("..") || p.startsWith("//") ? STRING_KEYS.filter((k) => k !== "appSource" && k !== "acmeCaBundle") : STRING_KEYS;
       for (const key of keys) expect(errorOf({ ...base, [key]: p }), `${key}=${JSON.stringify(p)}`).not.toBe("");
     }
   });
@@ -149,11 +204,28 @@ describe("config validation", () => {
       proxyReadTimeout: fc.stringMatching(/^[1-9][0-9]{0,3}(ms|s|m)$/),
       appProcesses: fc.integer({ min: 1, max: 16 }),
       upstreamKeepalive: fc.integer({ min: 0, max: 64 }),
-      websocketPaths: fc.uniqueArray(path.map((p) => `/ws${p}`), { maxLength: 3 }),
-      rateLimits: fc.uniqueArray(path.map((p) => `/rl${p}`), { maxLength: 3 }).chain((ps) =>
-        fc.tuple(...ps.map((p) => fc.tuple(fc.integer({ min: 1, max: 100 }), fc.constantFrom("s", "m"), fc.integer({ min: 0, max: 50 })).map(([n, u, b]) => `${p}:${n}r/${u}:${b}`))),
+      websocketPaths: fc.uniqueArray(
+        path.map((p) => `/ws${p}`),
+        { maxLength: 3 },
       ),
-      scannerPaths: fc.uniqueArray(path.map((p) => `/scan${p}`), { maxLength: 3 }),
+      rateLimits: fc
+        .uniqueArray(
+          path.map((p) => `/rl${p}`),
+          { maxLength: 3 },
+        )
+        .chain((ps) =>
+          fc.tuple(
+            ...ps.map((p) =>
+              fc
+                .tuple(fc.integer({ min: 1, max: 100 }), fc.constantFrom("s", "m"), fc.integer({ min: 0, max: 50 }))
+                .map(([n, u, b]) => `${p}:${n}r/${u}:${b}`),
+            ),
+          ),
+        ),
+      scannerPaths: fc.uniqueArray(
+        path.map((p) => `/scan${p}`),
+        { maxLength: 3 },
+      ),
       maintenanceMode: fc.boolean(),
       limitConnPerIp: fc.integer({ min: 0, max: 100 }),
     });

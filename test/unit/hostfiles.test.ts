@@ -6,7 +6,18 @@ import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { parseConfig } from "../../lib/config";
-import { acmeBootstrapStage, appDeployFiles, certificateFiles, expiryTimerFiles, HOST_SCRIPTS, HostFile, hostInstallFiles, readAcmeCaBundle, siteFiles, waitForBootShell } from "../../lib/hostfiles";
+import {
+  acmeBootstrapStage,
+  appDeployFiles,
+  certificateFiles,
+  expiryTimerFiles,
+  HOST_SCRIPTS,
+  HostFile,
+  hostInstallFiles,
+  readAcmeCaBundle,
+  siteFiles,
+  waitForBootShell,
+} from "../../lib/hostfiles";
 import { FAKE_PRIVATE_KEY, runProgram } from "../helpers/mocks";
 import { makeCa } from "../helpers/nginx-fixture";
 
@@ -61,7 +72,9 @@ describe("each step pushes exactly its manifest", () => {
   it("refuses an ACME CA bundle that holds no certificate", () => {
     const bad = path.join(scratch, "bad.pem");
     writeFileSync(bad, "not a certificate\n");
-    expect(() => readAcmeCaBundle(parseConfig({ ...raw, acmeCaBundle: bad }), REPO)).toThrow(/acmeCaBundle must be a PEM file of certificates/);
+    expect(() => readAcmeCaBundle(parseConfig({ ...raw, acmeCaBundle: bad }), REPO)).toThrow(
+      /acmeCaBundle must be a PEM file of certificates/,
+    );
     expect(readAcmeCaBundle(parseConfig({ ...raw, acme: "letsencrypt", acmeDirectoryUrl: "", acmeCaBundle: "" }), REPO)).toBeUndefined();
   });
 });
@@ -73,8 +86,11 @@ describe("shipped scripts", () => {
       "wait-for-boot.sh": "bootstrap-wait-ssh, as its stdin (it runs before anything is installed)",
     };
     const scripts = readdirSync(path.join(REPO, "files", "scripts")).filter((f) => f.endsWith(".sh"));
-    for (const s of scripts) expect((HOST_SCRIPTS as readonly string[]).includes(s) || s in elsewhere, `${s} is shipped but no step puts it on a host`).toBe(true);
-    expect(certificateFiles(undefined).map((f) => f.content)).toContain(readFileSync(path.join(REPO, "files", "scripts", "certbot-deploy-hook.sh"), "utf8"));
+    for (const s of scripts)
+      expect((HOST_SCRIPTS as readonly string[]).includes(s) || s in elsewhere, `${s} is shipped but no step puts it on a host`).toBe(true);
+    expect(certificateFiles(undefined).map((f) => f.content)).toContain(
+      readFileSync(path.join(REPO, "files", "scripts", "certbot-deploy-hook.sh"), "utf8"),
+    );
     expect(waitForBootShell()).toBe(readFileSync(path.join(REPO, "files", "scripts", "wait-for-boot.sh"), "utf8"));
   });
 });

@@ -127,27 +127,35 @@ describe("policy pack served over the analyzer gRPC API (as `pulumi preview --po
   });
 
   it("blocks a security group that opens SSH to the world, passes a compliant one", async () => {
-    const bad = await analyze(analyzeRequest(T.securityGroup, "edge-sg", {
-      ingress: [{ protocol: "tcp", fromPort: 22, toPort: 22, cidrBlocks: ["0.0.0.0/0"] }],
-    }));
-    expect(diags(bad)).toEqual([
-      expect.objectContaining({ policy: "no-ssh-from-internet", level: analyzerPb.EnforcementLevel.MANDATORY }),
-    ]);
-    const good = await analyze(analyzeRequest(T.securityGroup, "edge-sg", {
-      ingress: [{ protocol: "tcp", fromPort: 22, toPort: 22, cidrBlocks: ["203.0.113.7/32"] }],
-    }));
+    const bad = await analyze(
+      analyzeRequest(T.securityGroup, "edge-sg", {
+        ingress: [{ protocol: "tcp", fromPort: 22, toPort: 22, cidrBlocks: ["0.0.0.0/0"] }],
+      }),
+    );
+    expect(diags(bad)).toEqual([expect.objectContaining({ policy: "no-ssh-from-internet", level: analyzerPb.EnforcementLevel.MANDATORY })]);
+    const good = await analyze(
+      analyzeRequest(T.securityGroup, "edge-sg", {
+        ingress: [{ protocol: "tcp", fromPort: 22, toPort: 22, cidrBlocks: ["203.0.113.7/32"] }],
+      }),
+    );
     expect(diags(good)).toEqual([]);
   });
 
   it("blocks an instance without IMDSv2 and root encryption", async () => {
     const resp = await analyze(analyzeRequest(T.instance, "edge", { instanceType: "t3.small" }));
-    expect(diags(resp).map((d) => d.policy).sort()).toEqual(["ebs-encrypted", "instance-requires-imdsv2"]);
+    expect(
+      diags(resp)
+        .map((d) => d.policy)
+        .sort(),
+    ).toEqual(["ebs-encrypted", "instance-requires-imdsv2"]);
   });
 
   it("downgrades to advisory when a checked value is unknown during preview", async () => {
-    const resp = await analyze(analyzeRequest(T.securityGroup, "edge-sg", {
-      ingress: [{ protocol: "tcp", fromPort: 22, toPort: 22, cidrBlocks: UNKNOWN_STRING }],
-    }));
+    const resp = await analyze(
+      analyzeRequest(T.securityGroup, "edge-sg", {
+        ingress: [{ protocol: "tcp", fromPort: 22, toPort: 22, cidrBlocks: UNKNOWN_STRING }],
+      }),
+    );
     expect(diags(resp)).toEqual([
       expect.objectContaining({
         policy: "no-ssh-from-internet",
@@ -160,14 +168,29 @@ describe("policy pack served over the analyzer gRPC API (as `pulumi preview --po
   it("sees through engine secret envelopes: a secret private key inside a non-secret property is still a leak", async () => {
     const ok = new analyzerPb.AnalyzeStackRequest();
     ok.setResourcesList([
-      analyzerResource("tls:index/privateKey:PrivateKey", "deploy-key", { privateKeyOpenssh: secret(OPENSSH_PEM), publicKeyOpenssh: SSH_PUBLIC }, ["privateKeyOpenssh", "privateKeyPem", "privateKeyPemPkcs8"]),
-      analyzerResource("command:remote:Command", "push", { connection: secret({ host: "203.0.113.10", privateKey: OPENSSH_PEM }), create: "sudo nginx -t" }, ["connection"]),
+      analyzerResource(
+        "tls:index/privateKey:PrivateKey",
+        "deploy-key",
+        { privateKeyOpenssh: secret(OPENSSH_PEM), publicKeyOpenssh: SSH_PUBLIC },
+        ["privateKeyOpenssh", "privateKeyPem", "privateKeyPemPkcs8"],
+      ),
+      analyzerResource(
+        "command:remote:Command",
+        "push",
+        { connection: secret({ host: "203.0.113.10", privateKey: OPENSSH_PEM }), create: "sudo nginx -t" },
+        ["connection"],
+      ),
     ]);
     expect(diags(await analyzeStack(ok))).toEqual([]);
 
     const leak = new analyzerPb.AnalyzeStackRequest();
     leak.setResourcesList([
-      analyzerResource("command:remote:Command", "write-key", { connection: secret({ host: "h" }), create: secret(`echo '${OPENSSH_PEM}' > k`) }, ["connection"]),
+      analyzerResource(
+        "command:remote:Command",
+        "write-key",
+        { connection: secret({ host: "h" }), create: secret(`echo '${OPENSSH_PEM}' > k`) },
+        ["connection"],
+      ),
     ]);
     expect(diags(await analyzeStack(leak))).toEqual([
       expect.objectContaining({

@@ -47,11 +47,7 @@ function options(additionalSecretOutputs: string[] = []): PolicyResourceOptions 
   };
 }
 
-function resourceArgs(
-  type: string,
-  props: Record<string, unknown>,
-  additionalSecretOutputs: string[] = [],
-): ResourceValidationArgs {
+function resourceArgs(type: string, props: Record<string, unknown>, additionalSecretOutputs: string[] = []): ResourceValidationArgs {
   return {
     type,
     props,
@@ -76,23 +72,19 @@ async function violations(
   props: Record<string, unknown>,
   additionalSecretOutputs: string[] = [],
 ): Promise<string[]> {
-  const fns = policy.validateResource === undefined
-    ? []
-    : Array.isArray(policy.validateResource)
-      ? policy.validateResource
-      : [policy.validateResource];
+  const fns =
+    policy.validateResource === undefined
+      ? []
+      : Array.isArray(policy.validateResource)
+        ? policy.validateResource
+        : [policy.validateResource];
   const out: string[] = [];
   const args = resourceArgs(type, props, additionalSecretOutputs);
   for (const fn of fns) await fn(args, (message) => out.push(message));
   return out;
 }
 
-function stackResource(
-  name: string,
-  type: string,
-  props: Record<string, unknown>,
-  additionalSecretOutputs: string[] = [],
-): PolicyResource {
+function stackResource(name: string, type: string, props: Record<string, unknown>, additionalSecretOutputs: string[] = []): PolicyResource {
   return {
     type,
     props,
@@ -213,9 +205,7 @@ describe("(a) no-ssh-from-internet", () => {
     const open = { type: "ingress", protocol: "tcp", fromPort: 22, toPort: 22, cidrBlocks: ["0.0.0.0/0"] };
     expect(await violations(noSshFromInternet, T.securityGroupRule, open)).toHaveLength(1);
     expect(await violations(noSshFromInternet, T.securityGroupRule, { ...open, type: "egress" })).toEqual([]);
-    expect(
-      await violations(noSshFromInternet, T.securityGroupRule, { ...open, cidrBlocks: ["198.51.100.0/24"] }),
-    ).toEqual([]);
+    expect(await violations(noSshFromInternet, T.securityGroupRule, { ...open, cidrBlocks: ["198.51.100.0/24"] })).toEqual([]);
   });
 
   it("checks aws.vpc.SecurityGroupIngressRule (cidrIpv4/cidrIpv6, ipProtocol -1 = all)", async () => {
@@ -331,7 +321,9 @@ describe("(d) lb-listener-tls12-and-https-redirect", () => {
   });
 
   it("accepts HTTP listeners that only redirect to HTTPS", async () => {
-    expect(await violations(listenerTls12AndRedirect, T.lbListener, { protocol: "HTTP", port: 80, defaultActions: [redirect] })).toEqual([]);
+    expect(await violations(listenerTls12AndRedirect, T.lbListener, { protocol: "HTTP", port: 80, defaultActions: [redirect] })).toEqual(
+      [],
+    );
     expect(await violations(listenerTls12AndRedirect, T.lbListener, { port: 80, defaultActions: [redirect] })).toEqual([]);
   });
 
@@ -369,15 +361,38 @@ describe("(e) credential detection rules", () => {
     expect(rules.containsPrivateKeyMaterial(`#!/bin/bash\ncat > /root/k <<EOF\n${RSA_PEM}EOF\n`)).toBe(true);
     expect(rules.containsPrivateKeyMaterial(Buffer.from(`#!/bin/bash\necho '${OPENSSH_PEM}'`).toString("base64"))).toBe(true);
     expect(rules.containsPrivateKeyMaterial(SSH_PUBLIC)).toBe(false);
-    expect(rules.containsPrivateKeyMaterial(Buffer.from("#!/bin/bash\napt-get install -y nginx\n".repeat(4)).toString("base64"))).toBe(false);
+    expect(rules.containsPrivateKeyMaterial(Buffer.from("#!/bin/bash\napt-get install -y nginx\n".repeat(4)).toString("base64"))).toBe(
+      false,
+    );
     expect(rules.containsPrivateKeyMaterial(["-----BEGIN", "PUBLIC KEY-----"].join(" "))).toBe(false);
   });
 
   it("tells credentials from references to them", () => {
-    for (const k of ["privateKey", "private_key", "password", "masterPassword", "passwd", "passphrase", "secret", "clientSecret", "secretString", "secretKey"]) {
+    for (const k of [
+      "privateKey",
+      "private_key",
+      "password",
+      "masterPassword",
+      "passwd",
+      "passphrase",
+      "secret",
+      "clientSecret",
+      "secretString",
+      "secretKey",
+    ]) {
       expect(rules.isCredentialName(k), k).toBe(true);
     }
-    for (const k of ["secretArn", "secretId", "passwordLength", "secretName", "privateKeyPemWo", "kmsKeyId", "httpTokens", "publicKeyOpenssh", "privateKeyFile"]) {
+    for (const k of [
+      "secretArn",
+      "secretId",
+      "passwordLength",
+      "secretName",
+      "privateKeyPemWo",
+      "kmsKeyId",
+      "httpTokens",
+      "publicKeyOpenssh",
+      "privateKeyFile",
+    ]) {
       expect(rules.isCredentialName(k), k).toBe(false);
     }
   });
@@ -390,7 +405,10 @@ describe("(e) no-plaintext-credential-inputs (resource policy)", () => {
       await violations(
         noPlaintextCredentialInputs,
         "command:remote:Command",
-        { connection: { host: "203.0.113.10", user: "admin", privateKey: OPENSSH_PEM }, create: "sudo nginx -t && sudo systemctl reload nginx" },
+        {
+          connection: { host: "203.0.113.10", user: "admin", privateKey: OPENSSH_PEM },
+          create: "sudo nginx -t && sudo systemctl reload nginx",
+        },
         ["connection"],
       ),
     ).toEqual([]);
@@ -402,7 +420,12 @@ describe("(e) no-plaintext-credential-inputs (resource policy)", () => {
         ["privateKeyOpenssh", "privateKeyPem", "privateKeyPemPkcs8"],
       ),
     ).toEqual([]);
-    expect(await violations(noPlaintextCredentialInputs, "aws:rds/instance:Instance", { password: "hunter2hunter2" }, ["password", "passwordWo"])).toEqual([]);
+    expect(
+      await violations(noPlaintextCredentialInputs, "aws:rds/instance:Instance", { password: "hunter2hunter2" }, [
+        "password",
+        "passwordWo",
+      ]),
+    ).toEqual([]);
   });
 
   it("flags a private key copied into a plain property (command script, userData, base64 userData, tags)", async () => {
@@ -420,24 +443,37 @@ describe("(e) no-plaintext-credential-inputs (resource policy)", () => {
   });
 
   it("flags credential-named plain strings, passes references and public keys", async () => {
-    const v = await violations(noPlaintextCredentialInputs, "command:remote:Command", {
-      connection: { host: "h", user: "admin" },
-      create: "./deploy.sh",
-      environment: { DB_PASSWORD: "hunter2hunter2", APP_ENV: "staging" },
-    }, ["connection"]);
+    const v = await violations(
+      noPlaintextCredentialInputs,
+      "command:remote:Command",
+      {
+        connection: { host: "h", user: "admin" },
+        create: "./deploy.sh",
+        environment: { DB_PASSWORD: "hunter2hunter2", APP_ENV: "staging" },
+      },
+      ["connection"],
+    );
     expect(v).toEqual([expect.stringMatching(/"environment\.DB_PASSWORD".*additionalSecretOutputs/)]);
     // the same resource with `environment` declared secret passes
     expect(
-      await violations(noPlaintextCredentialInputs, "command:remote:Command", { environment: { DB_PASSWORD: "x" } }, ["connection", "environment"]),
+      await violations(noPlaintextCredentialInputs, "command:remote:Command", { environment: { DB_PASSWORD: "x" } }, [
+        "connection",
+        "environment",
+      ]),
     ).toEqual([]);
+    expect(await violations(noPlaintextCredentialInputs, "aws:ec2/keyPair:KeyPair", { keyName: "edge", publicKey: SSH_PUBLIC })).toEqual(
+      [],
+    );
     expect(
-      await violations(noPlaintextCredentialInputs, "aws:ec2/keyPair:KeyPair", { keyName: "edge", publicKey: SSH_PUBLIC }),
-    ).toEqual([]);
-    expect(
-      await violations(noPlaintextCredentialInputs, "aws:secretsmanager/secretVersion:SecretVersion", {
-        secretId: "arn:aws:secretsmanager:eu-west-1:123456789012:secret:edge",
-        secretString: "s3cr3t",
-      }, ["secretBinary", "secretString", "secretStringWo"]),
+      await violations(
+        noPlaintextCredentialInputs,
+        "aws:secretsmanager/secretVersion:SecretVersion",
+        {
+          secretId: "arn:aws:secretsmanager:eu-west-1:123456789012:secret:edge",
+          secretString: "s3cr3t",
+        },
+        ["secretBinary", "secretString", "secretStringWo"],
+      ),
     ).toEqual([]);
     expect(
       await violations(noPlaintextCredentialInputs, T.instance, {
@@ -463,9 +499,18 @@ describe("(e) no-plaintext-credential-inputs (resource policy)", () => {
 describe("(e) no-plaintext-credentials-in-state (stack policy)", () => {
   it("passes a stack where the generated key only flows into secret properties", async () => {
     const v = await stackViolations(noPlaintextCredentialsInState, [
-      stackResource("deploy-key", "tls:index/privateKey:PrivateKey", { privateKeyOpenssh: OPENSSH_PEM, publicKeyOpenssh: SSH_PUBLIC }, ["privateKeyOpenssh", "privateKeyPem", "privateKeyPemPkcs8"]),
+      stackResource("deploy-key", "tls:index/privateKey:PrivateKey", { privateKeyOpenssh: OPENSSH_PEM, publicKeyOpenssh: SSH_PUBLIC }, [
+        "privateKeyOpenssh",
+        "privateKeyPem",
+        "privateKeyPemPkcs8",
+      ]),
       stackResource("edge-key", "aws:ec2/keyPair:KeyPair", { publicKey: SSH_PUBLIC, keyName: "edge" }),
-      stackResource("push-nginx", "command:remote:Command", { connection: { host: "203.0.113.10", privateKey: OPENSSH_PEM }, create: "sudo nginx -t", stdout: "ok" }, ["connection"]),
+      stackResource(
+        "push-nginx",
+        "command:remote:Command",
+        { connection: { host: "203.0.113.10", privateKey: OPENSSH_PEM }, create: "sudo nginx -t", stdout: "ok" },
+        ["connection"],
+      ),
       // stack exports cannot be judged (secret markers are stripped): skipped
       stackResource("fastapi-edge-staging", T.stack, { sshPrivateKey: OPENSSH_PEM, url: "https://staging.example.com" }),
     ]);
@@ -473,10 +518,15 @@ describe("(e) no-plaintext-credentials-in-state (stack policy)", () => {
   });
 
   it("reports every leak with the offending resource's URN", async () => {
-    const leakyCommand = stackResource("write-key", "command:remote:Command", {
-      connection: { host: "203.0.113.10", privateKey: OPENSSH_PEM },
-      create: `printf '%s' '${OPENSSH_PEM}' > ~/.ssh/id_ed25519`,
-    }, ["connection"]);
+    const leakyCommand = stackResource(
+      "write-key",
+      "command:remote:Command",
+      {
+        connection: { host: "203.0.113.10", privateKey: OPENSSH_PEM },
+        create: `printf '%s' '${OPENSSH_PEM}' > ~/.ssh/id_ed25519`,
+      },
+      ["connection"],
+    );
     const leakyInstance = stackResource("edge", T.instance, { userData: `#!/bin/bash\necho '${RSA_PEM}' > /root/key` });
     const unmarkedKey = stackResource("bad-key", "tls:index/privateKey:PrivateKey", { privateKeyPem: RSA_PEM });
     const v = await stackViolations(noPlaintextCredentialsInState, [leakyCommand, leakyInstance, unmarkedKey]);
@@ -489,4 +539,3 @@ describe("(e) no-plaintext-credentials-in-state (stack policy)", () => {
 // ---------------------------------------------------------------------------
 // end to end: the pack as the Pulumi CLI runs it
 // ---------------------------------------------------------------------------
-

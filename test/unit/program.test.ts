@@ -6,7 +6,16 @@ import { FAKE_PRIVATE_KEY, isSecretValue, runProgram, unwrap } from "../helpers/
 const nginxEc2 = { domain: "api.example.com", email: "ops@example.com", sshAllowedCidrs: '["198.51.100.7/32"]' };
 const albEc2 = { domain: "api.example.com", frontend: "alb", route53ZoneId: "Z0123456789ABC", wafRateLimit: "2000" };
 
-type Rule = { inputs: { fromPort?: number; toPort?: number; cidrIpv4?: string; cidrIpv6?: string; referencedSecurityGroupId?: string; securityGroupId?: string } };
+type Rule = {
+  inputs: {
+    fromPort?: number;
+    toPort?: number;
+    cidrIpv4?: string;
+    cidrIpv6?: string;
+    referencedSecurityGroupId?: string;
+    securityGroupId?: string;
+  };
+};
 const ingress = (r: { ofType(t: string): Rule[] }) => r.ofType("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule");
 
 describe("nginx front end on EC2", () => {
@@ -55,7 +64,8 @@ describe("nginx front end on EC2", () => {
       }
       expect(JSON.stringify(r.inputs)).not.toContain("BEGIN OPENSSH PRIVATE KEY");
     }
-    for (const [k, v] of Object.entries(run.outputs)) if (k !== "sshPrivateKey") expect(JSON.stringify(v) ?? "").not.toContain("PRIVATE KEY");
+    for (const [k, v] of Object.entries(run.outputs))
+      if (k !== "sshPrivateKey") expect(JSON.stringify(v) ?? "").not.toContain("PRIVATE KEY");
   });
 
   it("uses a configured public key instead of generating one", async () => {
@@ -78,9 +88,11 @@ describe("nginx front end on EC2", () => {
     const site = run.one("command:remote:Command", "nginx-site").inputs as { stdin: string; create: string; delete: string };
     expect(site.create).toBe("sudo -n bash -s");
     expect(site.stdin).toContain("server_name api.example.com;");
-    expect(site.stdin).toContain("/opt/fastapi-edge/bin/nginx-apply.sh \"$stage\"");
+    expect(site.stdin).toContain('/opt/fastapi-edge/bin/nginx-apply.sh "$stage"');
     // nginx-remove.sh runs nginx-apply.sh --remove (test/unit/scripts.test.ts).
-    expect(site.delete).toContain("/opt/fastapi-edge/bin/nginx-remove.sh --drop-in '/etc/systemd/system/nginx.service.d/fastapi-edge.conf'");
+    expect(site.delete).toContain(
+      "/opt/fastapi-edge/bin/nginx-remove.sh --drop-in '/etc/systemd/system/nginx.service.d/fastapi-edge.conf'",
+    );
     const install = run.one("command:remote:Command", "bootstrap-install").inputs as { stdin: string };
     expect(install.stdin).toMatch(/install-packages\.sh 'nginx' 'certbot'/);
     const cert = run.one("command:remote:Command", "nginx-certificate").inputs as { stdin: string };
@@ -105,15 +117,28 @@ describe("nginx front end on EC2", () => {
   it("adds a Route53 A record and the cert-expiry alarm when configured", async () => {
     const run = await runProgram({ ...nginxEc2, route53ZoneId: "Z0123456789ABC", alertEmail: "oncall@example.com" });
     expect(run.one("aws:route53/record:Record").inputs).toMatchObject({ type: "A", records: ["203.0.113.10"], name: "api.example.com" });
-    expect(run.one("aws:cloudwatch/metricAlarm:MetricAlarm").inputs).toMatchObject({ namespace: "FastapiEdge", metricName: "CertificateDaysToExpiry", threshold: 14, treatMissingData: "breaching" });
-    expect(run.one("aws:sns/topicSubscription:TopicSubscription").inputs).toMatchObject({ protocol: "email", endpoint: "oncall@example.com" });
+    expect(run.one("aws:cloudwatch/metricAlarm:MetricAlarm").inputs).toMatchObject({
+      namespace: "FastapiEdge",
+      metricName: "CertificateDaysToExpiry",
+      threshold: 14,
+      treatMissingData: "breaching",
+    });
+    expect(run.one("aws:sns/topicSubscription:TopicSubscription").inputs).toMatchObject({
+      protocol: "email",
+      endpoint: "oncall@example.com",
+    });
     expect(run.one("aws:ec2/instance:Instance").inputs).toHaveProperty("iamInstanceProfile");
     run.one("command:remote:Command", "cert-expiry-timer");
   });
 
   it("exports the URL, address, ssh command and mode", async () => {
     const run = await runProgram(nginxEc2);
-    expect(run.outputs).toMatchObject({ frontend: "nginx", url: "https://api.example.com/", publicIp: "203.0.113.10", sshCommand: "ssh ubuntu@203.0.113.10" });
+    expect(run.outputs).toMatchObject({
+      frontend: "nginx",
+      url: "https://api.example.com/",
+      publicIp: "203.0.113.10",
+      sshCommand: "ssh ubuntu@203.0.113.10",
+    });
   });
 
   it("protects instance, EIP and certificate in prod-style stacks", async () => {
@@ -141,12 +166,27 @@ describe("ALB front end", () => {
     const listeners = run.ofType("aws:lb/listener:Listener").map((l) => l.inputs as Record<string, never>);
     const http = listeners.find((l) => l["port"] === 80)!;
     const https = listeners.find((l) => l["port"] === 443)!;
-    expect(http["defaultActions"]).toEqual([expect.objectContaining({ type: "redirect", redirect: expect.objectContaining({ protocol: "HTTPS", statusCode: "HTTP_301" }) })]);
-    expect(https).toMatchObject({ protocol: "HTTPS", sslPolicy: "ELBSecurityPolicy-TLS13-1-2-2021-06", certificateArn: "arn:aws:acm:eu-west-1:123456789012:certificate/abc" });
-    expect(run.one("aws:lb/loadBalancer:LoadBalancer").inputs).toMatchObject({ dropInvalidHeaderFields: true, idleTimeout: 3600, loadBalancerType: "application" });
+    expect(http["defaultActions"]).toEqual([
+      expect.objectContaining({ type: "redirect", redirect: expect.objectContaining({ protocol: "HTTPS", statusCode: "HTTP_301" }) }),
+    ]);
+    expect(https).toMatchObject({
+      protocol: "HTTPS",
+      sslPolicy: "ELBSecurityPolicy-TLS13-1-2-2021-06",
+      certificateArn: "arn:aws:acm:eu-west-1:123456789012:certificate/abc",
+    });
+    expect(run.one("aws:lb/loadBalancer:LoadBalancer").inputs).toMatchObject({
+      dropInvalidHeaderFields: true,
+      idleTimeout: 3600,
+      loadBalancerType: "application",
+    });
     const install = run.one("command:remote:Command", "bootstrap-install").inputs as { stdin: string };
     expect(install.stdin).not.toMatch(/'nginx'|'certbot'/);
-    expect(run.ofType("command:remote:Command").map((c) => c.name).filter((n) => n.startsWith("nginx"))).toEqual([]);
+    expect(
+      run
+        .ofType("command:remote:Command")
+        .map((c) => c.name)
+        .filter((n) => n.startsWith("nginx")),
+    ).toEqual([]);
   });
 
   it("validates the ACM certificate through Route53 and targets every app port", async () => {
@@ -155,9 +195,17 @@ describe("ALB front end", () => {
     run.one("aws:acm/certificateValidation:CertificateValidation");
     const records = run.ofType("aws:route53/record:Record").map((r) => r.inputs as Record<string, unknown>);
     expect(records).toContainEqual(expect.objectContaining({ type: "CNAME", zoneId: "Z0123456789ABC" }));
-    expect(records).toContainEqual(expect.objectContaining({ type: "A", aliases: [expect.objectContaining({ name: "alb-123.eu-west-1.elb.amazonaws.com" })] }));
-    expect(run.one("aws:lb/targetGroup:TargetGroup").inputs).toMatchObject({ port: 8000, deregistrationDelay: 15, healthCheck: expect.objectContaining({ path: "/healthz" }) });
-    expect(run.ofType("aws:lb/targetGroupAttachment:TargetGroupAttachment").map((a) => (a.inputs as { port: number }).port)).toEqual([8000, 8001]);
+    expect(records).toContainEqual(
+      expect.objectContaining({ type: "A", aliases: [expect.objectContaining({ name: "alb-123.eu-west-1.elb.amazonaws.com" })] }),
+    );
+    expect(run.one("aws:lb/targetGroup:TargetGroup").inputs).toMatchObject({
+      port: 8000,
+      deregistrationDelay: 15,
+      healthCheck: expect.objectContaining({ path: "/healthz" }),
+    });
+    expect(run.ofType("aws:lb/targetGroupAttachment:TargetGroupAttachment").map((a) => (a.inputs as { port: number }).port)).toEqual([
+      8000, 8001,
+    ]);
   });
 
   it("admits the app ports on the instance only from the ALB's security group", async () => {
@@ -166,7 +214,9 @@ describe("ALB front end", () => {
     const app = rules.filter((r) => r.inputs.fromPort === 8000);
     expect(app).toHaveLength(1);
     expect(app[0]!.inputs).toMatchObject({ securityGroupId: "host-sg-id", referencedSecurityGroupId: "alb-sg-id", toPort: 8001 });
-    expect(rules.filter((r) => r.inputs.securityGroupId === "host-sg-id" && (r.inputs.fromPort === 80 || r.inputs.fromPort === 443))).toEqual([]);
+    expect(
+      rules.filter((r) => r.inputs.securityGroupId === "host-sg-id" && (r.inputs.fromPort === 80 || r.inputs.fromPort === 443)),
+    ).toEqual([]);
     const deploy = run.one("command:remote:Command", "app-deploy").inputs as { stdin: string };
     expect(deploy.stdin).toContain("FORWARDED_ALLOW_IPS=172.31.0.0/16\n");
     expect(deploy.stdin).toContain("UVICORN_HOST=0.0.0.0\n");
@@ -181,7 +231,10 @@ describe("ALB front end", () => {
 
   it("alarms on ACM DaysToExpiry", async () => {
     const run = await runProgram({ ...albEc2, alertEmail: "oncall@example.com" });
-    expect(run.one("aws:cloudwatch/metricAlarm:MetricAlarm").inputs).toMatchObject({ namespace: "AWS/CertificateManager", metricName: "DaysToExpiry" });
+    expect(run.one("aws:cloudwatch/metricAlarm:MetricAlarm").inputs).toMatchObject({
+      namespace: "AWS/CertificateManager",
+      metricName: "DaysToExpiry",
+    });
   });
 });
 
@@ -201,20 +254,33 @@ describe("existing host", () => {
 
   it("refuses a malformed private key before anything runs", async () => {
     await expect(
-      runProgram({ domain: "api.example.com", email: "ops@example.com", hostMode: "existing", hostAddress: "192.0.2.5" }, { secrets: { hostPrivateKey: "not a key" } }),
+      runProgram(
+        { domain: "api.example.com", email: "ops@example.com", hostMode: "existing", hostAddress: "192.0.2.5" },
+        { secrets: { hostPrivateKey: "not a key" } },
+      ),
     ).rejects.toThrow(/hostPrivateKey must be a PEM or OpenSSH private key/);
   });
 
   it("refuses a private key stored in plain text", async () => {
     await expect(
-      runProgram({ domain: "api.example.com", email: "ops@example.com", hostMode: "existing", hostAddress: "192.0.2.5", hostPrivateKey: FAKE_PRIVATE_KEY }),
+      runProgram({
+        domain: "api.example.com",
+        email: "ops@example.com",
+        hostMode: "existing",
+        hostAddress: "192.0.2.5",
+        hostPrivateKey: FAKE_PRIVATE_KEY,
+      }),
     ).rejects.toThrow(/hostPrivateKey must be stored as a secret/);
   });
 });
 
 describe("config errors stop the program before any resource", () => {
   it("names the key and the accepted form", async () => {
-    await expect(runProgram({ domain: "api.example.com;evil", email: "ops@example.com" })).rejects.toThrow(/fastapi-edge:domain must be a DNS name/);
-    await expect(runProgram({ domain: "api.example.com", email: "ops@example.com", sshAllowedCidrs: '["0.0.0.0/0"]' })).rejects.toThrow(/sshAllowedCidrs/);
+    await expect(runProgram({ domain: "api.example.com;evil", email: "ops@example.com" })).rejects.toThrow(
+      /fastapi-edge:domain must be a DNS name/,
+    );
+    await expect(runProgram({ domain: "api.example.com", email: "ops@example.com", sshAllowedCidrs: '["0.0.0.0/0"]' })).rejects.toThrow(
+      /sshAllowedCidrs/,
+    );
   });
 });

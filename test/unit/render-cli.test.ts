@@ -10,7 +10,9 @@ import { renderHostFiles } from "../../lib/hostfiles";
 import { runProgram } from "../helpers/mocks";
 
 const REPO = path.resolve(__dirname, "../..");
-const stacks = readdirSync(REPO).filter((f) => /^Pulumi\.[a-z0-9-]+\.yaml$/.test(f)).map((f) => f.split(".")[1]!);
+const stacks = readdirSync(REPO)
+  .filter((f) => /^Pulumi\.[a-z0-9-]+\.yaml$/.test(f))
+  .map((f) => f.split(".")[1]!);
 
 function render(stack: string, out: string) {
   return spawnSync("npx", ["tsx", "scripts/render.ts", "--stack", stack, "--out", out], { cwd: REPO, encoding: "utf8" });
@@ -32,10 +34,17 @@ describe("npm run render", () => {
       for (const f of set.system) expect(readFileSync(path.join(out, "root", f.path), "utf8")).toBe(f.content);
 
       // The program, run under mocks with the same stack config, pushes the same text.
-      const raw = Object.fromEntries(Object.entries(cfg).filter(([k]) => k !== "rateLimits").map(([k, v]) => [k, Array.isArray(v) ? JSON.stringify(v) : String(v)]));
+      const raw = Object.fromEntries(
+        Object.entries(cfg)
+          .filter(([k]) => k !== "rateLimits")
+          .map(([k, v]) => [k, Array.isArray(v) ? JSON.stringify(v) : String(v)]),
+      );
       raw["rateLimits"] = JSON.stringify(cfg.rateLimits.map((x) => `${x.path}:${x.rate}:${x.burst}`));
       const run = await runProgram(raw);
-      const pushed = run.ofType("command:remote:Command").map((c) => String((c.inputs as { stdin?: string }).stdin ?? "")).join("\n");
+      const pushed = run
+        .ofType("command:remote:Command")
+        .map((c) => String((c.inputs as { stdin?: string }).stdin ?? ""))
+        .join("\n");
       for (const f of [...set.nginx, ...set.system]) {
         if (f.path === "/etc/fastapi-edge/app.env") continue; // ALB/VPC values differ only in ALB mode; checked in program tests
         expect(pushed, `${stack}: ${f.path} is pushed as rendered`).toContain(f.content.trimEnd());
@@ -43,7 +52,9 @@ describe("npm run render", () => {
       // The ACME bootstrap phase is what the nginx-acme-bootstrap step stages.
       const bootstrap = String((run.one("command:remote:Command", "nginx-acme-bootstrap").inputs as { stdin: string }).stdin);
       for (const f of renderHostFiles(cfg, { phase: "acme-bootstrap" }).nginx) {
-        expect(bootstrap, `${stack}: ${f.path} is staged by the ACME bootstrap step`).toContain(`"$stage/${f.path}.tmp" <<'FASTAPI_EDGE_EOF'\n${f.content.trimEnd()}\nFASTAPI_EDGE_EOF`);
+        expect(bootstrap, `${stack}: ${f.path} is staged by the ACME bootstrap step`).toContain(
+          `"$stage/${f.path}.tmp" <<'FASTAPI_EDGE_EOF'\n${f.content.trimEnd()}\nFASTAPI_EDGE_EOF`,
+        );
       }
       rmSync(out, { recursive: true, force: true });
     });

@@ -42,7 +42,9 @@ const mode = (file: string): string => ((statSync(file).mode & 0o111) !== 0 ? "7
 
 /** shipped.txt: output path -> [mode, path under files/]. */
 function shipped(dir: string): Map<string, [string, string]> {
-  const lines = readFileSync(path.join(dir, SHIPPED), "utf8").split("\n").filter((l) => l !== "");
+  const lines = readFileSync(path.join(dir, SHIPPED), "utf8")
+    .split("\n")
+    .filter((l) => l !== "");
   return new Map(
     lines.map((l) => {
       const [out, m, src] = l.split(" ");
@@ -70,11 +72,17 @@ describe("npm run render matches the committed copies", () => {
         const asShipped = shipped(want);
         expect(tree(out)).toEqual([...copies, ...asShipped.keys()].sort());
         for (const rel of copies) {
-          expect(readFileSync(path.join(out, rel)).equals(readFileSync(path.join(want, rel))), `${name}: ${rel} differs from its committed copy`).toBe(true);
+          expect(
+            readFileSync(path.join(out, rel)).equals(readFileSync(path.join(want, rel))),
+            `${name}: ${rel} differs from its committed copy`,
+          ).toBe(true);
           expect(mode(path.join(out, rel)), `${name}: ${rel} mode`).toBe(mode(path.join(want, rel)));
         }
         for (const [rel, [m, src]] of asShipped) {
-          expect(readFileSync(path.join(out, rel)).equals(readFileSync(path.join(REPO, "files", src))), `${name}: ${rel} is not files/${src} as it is`).toBe(true);
+          expect(
+            readFileSync(path.join(out, rel)).equals(readFileSync(path.join(REPO, "files", src))),
+            `${name}: ${rel} is not files/${src} as it is`,
+          ).toBe(true);
           expect(mode(path.join(out, rel)), `${name}: ${rel} mode`).toBe(m);
         }
       } finally {

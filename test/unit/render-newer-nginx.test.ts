@@ -20,7 +20,6 @@ const SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin";
 const base = { domain: "api.example.test", email: "ops@example.test" };
 const listen: Listen = { address: "127.0.0.1", http: 18080, https: 18443 };
 
-
 interface NginxRun {
   status: number | null;
   output: string;
@@ -59,7 +58,9 @@ function unexpectedLines(output: string): string[] {
   return output
     .split("\n")
     .filter((l) => l.trim() !== "")
-    .filter((l) => !/^nginx: the configuration file \S+ syntax is ok$/.test(l) && !/^nginx: configuration file \S+ test is successful$/.test(l));
+    .filter(
+      (l) => !/^nginx: the configuration file \S+ syntax is ok$/.test(l) && !/^nginx: configuration file \S+ test is successful$/.test(l),
+    );
 }
 
 /**
@@ -75,7 +76,15 @@ function renderIntoChroot(
   const prefix = `/${path.relative(root, hostDir)}`;
   const layout = (opts.layout ?? ((l: HostLayout) => l))(testLayout(prefix));
   const host = (p: string): string => path.join(root, p);
-  for (const d of [layout.nginxConfDir, layout.acmeWebroot, layout.maintenanceDir, layout.staticDir, layout.logDir, path.dirname(layout.pidFile), layout.certDir]) {
+  for (const d of [
+    layout.nginxConfDir,
+    layout.acmeWebroot,
+    layout.maintenanceDir,
+    layout.staticDir,
+    layout.logDir,
+    path.dirname(layout.pidFile),
+    layout.certDir,
+  ]) {
     mkdirSync(host(d), { recursive: true });
   }
   if (layout.tempDir) mkdirSync(host(layout.tempDir), { recursive: true });
@@ -176,20 +185,26 @@ describe.skipIf(skipChroot)("nginx -t with a real nginx >= 1.25.1 (Debian 13 chr
 });
 
 // The version switch matters: the host's nginx (Debian 12: 1.22) rejects `http2 on`.
-const hostNginx = spawnSync("nginx", ["-v"], { encoding: "utf8", env: { ...process.env, PATH: `${process.env.PATH ?? ""}:${SYSTEM_PATH}` } });
+const hostNginx = spawnSync("nginx", ["-v"], {
+  encoding: "utf8",
+  env: { ...process.env, PATH: `${process.env.PATH ?? ""}:${SYSTEM_PATH}` },
+});
 const hostVersion = hostNginx.error || hostNginx.status !== 0 ? null : nginxVersionOf(hostNginx.stderr);
 
-describe.skipIf(hostVersion === null || versionAtLeast(hostVersion, "1.25.1"))(`host nginx ${hostVersion ?? "(none)"}, older than 1.25.1`, () => {
-  it("rejects the 1.26 output (`http2 on`) and accepts the 1.22 output", () => {
-    const c = parseConfig(base);
-    const cur = makeNginxFixture(c, { listen, phase: "full", nginxVersion: "1.26" });
-    const old = makeNginxFixture(c, { listen, phase: "full", nginxVersion: "1.22" });
-    try {
-      expect(() => nginxTest(cur.confDir)).toThrow(/unknown directive "http2"/);
-      expect(nginxTest(old.confDir)).toBe("");
-    } finally {
-      rmSync(cur.root, { recursive: true, force: true });
-      rmSync(old.root, { recursive: true, force: true });
-    }
-  });
-});
+describe.skipIf(hostVersion === null || versionAtLeast(hostVersion, "1.25.1"))(
+  `host nginx ${hostVersion ?? "(none)"}, older than 1.25.1`,
+  () => {
+    it("rejects the 1.26 output (`http2 on`) and accepts the 1.22 output", () => {
+      const c = parseConfig(base);
+      const cur = makeNginxFixture(c, { listen, phase: "full", nginxVersion: "1.26" });
+      const old = makeNginxFixture(c, { listen, phase: "full", nginxVersion: "1.22" });
+      try {
+        expect(() => nginxTest(cur.confDir)).toThrow(/unknown directive "http2"/);
+        expect(nginxTest(old.confDir)).toBe("");
+      } finally {
+        rmSync(cur.root, { recursive: true, force: true });
+        rmSync(old.root, { recursive: true, force: true });
+      }
+    });
+  },
+);

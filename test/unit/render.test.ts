@@ -29,7 +29,9 @@ describe("renderer", () => {
     expect(all).toMatch(/keepalive 32;/);
     expect(all).toMatch(/keepalive_requests 10000;/);
     expect(all).toMatch(/proxy_http_version 1\.1;/);
-    expect(fileText(set.nginx, "conf/fastapi-edge/site.conf")).toMatch(/location \/ \{\n\s+include fastapi-edge\/snippets\/proxy\.conf;\n\s+proxy_set_header Connection "";/);
+    expect(fileText(set.nginx, "conf/fastapi-edge/site.conf")).toMatch(
+      /location \/ \{\n\s+include fastapi-edge\/snippets\/proxy\.conf;\n\s+proxy_set_header Connection "";/,
+    );
     // Mozilla intermediate, not HIGH:!aNULL:!MD5
     expect(all).not.toMatch(/^\s*ssl_ciphers HIGH/m);
     expect(all).toMatch(/ssl_protocols TLSv1\.2 TLSv1\.3;/);
@@ -77,12 +79,23 @@ describe("renderer", () => {
   it("renders the default stack files for npm run render", () => {
     const set = renderHostFiles(parseConfig(base), { phase: "full" });
     const paths = [...set.nginx.map((f) => f.path), ...set.system.map((f) => f.path)];
-    expect(paths).toEqual(expect.arrayContaining(["conf/nginx.conf", "conf/fastapi-edge/site.conf", "conf/fastapi-edge/http.conf", "/etc/fastapi-edge/app.env", "/etc/systemd/system/fastapi-edge-app@.service"]));
+    expect(paths).toEqual(
+      expect.arrayContaining([
+        "conf/nginx.conf",
+        "conf/fastapi-edge/site.conf",
+        "conf/fastapi-edge/http.conf",
+        "/etc/fastapi-edge/app.env",
+        "/etc/systemd/system/fastapi-edge-app@.service",
+      ]),
+    );
     expect(fileText(set.system, "/etc/systemd/system/nginx.service.d/fastapi-edge.conf")).toMatch(/LimitNOFILE=33792/);
   });
 
   it("ALB mode renders no nginx files", () => {
-    const set = renderHostFiles(parseConfig({ ...base, frontend: "alb", route53ZoneId: "Z123ABC" }), { phase: "full", forwardedAllowIps: "10.0.0.0/16" });
+    const set = renderHostFiles(parseConfig({ ...base, frontend: "alb", route53ZoneId: "Z123ABC" }), {
+      phase: "full",
+      forwardedAllowIps: "10.0.0.0/16",
+    });
     expect(set.nginx).toEqual([]);
     expect(fileText(set.system, "/etc/fastapi-edge/app.env")).toMatch(/FORWARDED_ALLOW_IPS=10\.0\.0\.0\/16/);
   });
@@ -91,9 +104,16 @@ describe("renderer", () => {
 function fixtureOpts() {
   return {
     layout: {
-      nginxConfDir: "/etc/nginx", acmeWebroot: "/var/www/letsencrypt", maintenanceDir: "/var/www/fastapi-edge",
-      staticDir: "/opt/fastapi-edge/app/static", logDir: "/var/log/nginx", pidFile: "/run/nginx.pid",
-      certDir: "/etc/letsencrypt/live/x", workerUser: "www-data", loadDistroModules: true, tempDir: null,
+      nginxConfDir: "/etc/nginx",
+      acmeWebroot: "/var/www/letsencrypt",
+      maintenanceDir: "/var/www/fastapi-edge",
+      staticDir: "/opt/fastapi-edge/app/static",
+      logDir: "/var/log/nginx",
+      pidFile: "/run/nginx.pid",
+      certDir: "/etc/letsencrypt/live/x",
+      workerUser: "www-data",
+      loadDistroModules: true,
+      tempDir: null,
     },
     listen: { address: null, http: 80, https: 443 },
   };

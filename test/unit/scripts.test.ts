@@ -1,7 +1,18 @@
 // Static checks of the host-side files: shellcheck / bash -n over every shell
 // script, py_compile of the app, the systemd unit's required settings, and
 // the argument/environment validation of the scripts (fast paths only).
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -52,15 +63,18 @@ describe("shell scripts", () => {
     expect(res.code).toBe(0);
   });
 
-  it.each(shellScripts().map((f) => [path.relative(REPO_ROOT, f), f]))("%s: bash -n, shebang, strict mode, executable", async (_rel, file) => {
-    const res = await run("bash", ["-n", file]);
-    expect(res.stderr).toBe("");
-    expect(res.code).toBe(0);
-    const text = readFileSync(file, "utf8");
-    expect(text.startsWith("#!/usr/bin/env bash\n")).toBe(true);
-    expect(text).toMatch(/^set -euo pipefail$/m);
-    expect(statSync(file).mode & 0o111).toBe(0o111);
-  });
+  it.each(shellScripts().map((f) => [path.relative(REPO_ROOT, f), f]))(
+    "%s: bash -n, shebang, strict mode, executable",
+    async (_rel, file) => {
+      const res = await run("bash", ["-n", file]);
+      expect(res.stderr).toBe("");
+      expect(res.code).toBe(0);
+      const text = readFileSync(file, "utf8");
+      expect(text.startsWith("#!/usr/bin/env bash\n")).toBe(true);
+      expect(text).toMatch(/^set -euo pipefail$/m);
+      expect(statSync(file).mode & 0o111).toBe(0o111);
+    },
+  );
 });
 
 describe("app", () => {
@@ -130,7 +144,9 @@ describe("argument and environment validation", () => {
   });
 
   it("install-packages.sh skips everything when all packages are installed", async () => {
-    const res = await run(script("install-packages.sh"), ["bash", "coreutils"], { env: { ...process.env, PATH: `/nonexistent-apt-shim:${process.env.PATH ?? ""}` } });
+    const res = await run(script("install-packages.sh"), ["bash", "coreutils"], {
+      env: { ...process.env, PATH: `/nonexistent-apt-shim:${process.env.PATH ?? ""}` },
+    });
     expect(res.stderr).toBe("");
     expect(res.code).toBe(0);
     expect(res.stdout).toMatch(/all packages already installed: bash coreutils/);
@@ -173,7 +189,8 @@ describe("argument and environment validation", () => {
       }
     });
     afterEach(() => rmSync(dir, { recursive: true, force: true }));
-    const fakeApply = (code: number) => writeFileSync(path.join(dir, "nginx-apply.sh"), `#!/bin/sh\necho "$@" >> '${dir}/apply-calls'\nexit ${code}\n`, { mode: 0o755 });
+    const fakeApply = (code: number) =>
+      writeFileSync(path.join(dir, "nginx-apply.sh"), `#!/bin/sh\necho "$@" >> '${dir}/apply-calls'\nexit ${code}\n`, { mode: 0o755 });
     const applyCalls = () => (existsSync(path.join(dir, "apply-calls")) ? readFileSync(path.join(dir, "apply-calls"), "utf8") : "");
 
     it("acme-bootstrap.sh pushes the stage only while there is no certificate", async () => {
@@ -192,7 +209,9 @@ describe("argument and environment validation", () => {
       expect(applyCalls()).toBe("/tmp/stage-x\n");
       fakeApply(1);
       rmSync(cert);
-      expect((await run(path.join(dir, "acme-bootstrap.sh"), ["--cert", cert, "--webroot", webroot, "/tmp/stage-z"], { env: bare })).code).toBe(1);
+      expect(
+        (await run(path.join(dir, "acme-bootstrap.sh"), ["--cert", cert, "--webroot", webroot, "/tmp/stage-z"], { env: bare })).code,
+      ).toBe(1);
       expect((await run(path.join(dir, "acme-bootstrap.sh"), ["--cert", cert, "/tmp/stage-z"], { env: bare })).code).toBe(64);
     });
 
@@ -210,16 +229,21 @@ describe("argument and environment validation", () => {
       expect((await run(path.join(dir, "nginx-remove.sh"), ["--drop-in", "relative.conf"], { env: bare })).code).toBe(64);
     });
 
-    it.skipIf(existsSync("/run/systemd/system"))("systemd-reload.sh removes what it is given and reloads nothing without systemd", async () => {
-      const a = path.join(dir, "a.conf");
-      writeFileSync(a, "x");
-      const res = await run(path.join(dir, "systemd-reload.sh"), ["--remove", a, "--remove", path.join(dir, "missing.pem")], { env: bare });
-      expect(res.code, res.stderr).toBe(0);
-      expect(existsSync(a)).toBe(false);
-      expect((await run(path.join(dir, "systemd-reload.sh"), [], { env: bare })).code).toBe(0);
-      expect((await run(path.join(dir, "systemd-reload.sh"), ["--remove"], { env: bare })).code).toBe(64);
-      expect((await run(path.join(dir, "systemd-reload.sh"), ["--remove", "relative"], { env: bare })).code).toBe(64);
-    });
+    it.skipIf(existsSync("/run/systemd/system"))(
+      "systemd-reload.sh removes what it is given and reloads nothing without systemd",
+      async () => {
+        const a = path.join(dir, "a.conf");
+        writeFileSync(a, "x");
+        const res = await run(path.join(dir, "systemd-reload.sh"), ["--remove", a, "--remove", path.join(dir, "missing.pem")], {
+          env: bare,
+        });
+        expect(res.code, res.stderr).toBe(0);
+        expect(existsSync(a)).toBe(false);
+        expect((await run(path.join(dir, "systemd-reload.sh"), [], { env: bare })).code).toBe(0);
+        expect((await run(path.join(dir, "systemd-reload.sh"), ["--remove"], { env: bare })).code).toBe(64);
+        expect((await run(path.join(dir, "systemd-reload.sh"), ["--remove", "relative"], { env: bare })).code).toBe(64);
+      },
+    );
   });
 
   it("usage errors exit 64", async () => {

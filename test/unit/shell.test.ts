@@ -101,14 +101,16 @@ describe("shq", () => {
 
 describe("commandLine", () => {
   const printer = path.join(scratch, "print-args.sh");
-  writeFileSync(printer, "#!/bin/sh\nfor a in \"$@\"; do printf '[%s]\\n' \"$a\"; done\n");
+  writeFileSync(printer, '#!/bin/sh\nfor a in "$@"; do printf \'[%s]\\n\' "$a"; done\n');
   chmodSync(printer, 0o755);
 
   it("keeps the program and --flags bare and quotes every other argument", () => {
     expect(commandLine("/opt/fastapi-edge/bin/obtain-cert.sh", "--domain", "api.example.com", "--webroot", "/var/www/letsencrypt")).toBe(
       "/opt/fastapi-edge/bin/obtain-cert.sh --domain 'api.example.com' --webroot '/var/www/letsencrypt'",
     );
-    expect(commandLine("/opt/fastapi-edge/bin/install-packages.sh", "nginx", "certbot")).toBe("/opt/fastapi-edge/bin/install-packages.sh 'nginx' 'certbot'");
+    expect(commandLine("/opt/fastapi-edge/bin/install-packages.sh", "nginx", "certbot")).toBe(
+      "/opt/fastapi-edge/bin/install-packages.sh 'nginx' 'certbot'",
+    );
     expect(commandLine("/opt/fastapi-edge/bin/cert-expiry-timer.sh")).toBe("/opt/fastapi-edge/bin/cert-expiry-timer.sh");
   });
 
@@ -172,9 +174,12 @@ describe("stepShell and fileWriteLines", () => {
     expect(() => fileWriteLines([{ path: "/etc/x", content: `a\n${FILE_DELIMITER}\nb` }])).toThrow(/contains the heredoc delimiter/);
   });
 
-  it.each([["/etc/a b"], ["/etc/../shadow"], ["conf/../../x"], ["/etc/$(id)"], ["/etc/'x'"], ["/etc/x\ny"], ["/etc/ü"], [""]])("refuses the path %j", (p) => {
-    expect(() => fileWriteLines([{ path: p, content: "x" }])).toThrow(/unsafe path/);
-  });
+  it.each([["/etc/a b"], ["/etc/../shadow"], ["conf/../../x"], ["/etc/$(id)"], ["/etc/'x'"], ["/etc/x\ny"], ["/etc/ü"], [""]])(
+    "refuses the path %j",
+    (p) => {
+      expect(() => fileWriteLines([{ path: p, content: "x" }])).toThrow(/unsafe path/);
+    },
+  );
 });
 
 describe("stageShell", () => {

@@ -119,11 +119,42 @@ const indexOf = (j: Job, pred: (s: Step) => boolean): number => j.steps.findInde
 
 /** Inputs of pulumi/actions (action.yml of v6/v7; v7 changed only the runtime to node24). */
 const PULUMI_ACTION_INPUTS = new Set([
-  "command", "stack-name", "work-dir", "cloud-url", "comment-on-pr", "comment-on-pr-number", "comment-on-summary",
-  "github-token", "refresh", "secrets-provider", "color", "log-verbosity", "log-flow", "debug", "config-map", "diff",
-  "edit-pr-comment", "expect-no-changes", "message", "parallel", "policyPacks", "policyPackConfigs", "pulumi-version",
-  "pulumi-version-file", "remove", "replace", "target", "target-dependents", "upsert", "exclude-protected",
-  "suppress-outputs", "suppress-progress", "omit-stdout", "plan", "always-include-summary", "continue-on-error",
+  "command",
+  "stack-name",
+  "work-dir",
+  "cloud-url",
+  "comment-on-pr",
+  "comment-on-pr-number",
+  "comment-on-summary",
+  "github-token",
+  "refresh",
+  "secrets-provider",
+  "color",
+  "log-verbosity",
+  "log-flow",
+  "debug",
+  "config-map",
+  "diff",
+  "edit-pr-comment",
+  "expect-no-changes",
+  "message",
+  "parallel",
+  "policyPacks",
+  "policyPackConfigs",
+  "pulumi-version",
+  "pulumi-version-file",
+  "remove",
+  "replace",
+  "target",
+  "target-dependents",
+  "upsert",
+  "exclude-protected",
+  "suppress-outputs",
+  "suppress-progress",
+  "omit-stdout",
+  "plan",
+  "always-include-summary",
+  "continue-on-error",
 ]);
 
 const truthy = (v: unknown): boolean => v === true || v === "true";
@@ -329,7 +360,10 @@ describe("all workflows", () => {
         expect(creds, where).toBeLessThan(indexOf(j, isPulumi));
         const w2 = j.steps[creds]?.with ?? {};
         expect(w2["role-to-assume"], where).toBe("${{ vars.AWS_ROLE_ARN }}");
-        expect(Object.keys(w2).filter((k) => /access-key|secret|session-token/i.test(k)), where).toEqual([]);
+        expect(
+          Object.keys(w2).filter((k) => /access-key|secret|session-token/i.test(k)),
+          where,
+        ).toEqual([]);
       }
     }
   });
