@@ -11,7 +11,8 @@ Environment:
   APP_VERSION          reported by /healthz and /api/version (default "dev")
   APP_PORT             reported by /healthz (set by run-app.sh / the unit)
   STATIC_DIR           directory mounted at /static (default: ./static beside
-                       this file; when unset and missing, /static is skipped)
+                       this file; when unset and missing, /static is skipped);
+                       its index.html also frames the / page (one shared head)
   FASTAPI_EDGE_STATS   "1" enables the connection-counting middleware and
                        GET/DELETE /_stats
 """
@@ -169,16 +170,9 @@ if _stats_enabled():
 # --------------------------------------------------------------------------
 
 
-_HOME = """<!doctype html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <meta name="viewport" content="width=device-width, initial-scale=1">
-  <title>fastapi-edge</title>
-  <link rel="stylesheet" href="/static/style.css">
-</head>
-<body>
-  <main>
+# The home page's <main>; the page around it (head, stylesheet) is the static
+# index page's, so the two pages share one <head>.
+_HOME_MAIN = """<main>
     <h1>fastapi-edge is serving</h1>
     <p>This page comes from the FastAPI app (version <strong>{version}</strong>), through nginx.</p>
     <p>You reached it over <strong>{scheme}</strong> from <strong>{client}</strong>, as the app sees it.</p>
@@ -187,17 +181,41 @@ _HOME = """<!doctype html>
       <li><a href="/api/hello">/api/hello</a> and <a href="/api/whoami">/api/whoami</a></li>
       <li><a href="/api/version">/api/version</a>, <a href="/healthz">/healthz</a></li>
     </ul>
-  </main>
-</body>
-</html>
-"""
+  </main>"""
+
+
+def _static_dir() -> Optional[Path]:
+    """STATIC_DIR, or ./static beside this file; None when unset and missing."""
+    configured = os.environ.get("STATIC_DIR")
+    directory = Path(configured) if configured else Path(__file__).resolve().parent / "static"
+    if not directory.is_dir():
+        if configured:
+            raise RuntimeError(f"STATIC_DIR={configured} is not a directory")
+        return None
+    return directory
+
+
+_STATIC_DIR = _static_dir()
+
+
+def _page_frame() -> Tuple[str, str]:
+    """The static index page before its <main> and after its </main> ("", "" without one)."""
+    index = _STATIC_DIR / "index.html" if _STATIC_DIR else None
+    if index is None or not index.is_file():
+        return ("", "")
+    head, opened, rest = index.read_text(encoding="utf-8").partition("<main>")
+    _, closed, tail = rest.partition("</main>")
+    return (head, tail) if opened and closed else ("", "")
+
+
+_HEAD, _TAIL = _page_frame()
 
 
 @app.get("/", include_in_schema=False)
 async def home(request: Request) -> HTMLResponse:
     client = request.client.host if request.client else "unknown"
-    html = _HOME.format(version=escape(APP_VERSION), scheme=escape(request.url.scheme), client=escape(client))
-    return HTMLResponse(html)
+    main = _HOME_MAIN.format(version=escape(APP_VERSION), scheme=escape(request.url.scheme), client=escape(client))
+    return HTMLResponse(_HEAD + main + _TAIL)
 
 
 @app.get("/healthz")
@@ -289,14 +307,5 @@ async def ws_echo(websocket: WebSocket) -> None:
 # --------------------------------------------------------------------------
 
 
-def _mount_static() -> None:
-    configured = os.environ.get("STATIC_DIR")
-    directory = Path(configured) if configured else Path(__file__).resolve().parent / "static"
-    if not directory.is_dir():
-        if configured:
-            raise RuntimeError(f"STATIC_DIR={configured} is not a directory")
-        return
-    app.mount("/static", StaticFiles(directory=str(directory)), name="static")
-
-
-_mount_static()
+if _STATIC_DIR is not None:
+    app.mount("/static", StaticFiles(directory=str(_STATIC_DIR)), name="static")

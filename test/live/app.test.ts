@@ -184,6 +184,18 @@ describe("run-app.sh + main.py under uvicorn", () => {
     expect((await httpRequest(`${base(trustedPort)}/api/bytes?n=0`)).body.length).toBe(0);
   });
 
+  it("GET / is the app's <main> in the static index page's frame (one shared head)", async () => {
+    const home = await httpRequest(`${base(trustedPort)}/`);
+    expect(home.status).toBe(200);
+    expect(home.headers["content-type"]).toMatch(/^text\/html/);
+    const index = readFileSync(path.join(APP_DIR, "static", "index.html"), "utf8");
+    const around = (page: string): [string, string] => [page.slice(0, page.indexOf("<main>")), page.slice(page.indexOf("</main>"))];
+    expect(home.text).toMatch(/<main>[^]*<\/main>/);
+    expect(around(home.text)).toEqual(around(index));
+    expect(home.text).toContain("<h1>fastapi-edge is serving</h1>");
+    expect(home.text).toContain(`version <strong>${VERSION}</strong>`);
+  });
+
   it("serves /static from the static dir beside main.py", async () => {
     const index = await httpRequest(`${base(trustedPort)}/static/index.html`);
     expect(index.status).toBe(200);
