@@ -15,41 +15,36 @@ export interface LocalCa {
   key: string;
 }
 
+/**
+ * `openssl req` arguments for a new unencrypted P-256 key: with `days`, a
+ * self-signed certificate valid that long, else a certificate request.
+ */
+export function ecKeyReqArgs(o: { keyout: string; out: string; subj: string; days?: number }): string[] {
+  const selfSigned = o.days !== undefined;
+  return [
+    "req",
+    ...(selfSigned ? ["-x509"] : []),
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+    "-keyout",
+    o.keyout,
+    "-out",
+    o.out,
+    ...(selfSigned ? ["-days", String(o.days)] : []),
+    "-subj",
+    o.subj,
+  ];
+}
+
 /** A local CA and a server certificate for `names` (first is the CN). */
 export function makeCa(dir: string, names: string[], days = 30): LocalCa {
   mkdirSync(dir, { recursive: true });
   const run = (args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
-  run([
-    "req",
-    "-x509",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:prime256v1",
-    "-nodes",
-    "-keyout",
-    "ca.key",
-    "-out",
-    "ca.pem",
-    "-days",
-    "30",
-    "-subj",
-    "/CN=fastapi-edge test CA",
-  ]);
-  run([
-    "req",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:prime256v1",
-    "-nodes",
-    "-keyout",
-    "privkey.pem",
-    "-out",
-    "server.csr",
-    "-subj",
-    `/CN=${names[0]}`,
-  ]);
+  run(ecKeyReqArgs({ keyout: "ca.key", out: "ca.pem", days: 30, subj: "/CN=fastapi-edge test CA" }));
+  run(ecKeyReqArgs({ keyout: "privkey.pem", out: "server.csr", subj: `/CN=${names[0]}` }));
   const san = names.map((n) => (/^[0-9.]+$/.test(n) ? `IP:${n}` : `DNS:${n}`)).join(",");
   writeFileSync(
     path.join(dir, "ext.cnf"),
@@ -120,13 +115,15 @@ export function installFiles(layout: HostLayout, files: StageFile[]): void {
   }
 }
 
-export function makeNginxFixture(
-  c: EdgeConfig,
-  opts: { listen: Listen; phase?: Phase; nginxVersion?: string; upstreamPorts?: number[]; retryAfter?: number },
-): NginxFixture {
-  const root = mkdtempSync(path.join(tmpdir(), "fe-nginx-"));
-  const layout = testLayout(root);
-  for (const d of [
+/**
+ * Make a layout's directories, copy in nginx's mime.types, and install a new
+ * local CA's server certificate (for `domain`, localhost and 127.0.0.1) as
+ * the site's. `at` maps a layout path to where it lies on this machine (under
+ * a chroot's root, say; by default the path itself); mime.types comes from
+ * the same place's /etc/nginx.
+ */
+export function prepareLayout(layout: HostLayout, domain: string, caDir: string, at: (p: string) => string = (p) => p): LocalCa {
+  const dirs = [
     layout.nginxConfDir,
     layout.acmeWebroot,
     layout.maintenanceDir,
@@ -134,14 +131,23 @@ export function makeNginxFixture(
     layout.logDir,
     path.dirname(layout.pidFile),
     layout.certDir,
-    layout.tempDir!,
-  ]) {
-    mkdirSync(d, { recursive: true });
-  }
-  copyFileSync("/etc/nginx/mime.types", path.join(layout.nginxConfDir, "mime.types"));
-  const ca = makeCa(path.join(root, "ca"), [c.domain, "localhost", "127.0.0.1"]);
-  copyFileSync(ca.cert, path.join(layout.certDir, "fullchain.pem"));
-  copyFileSync(ca.key, path.join(layout.certDir, "privkey.pem"));
+    ...(layout.tempDir ? [layout.tempDir] : []),
+  ];
+  for (const d of dirs) mkdirSync(at(d), { recursive: true });
+  copyFileSync(at("/etc/nginx/mime.types"), at(path.join(layout.nginxConfDir, "mime.types")));
+  const ca = makeCa(caDir, [domain, "localhost", "127.0.0.1"]);
+  copyFileSync(ca.cert, at(path.join(layout.certDir, "fullchain.pem")));
+  copyFileSync(ca.key, at(path.join(layout.certDir, "privkey.pem")));
+  return ca;
+}
+
+export function makeNginxFixture(
+  c: EdgeConfig,
+  opts: { listen: Listen; phase?: Phase; nginxVersion?: string; upstreamPorts?: number[]; retryAfter?: number },
+): NginxFixture {
+  const root = mkdtempSync(path.join(tmpdir(), "fe-nginx-"));
+  const layout = testLayout(root);
+  const ca = prepareLayout(layout, c.domain, path.join(root, "ca"));
   const files = renderStage(c, opts.phase ?? "full", {
     layout,
     listen: opts.listen,

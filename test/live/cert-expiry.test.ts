@@ -6,6 +6,7 @@ import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ecKeyReqArgs } from "../helpers/nginx-fixture";
 import { freePort, run, script, startProcess, stopAll, waitForPort, type RunResult } from "../helpers/proc";
 
 let dir = "";
@@ -20,23 +21,7 @@ let tlsPort = 0;
 async function makeCert(name: string, days: number, cn: string): Promise<{ cert: string; key: string }> {
   const cert = path.join(dir, `${name}.crt`);
   const key = path.join(dir, `${name}.key`);
-  const res = await run("openssl", [
-    "req",
-    "-x509",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:prime256v1",
-    "-nodes",
-    "-keyout",
-    key,
-    "-out",
-    cert,
-    "-days",
-    String(days),
-    "-subj",
-    `/CN=${cn}`,
-  ]);
+  const res = await run("openssl", ecKeyReqArgs({ keyout: key, out: cert, days, subj: `/CN=${cn}` }));
   expect(res.code, res.stderr).toBe(0);
   return { cert, key };
 }

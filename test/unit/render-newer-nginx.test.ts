@@ -6,12 +6,12 @@
 //
 // Needs root (chroot). FASTAPI_EDGE_SKIP_NEWER_NGINX=1 skips the chroot part.
 import { execFileSync, spawnSync } from "node:child_process";
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EdgeConfig, parseConfig } from "../../lib/config";
 import { HostLayout, Listen, StageFile, versionAtLeast } from "../../lib/nginx";
-import { makeCa, makeNginxFixture, nginxTest, Phase, renderStage, testLayout, RENDER_VARIANTS } from "../helpers/nginx-fixture";
+import { makeNginxFixture, nginxTest, Phase, prepareLayout, renderStage, testLayout, RENDER_VARIANTS } from "../helpers/nginx-fixture";
 
 const SCRIPT = path.resolve(__dirname, "..", "..", "scripts", "get-nginx-newer.sh");
 const BUILD_TIMEOUT_MS = 15 * 60_000;
@@ -76,23 +76,8 @@ function renderIntoChroot(
   const prefix = `/${path.relative(root, hostDir)}`;
   const layout = (opts.layout ?? ((l: HostLayout) => l))(testLayout(prefix));
   const host = (p: string): string => path.join(root, p);
-  for (const d of [
-    layout.nginxConfDir,
-    layout.acmeWebroot,
-    layout.maintenanceDir,
-    layout.staticDir,
-    layout.logDir,
-    path.dirname(layout.pidFile),
-    layout.certDir,
-  ]) {
-    mkdirSync(host(d), { recursive: true });
-  }
-  if (layout.tempDir) mkdirSync(host(layout.tempDir), { recursive: true });
-  copyFileSync(host("/etc/nginx/mime.types"), host(path.join(layout.nginxConfDir, "mime.types")));
+  prepareLayout(layout, c.domain, path.join(hostDir, "ca"), host);
   if (layout.loadDistroModules) mkdirSync(host(path.join(layout.nginxConfDir, "modules-enabled")), { recursive: true });
-  const ca = makeCa(path.join(hostDir, "ca"), [c.domain, "localhost", "127.0.0.1"]);
-  copyFileSync(ca.cert, host(path.join(layout.certDir, "fullchain.pem")));
-  copyFileSync(ca.key, host(path.join(layout.certDir, "privkey.pem")));
 
   const files = renderStage(c, opts.phase, { layout, listen: opts.listen ?? listen, nginxVersion: opts.nginxVersion });
   for (const f of files) {
