@@ -26,24 +26,28 @@ function analyzerOptions(additionalSecretOutputs: string[] = []): analyzerPb.Ana
   return o;
 }
 
+/** Fill in what an AnalyzeRequest and an AnalyzerResource both carry: the resource's type, name, URN, properties and options. */
+function describeResource<M extends analyzerPb.AnalyzeRequest | analyzerPb.AnalyzerResource>(
+  m: M,
+  type: string,
+  name: string,
+  props: Record<string, unknown>,
+  aso: string[],
+): M {
+  m.setType(type);
+  m.setName(name);
+  m.setUrn(`urn:pulumi:ci::fastapi-edge::${type}::${name}`);
+  m.setProperties(Struct.fromJavaScript(props as Parameters<typeof Struct.fromJavaScript>[0]));
+  m.setOptions(analyzerOptions(aso));
+  return m;
+}
+
 function analyzeRequest(type: string, name: string, props: Record<string, unknown>, aso: string[] = []): analyzerPb.AnalyzeRequest {
-  const r = new analyzerPb.AnalyzeRequest();
-  r.setType(type);
-  r.setName(name);
-  r.setUrn(`urn:pulumi:ci::fastapi-edge::${type}::${name}`);
-  r.setProperties(Struct.fromJavaScript(props as Parameters<typeof Struct.fromJavaScript>[0]));
-  r.setOptions(analyzerOptions(aso));
-  return r;
+  return describeResource(new analyzerPb.AnalyzeRequest(), type, name, props, aso);
 }
 
 function analyzerResource(type: string, name: string, props: Record<string, unknown>, aso: string[] = []): analyzerPb.AnalyzerResource {
-  const r = new analyzerPb.AnalyzerResource();
-  r.setType(type);
-  r.setName(name);
-  r.setUrn(`urn:pulumi:ci::fastapi-edge::${type}::${name}`);
-  r.setProperties(Struct.fromJavaScript(props as Parameters<typeof Struct.fromJavaScript>[0]));
-  r.setOptions(analyzerOptions(aso));
-  return r;
+  return describeResource(new analyzerPb.AnalyzerResource(), type, name, props, aso);
 }
 
 interface Diag {
