@@ -51,26 +51,24 @@ export class AlbFrontend extends pulumi.ComponentResource {
         parent,
       );
     }
+    // One rule, seen from both groups: the ALB sends to the app ports, and
+    // the instance admits them from the ALB's group and nothing else.
+    const appPortRange = { ipProtocol: "tcp", fromPort: ports[0]!, toPort: ports[ports.length - 1]! };
     new aws.vpc.SecurityGroupEgressRule(
       `${name}-to-app`,
       {
         securityGroupId: albSg.id,
-        ipProtocol: "tcp",
-        fromPort: ports[0]!,
-        toPort: ports[ports.length - 1]!,
+        ...appPortRange,
         referencedSecurityGroupId: args.instanceSecurityGroupId,
         description: "to the app processes",
       },
       parent,
     );
-    // The instance admits the app ports from the ALB's group and nothing else.
     new aws.vpc.SecurityGroupIngressRule(
       `${name}-app-from-alb`,
       {
         securityGroupId: args.instanceSecurityGroupId,
-        ipProtocol: "tcp",
-        fromPort: ports[0]!,
-        toPort: ports[ports.length - 1]!,
+        ...appPortRange,
         referencedSecurityGroupId: albSg.id,
         description: "app ports from the ALB only",
       },
@@ -138,30 +136,21 @@ export class AlbFrontend extends pulumi.ComponentResource {
       );
     });
 
-    this.httpListener = new aws.lb.Listener(
-      `${name}-http`,
-      {
-        loadBalancerArn: this.loadBalancer.arn,
-        port: 80,
-        protocol: "HTTP",
-        defaultActions: [{ type: "redirect", redirect: { protocol: "HTTPS", port: "443", statusCode: "HTTP_301" } }],
-        tags: args.tags,
-      },
-      parent,
-    );
-    this.httpsListener = new aws.lb.Listener(
-      `${name}-https`,
-      {
-        loadBalancerArn: this.loadBalancer.arn,
-        port: 443,
-        protocol: "HTTPS",
-        sslPolicy: ALB_TLS_POLICY,
-        certificateArn: validation.certificateArn,
-        defaultActions: [{ type: "forward", targetGroupArn: this.targetGroup.arn }],
-        tags: args.tags,
-      },
-      parent,
-    );
+    // Both listeners are on this load balancer, with the stack's tags.
+    const listener = (suffix: string, settings: Omit<aws.lb.ListenerArgs, "loadBalancerArn" | "tags">) =>
+      new aws.lb.Listener(`${name}-${suffix}`, { loadBalancerArn: this.loadBalancer.arn, ...settings, tags: args.tags }, parent);
+    this.httpListener = listener("http", {
+      port: 80,
+      protocol: "HTTP",
+      defaultActions: [{ type: "redirect", redirect: { protocol: "HTTPS", port: "443", statusCode: "HTTP_301" } }],
+    });
+    this.httpsListener = listener("https", {
+      port: 443,
+      protocol: "HTTPS",
+      sslPolicy: ALB_TLS_POLICY,
+      certificateArn: validation.certificateArn,
+      defaultActions: [{ type: "forward", targetGroupArn: this.targetGroup.arn }],
+    });
 
     if (c.wafRateLimit > 0) {
       this.webAcl = new aws.wafv2.WebAcl(
