@@ -12,7 +12,7 @@ import { rolloutSettleSeconds } from "../../lib/hostfiles";
 import { childPids, startLiveSite, wrkFailures, type LiveSite, type WrkResult } from "../helpers/live-site";
 import { fakeSystemdEnv } from "../helpers/fake-systemd";
 import { freePorts, httpJson, isAlive, run, script, sleep, stopPidFiles, type RunResult } from "../helpers/proc";
-import type { KindStats } from "./slow-clients";
+import type { KindStats, SlowClients } from "./slow-clients";
 import {
   cpuTicks,
   establishedOn,
@@ -180,7 +180,7 @@ export async function connectionsScenario(o: ConnectionsOptions): Promise<Connec
 
 // ===================================================================== 2
 
-export interface SlowOptions {
+export interface SlowOptions extends Partial<SlowClientSettings> {
   /**
    * wrk runs under attack through nginx; as many idle runs again, half
    * before and half after the attack (so a noisy spell on the machine hits
@@ -190,13 +190,6 @@ export interface SlowOptions {
   /** The same for uvicorn direct (reported only). */
   directSamples?: number;
   sampleSeconds?: number;
-  headerSenders?: number;
-  bodySenders?: number;
-  slowReaders?: number;
-  byteIntervalMs?: number;
-  readIntervalMs?: number;
-  readBytes?: number;
-  responseBytes?: number;
   log?: Log;
 }
 
@@ -238,16 +231,13 @@ export interface TargetFigures {
   appRssIdleKb: number;
 }
 
+/** The slow clients, and the size of the response the slow readers ask for. */
+export interface SlowClientSettings extends SlowClients {
+  responseBytes: number;
+}
+
 export interface SlowFigures {
-  clients: {
-    headerSenders: number;
-    bodySenders: number;
-    slowReaders: number;
-    byteIntervalMs: number;
-    readIntervalMs: number;
-    readBytes: number;
-    responseBytes: number;
-  };
+  clients: SlowClientSettings;
   sampleSeconds: number;
   proxy: TargetFigures;
   direct: TargetFigures;
@@ -290,7 +280,7 @@ export async function slowClientsScenario(o: SlowOptions = {}): Promise<SlowFigu
   const samples = o.samples ?? 5;
   const directSamples = o.directSamples ?? 3;
   const sampleSeconds = o.sampleSeconds ?? 3;
-  const clients = {
+  const clients: SlowClientSettings = {
     headerSenders: o.headerSenders ?? 250,
     bodySenders: o.bodySenders ?? 250,
     slowReaders: o.slowReaders ?? 500,

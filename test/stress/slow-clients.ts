@@ -22,11 +22,8 @@ import net from "node:net";
 import readline from "node:readline";
 import tls from "node:tls";
 
-interface SlowConfig {
-  port: number;
-  /** TLS to nginx (with SNI and CA), or null for plain HTTP straight to uvicorn. */
-  tls: { servername: string; caFile: string } | null;
-  hostHeader: string;
+/** How many clients of each kind attack, and how slowly they go. */
+export interface SlowClients {
   headerSenders: number;
   bodySenders: number;
   slowReaders: number;
@@ -35,6 +32,13 @@ interface SlowConfig {
   /** Slow readers: readBytes per interval. */
   readIntervalMs: number;
   readBytes: number;
+}
+
+interface SlowConfig extends SlowClients {
+  port: number;
+  /** TLS to nginx (with SNI and CA), or null for plain HTTP straight to uvicorn. */
+  tls: { servername: string; caFile: string } | null;
+  hostHeader: string;
   headerPath: string;
   bodyPath: string;
   /** Content-Length the body senders announce (never reached within a phase). */
