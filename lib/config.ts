@@ -39,6 +39,7 @@ const urlPath = z
   .refine((p) => !p.includes("//") && !p.split("/").includes(".."), msg("a normalised URL path (no // or ..)"));
 const size = z.string().regex(SIZE_RE, msg("an nginx size such as 512k, 10m or 4096 (digits with optional k or m)"));
 const duration = z.string().regex(DURATION_RE, msg("an nginx duration such as 500ms, 60s, 5m or 1h"));
+const email = z.string().regex(EMAIL_RE, msg("an e-mail address such as ops@example.com"));
 // zod's own address validators: z.cidrv6() parses the address (hex digits,
 // colons and dots only), so shapes like :::::/64 or ffff/64 are refused.
 const cidr = z.union([z.cidrv4(), z.cidrv6()], msg("a CIDR block such as 203.0.113.4/32 or 2001:db8::/48"));
@@ -190,11 +191,7 @@ export const configSchema = z
       .regex(/^[A-Za-z0-9._\/-]+\.(pem|crt)$/, msg("a local path to a PEM file (.pem or .crt)"))
       .optional()
       .describe("acme custom: local path of a PEM bundle certbot must trust to reach the ACME server (also used by scheduled renewals)."),
-    email: z
-      .string()
-      .regex(EMAIL_RE, msg("an e-mail address such as ops@example.com"))
-      .optional()
-      .describe("ACME account e-mail (nginx front end)."),
+    email: email.optional().describe("ACME account e-mail (nginx front end)."),
     hstsMaxAge: int(0, 126144000).default(63072000).describe("HSTS max-age in seconds, sent on every HTTPS response."),
     // App
     appSource: z
@@ -276,11 +273,7 @@ export const configSchema = z
       .regex(ZONE_ID_RE, msg("a Route53 hosted zone id such as Z0123456789ABC"))
       .optional()
       .describe("Route53 hosted zone for the domain's record (and ALB mode's ACM validation)."),
-    alertEmail: z
-      .string()
-      .regex(EMAIL_RE, msg("an e-mail address such as ops@example.com"))
-      .optional()
-      .describe("E-mail subscribed to the certificate-expiry alarm topic (unset: no alarm)."),
+    alertEmail: email.optional().describe("E-mail subscribed to the certificate-expiry alarm topic (unset: no alarm)."),
     certExpiryAlarmDays: int(1, 60).default(14).describe("Alarm when the certificate has fewer days left than this."),
   })
   .strict()
