@@ -19,6 +19,7 @@ vitest run --reporter=default --reporter=json --outputFile=test/artifacts/vitest
 echo "== quick benchmark (reports, asserts only that every variant ran without errors)"
 npm run -s bench -- --quick || status=$?
 
+# shellcheck disable=SC2016 # JavaScript, not shell: nothing here is meant to expand
 node -e '
 const r = require("./test/artifacts/vitest.json");
 console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed` + (r.numPendingTests ? `, ${r.numPendingTests} skipped` : ""));
