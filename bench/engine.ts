@@ -74,6 +74,8 @@ async function main(): Promise<void> {
           "UserKnownHostsFile=/dev/null",
           "-o",
           "BatchMode=yes",
+          "-o",
+          "LogLevel=ERROR", // no "Permanently added" line in the output the count is read from
           "root@127.0.0.1",
           cmd,
         ]);
