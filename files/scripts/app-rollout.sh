@@ -112,7 +112,9 @@ show_diagnostics() {
 wait_healthy() {
   local port=$1 url body code rc version deadline last
   url="http://127.0.0.1:$port$HEALTH_PATH"
-  deadline=$((SECONDS + HEALTH_TIMEOUT))
+  # Microseconds from EPOCHREALTIME: $SECONDS counts whole seconds, so a deadline of
+  # SECONDS + N could expire after N - 1 seconds and some.
+  deadline=$((${EPOCHREALTIME/[.,]/} + HEALTH_TIMEOUT * 1000000))
   last="no response yet"
   while :; do
     if body=$(curl -s --max-time 2 -w '\n%{http_code}' "$url"); then rc=0; else rc=$?; fi
@@ -134,7 +136,7 @@ wait_healthy() {
     else
       last="HTTP $code: ${body:0:200}"
     fi
-    if (( SECONDS >= deadline )); then
+    if ((${EPOCHREALTIME/[.,]/} >= deadline)); then
       echo "app-rollout: error: $(unit "$port") not healthy at $url after ${HEALTH_TIMEOUT}s: $last" >&2
       return 1
     fi
