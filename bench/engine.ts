@@ -90,6 +90,7 @@ async function main(): Promise<void> {
         domain: "bench.fastapi-edge.test",
         email: "ops@example.test",
         hostMode: "existing",
+        hostOs: vps["VPS_HOST_OS"]!,
         hostAddress: "127.0.0.1",
         hostPort: vps["VPS_SSH_PORT"]!,
         hostKey,

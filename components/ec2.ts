@@ -5,10 +5,8 @@ import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import * as tls from "@pulumi/tls";
 import { appPorts, EdgeConfig, PROJECT } from "../lib/config";
+import { HOST_OS } from "../lib/hostos";
 import { Connection, Host, HostTarget } from "./remote";
-
-export const UBUNTU_OWNER = "099720109477";
-export const UBUNTU_2404_NAME = "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*";
 
 export interface Ec2HostArgs {
   config: EdgeConfig;
@@ -56,10 +54,10 @@ export class Ec2Host extends pulumi.ComponentResource implements Host {
       ? pulumi.output(c.amiId)
       : aws.ec2.getAmiOutput(
           {
-            owners: [UBUNTU_OWNER],
+            owners: [HOST_OS[c.hostOs].ami.owner],
             mostRecent: true,
             filters: [
-              { name: "name", values: [UBUNTU_2404_NAME] },
+              { name: "name", values: [HOST_OS[c.hostOs].ami.name] },
               { name: "virtualization-type", values: ["hvm"] },
               { name: "architecture", values: ["x86_64"] },
             ],
@@ -188,7 +186,7 @@ export class Ec2Host extends pulumi.ComponentResource implements Host {
     const eip = new aws.ec2.Eip(`${name}-eip`, { domain: "vpc", instance: this.instance.id, tags: args.tags }, protect);
     this.publicAddress = eip.publicIp;
 
-    const user = c.hostUser ?? "ubuntu";
+    const user = c.hostUser ?? HOST_OS[c.hostOs].ec2User;
     const connection: Connection = {
       host: eip.publicIp,
       port: 22,

@@ -7,6 +7,7 @@
 // character set that cannot open a new directive or command: no `;`, braces,
 // quotes, `$`, backslashes, whitespace or newlines.
 import { z } from "zod";
+import { HOST_OS, HOST_OS_NAMES } from "./hostos";
 
 export const PROJECT = "fastapi-edge";
 
@@ -123,6 +124,12 @@ export const configSchema = z
       .describe(
         "ec2 creates an EC2 instance; existing deploys to any server reachable over SSH (hostAddress, hostPort, hostUser, hostPrivateKey).",
       ),
+    hostOs: z
+      .enum(HOST_OS_NAMES, { message: `must be one of ${HOST_OS_NAMES.join(", ")}` })
+      .default("debian-13")
+      .describe(
+        "Operating system of the host: debian-13 (default, the tested target), debian-12 or ubuntu-24.04. On EC2 it picks the AMI and login user; on an existing host it says what is there. The renderer picks nginx syntax and TLS groups from it.",
+      ),
     domain: hostname.describe("DNS name the site answers to, e.g. api.example.com. Required."),
     // EC2
     instanceType: z
@@ -134,7 +141,7 @@ export const configSchema = z
       .string()
       .regex(AMI_RE, msg("an AMI id such as ami-0123456789abcdef0"))
       .optional()
-      .describe("AMI to boot; default: the latest Ubuntu 24.04 LTS amd64 image from Canonical, found by lookup."),
+      .describe("AMI to boot; default: the newest image of hostOs from its publisher (Debian's cloud team or Canonical), found by lookup."),
     rootVolumeGb: int(8, 1024).default(20).describe("Size of the encrypted gp3 root volume in GiB."),
     sshAllowedCidrs: list(
       // Any /0 is the whole internet, however the address is spelled (0::/0, 1.2.3.4/0).
@@ -160,7 +167,9 @@ export const configSchema = z
       .string()
       .regex(UNIX_USER_RE, msg("a Unix user name such as root or ubuntu"))
       .optional()
-      .describe("SSH user (default: ubuntu on EC2, root on an existing host). A non-root user needs passwordless sudo."),
+      .describe(
+        "SSH user (default on EC2: admin on Debian, ubuntu on Ubuntu; root on an existing host). A non-root user needs passwordless sudo.",
+      ),
     hostKey: z
       .string()
       .regex(SSH_PUBKEY_RE, msg("the host's public key line, to pin it (ssh-ed25519 AAAA...)"))
@@ -172,7 +181,7 @@ export const configSchema = z
       .regex(NGINX_VERSION_RE, msg("an nginx version 1.22 or newer such as 1.22, 1.24 or 1.26.1"))
       .optional()
       .describe(
-        "nginx version on the target, so the renderer emits syntax it accepts (http2 on from 1.25.1). Default: 1.24 on EC2 (Ubuntu 24.04), 1.22 on an existing host (Debian 12).",
+        "nginx version on the target, so the renderer emits syntax it accepts (http2 on from 1.25.1). Default: the version hostOs packages (1.26 on Debian 13, 1.22 on Debian 12, 1.24 on Ubuntu 24.04).",
       ),
     // TLS
     acme: z
@@ -351,8 +360,12 @@ export function parseConfig(raw: RawConfig): EdgeConfig {
 /** nginx version the renderer targets, from config or the host's distribution. */
 export function targetNginxVersion(c: EdgeConfig): string {
   if (c.nginxVersion) return c.nginxVersion;
-  // Ubuntu 24.04 (the EC2 default AMI) ships 1.24; Debian 12 ships 1.22.
-  return c.hostMode === "ec2" ? "1.24" : "1.22";
+  return HOST_OS[c.hostOs].nginx;
+}
+
+/** OpenSSL version the target's nginx links against (it decides the TLS groups nginx accepts). */
+export function targetOpenSslVersion(c: EdgeConfig): string {
+  return HOST_OS[c.hostOs].openssl;
 }
 
 export function appPorts(c: EdgeConfig): number[] {

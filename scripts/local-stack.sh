@@ -47,6 +47,7 @@ local_configure() {
     pulumi config set --stack "$stack" acme custom
     pulumi config set --stack "$stack" appProcesses 2
   fi
+  pulumi config set --stack "$stack" hostOs "$VPS_HOST_OS"
   pulumi config set --stack "$stack" hostPort "$VPS_SSH_PORT"
   pulumi config set --stack "$stack" hostKey "$host_key"
   pulumi config set --stack "$stack" acmeDirectoryUrl "$ACME_DIRECTORY_URL_FOR_GUEST"

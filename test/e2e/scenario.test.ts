@@ -185,6 +185,7 @@ beforeAll(async () => {
     domain: DOMAIN,
     email: "ops@example.test",
     hostMode: "existing",
+    hostOs: vps["VPS_HOST_OS"]!,
     hostAddress: "127.0.0.1",
     hostPort: vps["VPS_SSH_PORT"]!,
     hostUser: "root",

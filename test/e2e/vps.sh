@@ -21,6 +21,8 @@
 set -euo pipefail
 
 readonly SUITE=bookworm
+# The guest's OS as the program's hostOs setting names it (printed by `vps.sh env`).
+readonly HOST_OS=debian-12
 readonly RECIPE_VERSION=1
 readonly GUEST_PACKAGES=systemd-sysv,openssh-server,linux-image-cloud-amd64,ifupdown,isc-dhcp-client,iproute2,ca-certificates,sudo,python3
 readonly GUEST_HOSTNAME=fastapi-edge-vps
@@ -362,6 +364,7 @@ print_env() {
     "VPS_HOST=$VPS_HOST" \
     "VPS_SSH_PORT=$VPS_SSH_PORT" \
     "VPS_USER=$VPS_USER" \
+    "VPS_HOST_OS=$HOST_OS" \
     "VPS_KEY=$KEY" \
     "VPS_HOST_KEY_FILE=$HOST_KEY_PUB" \
     "VPS_HTTP_PORT=$VPS_HTTP_PORT" \

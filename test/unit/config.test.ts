@@ -232,7 +232,8 @@ describe("config validation", () => {
     let checked = 0;
     fc.assert(
       fc.property(arb, (extra) => {
-        const c = parseConfig({ ...base, ...extra });
+        // Checked by this machine's nginx (Debian 12's 1.22), so rendered for Debian 12.
+        const c = parseConfig({ ...base, hostOs: "debian-12", ...extra });
         const set = renderHostFiles(c, { phase: "full" });
         expect(set.nginx.length).toBeGreaterThan(3);
         if (checked++ < 25) nginxCheck(set.nginx);

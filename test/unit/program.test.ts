@@ -102,7 +102,7 @@ describe("nginx front end on EC2", () => {
   it("waits for SSH with unlimited dial retries inside a create timeout", async () => {
     const run = await runProgram(nginxEc2);
     const wait = run.one("command:remote:Command", "bootstrap-wait-ssh").inputs;
-    expect(unwrap(wait["connection"])).toMatchObject({ dialErrorLimit: -1, host: "203.0.113.10", user: "ubuntu" });
+    expect(unwrap(wait["connection"])).toMatchObject({ dialErrorLimit: -1, host: "203.0.113.10", user: "admin" });
   });
 
   it("binds uvicorn to loopback and trusts forwarded headers from nginx only", async () => {
@@ -137,7 +137,7 @@ describe("nginx front end on EC2", () => {
       frontend: "nginx",
       url: "https://api.example.com/",
       publicIp: "203.0.113.10",
-      sshCommand: "ssh ubuntu@203.0.113.10",
+      sshCommand: "ssh admin@203.0.113.10",
     });
   });
 
