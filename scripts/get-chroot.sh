@@ -187,6 +187,13 @@ chmod 0755 "${work}/usr/sbin/policy-rc.d"
 rm -f "${work}/etc/resolv.conf"
 cp -L /etc/resolv.conf "${work}/etc/resolv.conf"
 
+# The host's apt settings that decide whether the archive is usable at all: its proxy, and
+# Check-Valid-Until/Check-Date (a mirror snapshot's Release files expire; sid's after 7 days).
+for key in Acquire::http::Proxy Acquire::https::Proxy Acquire::Check-Valid-Until Acquire::Check-Date; do
+  val="$(apt-config dump "${key}" 2>/dev/null | awk -v k="${key}" '$1 == k { v = $2; gsub(/^"|";$/, "", v); print v; exit }')"
+  [[ -n "${val}" ]] && printf '%s "%s";\n' "${key}" "${val}"
+done >"${work}/etc/apt/apt.conf.d/99fastapi-edge-host"
+
 log "installing ${packages[*]} in the chroot"
 mount -t proc proc "${work}/proc"
 run chroot "${work}" "${chroot_env[@]}" apt-get update >&2
