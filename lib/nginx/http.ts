@@ -3,6 +3,7 @@
 // the upstream of app processes.
 import { EdgeConfig } from "../config";
 import { snippetLines, zoneName } from "./syntax";
+import { tlsGroupLines } from "./tls";
 import { HostLayout } from "./types";
 
 export type HttpSettings = Pick<
@@ -24,8 +25,11 @@ export interface HttpOptions {
   layout: Pick<HostLayout, "logDir" | "tempDir">;
   /** App ports, one upstream server each. */
   upstreamPorts: number[];
-  /** Include the TLS settings (snippets/tls.conf): the site has TLS servers. */
-  tls: boolean;
+  /**
+   * The site has TLS servers: include the TLS settings (snippets/tls.conf) and
+   * set the key-exchange groups the target's OpenSSL (major.minor) supports.
+   */
+  tls: false | { opensslVersion: string };
 }
 
 export function renderHttpConf(s: HttpSettings, o: HttpOptions): string {
@@ -55,7 +59,7 @@ export function renderHttpConf(s: HttpSettings, o: HttpOptions): string {
     for (const t of ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]) lines.push(`${t}_temp_path ${o.layout.tempDir}/${t};`);
     lines.push("");
   }
-  if (o.tls) lines.push("include fastapi-edge/snippets/tls.conf;", "");
+  if (o.tls) lines.push("include fastapi-edge/snippets/tls.conf;", ...tlsGroupLines(o.tls.opensslVersion), "");
   lines.push(...snippetLines("websocket-upgrade.conf"), "");
   if (s.rateLimits.length) {
     lines.push("# Rate limits answer 429 (the default 503 would show the maintenance page).");

@@ -14,7 +14,7 @@
 //
 // renderSite is the whole site with TLS; renderAcmeBootstrap (acme-bootstrap.ts)
 // the HTTP-only config pushed once before the first certificate exists.
-import { appPorts, EdgeConfig, targetNginxVersion } from "../config";
+import { appPorts, EdgeConfig, targetNginxVersion, targetOpenSslVersion } from "../config";
 import { shipped } from "../shipped";
 import { commonStageFiles } from "./common-files";
 import { renderHttpConf } from "./http";
@@ -29,12 +29,15 @@ export { renderAcmeBootstrap } from "./acme-bootstrap";
 export type { AcmeBootstrapOptions } from "./acme-bootstrap";
 export { workerNofile } from "./main";
 export { durationSeconds, parseVersion, versionAtLeast } from "./syntax";
+export { CLASSIC_GROUPS, PQ_GROUPS, tlsGroups } from "./tls";
 
 export interface SiteOptions {
   layout: HostLayout;
   listen: Listen;
   /** Defaults to the version config targets. */
   nginxVersion?: string;
+  /** OpenSSL the target's nginx links against (major.minor); defaults to hostOs's. */
+  opensslVersion?: string;
   /** Upstream app ports; defaults to those derived from config. */
   upstreamPorts?: number[];
   /** Retry-After seconds on the maintenance page. */
@@ -56,7 +59,14 @@ export function renderSite(c: EdgeConfig, o: SiteOptions): StageFile[] {
   ]);
   return [
     { path: "conf/nginx.conf", content: renderMainConf(o.layout, c.workerConnections) },
-    { path: "conf/fastapi-edge/http.conf", content: renderHttpConf(c, { layout: o.layout, upstreamPorts: ports, tls: true }) },
+    {
+      path: "conf/fastapi-edge/http.conf",
+      content: renderHttpConf(c, {
+        layout: o.layout,
+        upstreamPorts: ports,
+        tls: { opensslVersion: o.opensslVersion ?? targetOpenSslVersion(c) },
+      }),
+    },
     { path: "conf/fastapi-edge/snippets/tls.conf", content: shipped("nginx/tls-intermediate.conf") },
     common.proxyHeaders,
     common.proxy,

@@ -2,18 +2,7 @@
 import { shipped } from "../shipped";
 import { Listen } from "./types";
 
-/** nginx version as comparable [major, minor, patch]. */
-export function parseVersion(v: string): [number, number, number] {
-  const [a = 0, b = 0, c = 0] = v.split(".").map(Number);
-  return [a, b, c];
-}
-
-export function versionAtLeast(v: string, min: string): boolean {
-  const x = parseVersion(v);
-  const y = parseVersion(min);
-  for (let i = 0; i < 3; i++) if (x[i]! !== y[i]!) return x[i]! > y[i]!;
-  return true;
-}
+export { parseVersion, versionAtLeast } from "../version";
 
 /** Seconds in an nginx duration (validated form: digits + ms|s|m|h). */
 export function durationSeconds(d: string): number {

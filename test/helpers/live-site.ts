@@ -443,6 +443,14 @@ function localNginxVersion(): string {
   return m ? m[1]! : "1.22.1";
 }
 
+/** OpenSSL the local nginx runs with (`nginx -V`): it decides the TLS groups nginx accepts. */
+export function localNginxOpenSsl(): string {
+  const out = spawnSync("nginx", ["-V"], { encoding: "utf8" });
+  const m = /running with OpenSSL ([0-9.]+)/.exec(out.stderr) ?? /built with OpenSSL ([0-9.]+)/.exec(out.stderr);
+  if (!m) throw new Error(`cannot read the OpenSSL version from nginx -V:\n${out.stderr}`);
+  return m[1]!;
+}
+
 export async function startLiveSite(opts: LiveSiteOptions = {}): Promise<LiveSite> {
   const variant = opts.variant ?? "rendered";
   const domain = variant === "seed" ? SEED_DOMAIN : LIVE_DOMAIN;
@@ -456,6 +464,7 @@ export async function startLiveSite(opts: LiveSiteOptions = {}): Promise<LiveSit
   };
   const config = parseConfig(raw);
   const nginxVersion = opts.nginxVersion ?? localNginxVersion();
+  const opensslVersion = localNginxOpenSsl();
   const startTimeoutMs = opts.startTimeoutMs ?? 30_000;
   const nApps = opts.reuseAppPorts ? opts.reuseAppPorts.length : (opts.appProcesses ?? 1);
   const ports = await freePorts(2 + (opts.reuseAppPorts ? 0 : nApps));
@@ -467,6 +476,7 @@ export async function startLiveSite(opts: LiveSiteOptions = {}): Promise<LiveSit
   const fixture = makeNginxFixture(config, {
     listen,
     nginxVersion,
+    opensslVersion,
     upstreamPorts: appPorts,
     ...(opts.retryAfter ? { retryAfter: opts.retryAfter } : {}),
   });
@@ -636,6 +646,7 @@ export async function startLiveSite(opts: LiveSiteOptions = {}): Promise<LiveSit
         layout: L,
         listen,
         nginxVersion,
+        opensslVersion,
         upstreamPorts: appPorts,
         ...(opts.retryAfter ? { retryAfter: opts.retryAfter } : {}),
       });

@@ -143,7 +143,7 @@ export function prepareLayout(layout: HostLayout, domain: string, caDir: string,
 
 export function makeNginxFixture(
   c: EdgeConfig,
-  opts: { listen: Listen; phase?: Phase; nginxVersion?: string; upstreamPorts?: number[]; retryAfter?: number },
+  opts: { listen: Listen; phase?: Phase; nginxVersion?: string; opensslVersion?: string; upstreamPorts?: number[]; retryAfter?: number },
 ): NginxFixture {
   const root = mkdtempSync(path.join(tmpdir(), "fe-nginx-"));
   const layout = testLayout(root);
@@ -152,6 +152,7 @@ export function makeNginxFixture(
     layout,
     listen: opts.listen,
     ...(opts.nginxVersion ? { nginxVersion: opts.nginxVersion } : {}),
+    ...(opts.opensslVersion ? { opensslVersion: opts.opensslVersion } : {}),
     ...(opts.upstreamPorts ? { upstreamPorts: opts.upstreamPorts } : {}),
     ...(opts.retryAfter ? { retryAfter: opts.retryAfter } : {}),
   });

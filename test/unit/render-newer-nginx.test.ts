@@ -181,8 +181,8 @@ describe.skipIf(hostVersion === null || versionAtLeast(hostVersion, "1.25.1"))(
   () => {
     it("rejects the 1.26 output (`http2 on`) and accepts the 1.22 output", () => {
       const c = parseConfig(base);
-      const cur = makeNginxFixture(c, { listen, phase: "full", nginxVersion: "1.26" });
-      const old = makeNginxFixture(c, { listen, phase: "full", nginxVersion: "1.22" });
+      const cur = makeNginxFixture(c, { listen, phase: "full", nginxVersion: "1.26", opensslVersion: "3.0" });
+      const old = makeNginxFixture(c, { listen, phase: "full", nginxVersion: "1.22", opensslVersion: "3.0" });
       try {
         expect(() => nginxTest(cur.confDir)).toThrow(/unknown directive "http2"/);
         expect(nginxTest(old.confDir)).toBe("");

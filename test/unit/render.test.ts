@@ -126,7 +126,7 @@ describe("nginx -t of every rendered variant (real nginx)", () => {
     for (const phase of ["full", "acme-bootstrap"] as const) {
       it(`${name} (${phase}, nginx 1.22 syntax)`, () => {
         const c = parseConfig({ ...base, ...extra });
-        const fx = makeNginxFixture(c, { listen, phase, nginxVersion: "1.22" });
+        const fx = makeNginxFixture(c, { listen, phase, nginxVersion: "1.22", opensslVersion: "3.0" });
         expect(nginxTest(fx.confDir)).toBe("");
       });
     }
@@ -134,7 +134,7 @@ describe("nginx -t of every rendered variant (real nginx)", () => {
   it("production layout renders and tests with the distro tree", () => {
     // The real /etc/nginx layout: includes modules-enabled, runs as www-data.
     const c = parseConfig(base);
-    const fx = makeNginxFixture(c, { listen: { address: null, http: 80, https: 443 }, nginxVersion: "1.22" });
+    const fx = makeNginxFixture(c, { listen: { address: null, http: 80, https: 443 }, nginxVersion: "1.22", opensslVersion: "3.0" });
     expect(nginxTest(fx.confDir)).toBe("");
   });
 });
