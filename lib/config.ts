@@ -8,6 +8,7 @@
 // quotes, `$`, backslashes, whitespace or newlines.
 import { z } from "zod";
 import { HOST_OS, HOST_OS_NAMES } from "./hostos";
+import { versionAtLeast } from "./version";
 
 export const PROJECT = "fastapi-edge";
 
@@ -201,6 +202,11 @@ export const configSchema = z
       .optional()
       .describe("acme custom: local path of a PEM bundle certbot must trust to reach the ACME server (also used by scheduled renewals)."),
     email: email.optional().describe("ACME account e-mail (nginx front end)."),
+    http3: bool
+      .default(false)
+      .describe(
+        "Serve HTTP/3 over QUIC on UDP 443 as well (listen ... quic, Alt-Svc header, UDP 443 in the security group). Needs nginx 1.25 or newer (hostOs debian-13, or nginxVersion); not with frontend alb.",
+      ),
     hstsMaxAge: int(0, 126144000).default(63072000).describe("HSTS max-age in seconds, sent on every HTTPS response."),
     // App
     appSource: z
@@ -299,6 +305,23 @@ export const configSchema = z
     if (c.acme === "custom" && !c.acmeDirectoryUrl) need("acmeDirectoryUrl", "acme is custom");
     if (c.acme !== "custom" && (c.acmeDirectoryUrl || c.acmeCaBundle)) {
       ctx.addIssue({ code: "custom", path: ["acme"], message: "must be custom when acmeDirectoryUrl or acmeCaBundle is set" });
+    }
+    if (c.http3 && c.frontend === "alb") {
+      ctx.addIssue({
+        code: "custom",
+        path: ["http3"],
+        message: "must be false when frontend is alb (nginx serves HTTP/3; an Application Load Balancer does not)",
+      });
+    } else if (c.http3) {
+      const v = c.nginxVersion ?? HOST_OS[c.hostOs].nginx;
+      if (!versionAtLeast(v, "1.25")) {
+        const from = c.nginxVersion ? `nginxVersion is ${v}` : `hostOs ${c.hostOs} packages nginx ${v}`;
+        ctx.addIssue({
+          code: "custom",
+          path: ["http3"],
+          message: `needs nginx 1.25 or newer (QUIC), but ${from}: use hostOs debian-13, or install a newer nginx and set nginxVersion`,
+        });
+      }
     }
     if (c.workerConnections < 2 * (c.limitConnPerIp || 0)) {
       ctx.addIssue({ code: "custom", path: ["limitConnPerIp"], message: "must be at most half of workerConnections" });

@@ -24,6 +24,7 @@ export type TlsServerSettings = AppLocationSettings &
     | "proxySendTimeout"
     | "proxyBuffering"
     | "scannerPaths"
+    | "http3"
   >;
 
 export interface TlsServerOptions {
@@ -35,25 +36,55 @@ export interface TlsServerOptions {
   retryAfter: number;
 }
 
+// The site's name in SNI with another Host (or :authority over HTTP/2 and 3)
+// lands here too once the handshake is done: nginx picks the server by Host.
+// Without a return it would serve nginx's built-in root (a 404 page).
+const UNKNOWN_HOST = [
+  "# The site's SNI with another Host header (:authority in HTTP/2 and HTTP/3) also",
+  "# lands here after the handshake: close without a response.",
+  "return 444;",
+];
+
 export function renderTlsServers(s: TlsServerSettings, o: TlsServerOptions): string[] {
   const http2Directive = versionAtLeast(o.nginxVersion, "1.25.1");
-  const listen = (extra: string): string[] => [
+  if (s.http3 && !versionAtLeast(o.nginxVersion, "1.25")) {
+    // Config validation refuses this; a caller overriding nginxVersion must not get a config nginx rejects.
+    throw new Error(`http3 needs nginx 1.25 or newer, rendering for ${o.nginxVersion}`);
+  }
+  // QUIC listens (UDP) next to the TCP ones. reuseport may appear once per
+  // address:port across all servers: the default server carries it, so each
+  // worker gets its own UDP socket and the kernel keeps a QUIC connection's
+  // packets on one worker. HTTP/3 is on by default on quic listens (`http3`).
+  const listen = (extra: string, quic: string): string[] => [
     ...listenLines(o.listen, o.listen.https, http2Directive ? `ssl${extra}` : `ssl http2${extra}`),
+    ...(s.http3 ? listenLines(o.listen, o.listen.https, `quic${quic}${extra}`) : []),
     ...(http2Directive ? ["http2 on;"] : []),
   ];
   const L = o.layout;
   return [
-    "# Unknown Host names (SNI) on 443: refuse the handshake, present no certificate.",
-    ...serverBlock([[...listen(" default_server"), "server_name _;", "access_log off;", "ssl_reject_handshake on;"]]),
+    s.http3
+      ? "# Unknown Host names (SNI) on 443, TCP and QUIC: refuse the handshake, present no certificate."
+      : "# Unknown Host names (SNI) on 443: refuse the handshake, present no certificate.",
+    ...serverBlock([
+      [...listen(" default_server", " reuseport"), "server_name _;", "access_log off;", "ssl_reject_handshake on;", ...UNKNOWN_HOST],
+    ]),
     "",
     ...serverBlock([
-      [...listen(""), `server_name ${s.domain};`],
+      [...listen("", ""), `server_name ${s.domain};`],
       [`ssl_certificate ${L.certDir}/fullchain.pem;`, `ssl_certificate_key ${L.certDir}/privkey.pem;`],
       [
         "# HSTS on every response (errors too: `always`). A location with its own",
         "# add_header loses this one, so such locations repeat it.",
         hstsHeader(s.hstsMaxAge),
         'add_header X-Content-Type-Options "nosniff" always;',
+        ...(s.http3
+          ? [
+              "# HTTP/3: tell clients that came over TCP that the same origin answers over",
+              "# QUIC on this UDP port, for a day. 0-RTT stays off (ssl_early_data's",
+              "# default): early data can be replayed, and the app cannot tell a replay.",
+              `add_header Alt-Svc 'h3=":${o.listen.https}"; ma=86400' always;`,
+            ]
+          : []),
       ],
       ...(s.limitConnPerIp > 0 ? [[`limit_conn fastapi_edge_conn ${s.limitConnPerIp};`]] : []),
       [
