@@ -126,6 +126,17 @@ export class Ec2Host extends pulumi.ComponentResource implements Host {
           );
         }
       }
+      if (c.http3) {
+        // HTTP/3 runs over QUIC, which is UDP: the TCP rule above does not cover it.
+        for (const cidr of ["0.0.0.0/0", "::/0"]) {
+          const v = cidr.includes(":") ? "v6" : "v4";
+          new aws.vpc.SecurityGroupIngressRule(
+            `${name}-443-udp-${v}`,
+            { securityGroupId: sg, ipProtocol: "udp", fromPort: 443, toPort: 443, ...ipRule(cidr), description: "HTTP/3 (QUIC)" },
+            parent,
+          );
+        }
+      }
     }
 
     let instanceProfile: aws.iam.InstanceProfile | undefined;

@@ -8,6 +8,7 @@ const albEc2 = { domain: "api.example.com", frontend: "alb", route53ZoneId: "Z01
 
 type Rule = {
   inputs: {
+    ipProtocol?: string;
     fromPort?: number;
     toPort?: number;
     cidrIpv4?: string;
@@ -39,6 +40,22 @@ describe("nginx front end on EC2", () => {
       expect(open.sort()).toEqual(["0.0.0.0/0", "::/0"]);
     }
     for (const r of rules) expect(r.inputs.fromPort === 22 && /\/0$/.test(r.inputs.cidrIpv4 ?? r.inputs.cidrIpv6 ?? "")).toBe(false);
+  });
+
+  it("opens UDP 443 (QUIC) to the world only when http3 is on", async () => {
+    const udp = (rules: Rule[]) => rules.filter((r) => r.inputs.ipProtocol === "udp");
+    expect(udp(ingress(await runProgram(nginxEc2)))).toEqual([]);
+    const rules = ingress(await runProgram({ ...nginxEc2, http3: "true" }));
+    const quic = udp(rules);
+    expect(quic.map((r) => [r.inputs.fromPort, r.inputs.toPort, r.inputs.cidrIpv4 ?? r.inputs.cidrIpv6]).sort()).toEqual([
+      [443, 443, "0.0.0.0/0"],
+      [443, 443, "::/0"],
+    ]);
+    // TCP 80/443 stay as they were.
+    for (const port of [80, 443]) {
+      const tcp = rules.filter((r) => r.inputs.ipProtocol === "tcp" && r.inputs.fromPort === port);
+      expect(tcp.map((r) => r.inputs.cidrIpv4 ?? r.inputs.cidrIpv6).sort()).toEqual(["0.0.0.0/0", "::/0"]);
+    }
   });
 
   it("opens SSH to nobody by default", async () => {
