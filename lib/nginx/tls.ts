@@ -28,8 +28,8 @@ export function tlsGroupLines(opensslVersion: string): string[] {
     pq
       ? "# classical groups for clients without it (Mozilla intermediate, guideline 6.0)."
       : "# first has X25519MLKEM768; Mozilla intermediate, guideline 5.7).",
-    "# Set here, at http level, so the unknown-name server and the site's server",
-    "# share it: with TLS 1.3 nginx takes the groups from the default server.",
+    "# Set at http level: nginx negotiates with the groups of the address's default",
+    "# server (the unknown-name one); a list set only in the site's server is ignored.",
     `ssl_ecdh_curve ${tlsGroups(opensslVersion).join(":")};`,
   ];
 }
