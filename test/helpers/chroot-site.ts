@@ -127,6 +127,8 @@ export interface ChrootSiteOptions {
   /** Renderer overrides (default: the chroot nginx's own versions). */
   nginxVersion?: string;
   opensslVersion?: string;
+  /** Change the rendered files before they are installed (experiments the renderer would never emit). */
+  edit?: (files: StageFile[]) => StageFile[];
   startTimeoutMs?: number;
 }
 
@@ -165,13 +167,14 @@ export async function startChrootSite(root: string, o: ChrootSiteOptions = {}): 
   try {
     const ca = prepareLayout(layout, domain, path.join(hostDir, "ca"), host);
     cpSync(path.join(APP_DIR, "static"), host(layout.staticDir), { recursive: true });
-    const files = renderSite(config, {
+    const rendered = renderSite(config, {
       layout,
       listen,
       nginxVersion: o.nginxVersion ?? versions.nginx,
       opensslVersion: o.opensslVersion ?? versions.openssl,
       upstreamPorts: [appPort],
     });
+    const files = o.edit ? o.edit(rendered) : rendered;
     for (const f of files) {
       const inside = f.path.startsWith("conf/") ? path.join(layout.nginxConfDir, f.path.slice(5)) : `/${f.path.slice("extra/".length)}`;
       if (!inside.startsWith(`${prefix}/`)) throw new Error(`${f.path} maps outside ${prefix}`);
