@@ -88,6 +88,22 @@ describe.each(["trixie", "sid"] as const)("HTTP/3 on the %s chroot's nginx", (wh
     expect(log).toMatch(/"GET \/api\/hello HTTP\/3\.0" 200 /);
   });
 
+  it("the QUIC handshake uses the post-quantum group too: a client offering only X25519MLKEM768 gets h3", async () => {
+    const pq = curl(root, site, ["--http3-only", "--curves", "X25519MLKEM768"]);
+    expect(pq.exit, pq.stderr).toBe(0);
+    expect([pq.version, pq.status]).toEqual(["3", "200"]);
+    // Control: the same nginx with the classical list (as rendered for OpenSSL 3.0) refuses that client.
+    const classic = await startChrootSite(root, { config: { http3: true }, opensslVersion: "3.0" });
+    try {
+      const r = curl(root, classic, ["--http3-only", "--curves", "X25519MLKEM768"]);
+      expect(r.exit).not.toBe(0);
+      expect(r.status).toBe("000");
+      expect(curl(root, classic, ["--http3-only"]).status).toBe("200");
+    } finally {
+      await classic.stop();
+    }
+  });
+
   it("HTTP/2 and HTTP/1.1 over TCP are unchanged and advertise h3 with Alt-Svc on the HTTPS port", () => {
     const h2 = curl(root, site, ["--http2"]);
     expect(h2.exit, h2.stderr).toBe(0);
@@ -137,13 +153,14 @@ describe.each(["trixie", "sid"] as const)("HTTP/3 on the %s chroot's nginx", (wh
     expect(r.stdout).toBe("000");
   });
 
-  it("the site's SNI with an unknown Host (:authority) gets no response over HTTP/3 or HTTP/2 (444 resets the stream)", () => {
-    for (const proto of ["--http3-only", "--http2"]) {
+  it("the site's SNI with an unknown Host (:authority) gets no response over HTTP/3, HTTP/2 or HTTP/1.1 (444)", () => {
+    for (const proto of ["--http3-only", "--http2", "--http1.1"]) {
       const r = curl(root, site, [proto, "-H", "Host: unknown.example.test"]);
       expect(r.exit, `${proto}: ${r.stderr}`).not.toBe(0);
       expect(r.status, proto).toBe("000");
       expect(r.body, proto).toBe("");
-      expect(r.stderr, proto).toMatch(/stream \d+ (was )?(reset|not closed cleanly)/);
+      // h3 and h2: the stream is reset; HTTP/1.1: the connection is reset with nothing sent.
+      expect(r.stderr, proto).toMatch(proto === "--http1.1" ? /Connection reset by peer/ : /stream \d+ (was )?(reset|not closed cleanly)/);
     }
     // Control: the same request with the site's Host is answered.
     expect(curl(root, site, ["--http3-only", "-H", `Host: ${site.domain}`]).status).toBe("200");
