@@ -53,7 +53,10 @@ describe("TLS key-exchange groups by the target's OpenSSL", () => {
       const files = render({ hostOs });
       expect(curveLine(files), hostOs).toEqual(["conf/fastapi-edge/http.conf: ssl_ecdh_curve X25519:prime256v1:secp384r1;"]);
       const directives = files.flatMap((f) => f.content.split("\n").filter((l) => !/^\s*#/.test(l)));
-      expect(directives.filter((l) => /MLKEM/.test(l)), hostOs).toEqual([]);
+      expect(
+        directives.filter((l) => /MLKEM/.test(l)),
+        hostOs,
+      ).toEqual([]);
     }
   });
 
