@@ -134,6 +134,24 @@ export interface ChrootSiteOptions {
 
 export const CHROOT_DOMAIN = "edge.fastapi-edge.test";
 
+/** PIDs started here and not yet stopped: SIGTERM when the Node process exits (a test run that dies mid-way). */
+const livePids = new Set<number>();
+let exitHook = false;
+function track(pid: number): void {
+  livePids.add(pid);
+  if (exitHook) return;
+  exitHook = true;
+  process.on("exit", () => {
+    for (const p of livePids) {
+      try {
+        process.kill(p, "SIGTERM");
+      } catch {
+        // already gone
+      }
+    }
+  });
+}
+
 /** Render, install and start the site on the chroot's nginx, with the app on the host. */
 export async function startChrootSite(root: string, o: ChrootSiteOptions = {}): Promise<ChrootSite> {
   const domain = CHROOT_DOMAIN;
@@ -157,9 +175,15 @@ export async function startChrootSite(root: string, o: ChrootSiteOptions = {}): 
   let nginx: StartedProcess | null = null;
   let app: StartedProcess | null = null;
   const stop = async (): Promise<void> => {
-    if (nginx) await stopNginx(nginx.pid);
+    if (nginx) {
+      await stopNginx(nginx.pid);
+      livePids.delete(nginx.pid);
+    }
     nginx = null;
-    if (app) await stopPid(app.pid);
+    if (app) {
+      await stopPid(app.pid);
+      livePids.delete(app.pid);
+    }
     app = null;
     rmSync(hostDir, { recursive: true, force: true });
   };
@@ -198,6 +222,7 @@ export async function startChrootSite(root: string, o: ChrootSiteOptions = {}): 
         PYTHONPYCACHEPREFIX: path.join(hostDir, "pycache"),
       },
     });
+    track(app.pid);
     await waitForHttp(`http://127.0.0.1:${appPort}/healthz`, timeout, 200, app);
 
     const conf = path.join(layout.nginxConfDir, "nginx.conf");
@@ -215,6 +240,7 @@ export async function startChrootSite(root: string, o: ChrootSiteOptions = {}): 
       "daemon off;",
     ]);
     nginx = started;
+    track(started.pid);
     await waitForPort(httpsPort, timeout, "127.0.0.1", started);
     await waitForPort(httpPort, timeout, "127.0.0.1", started);
 

@@ -50,7 +50,9 @@ function keyExchange(h: Hello): { group: string | null; tempKey: string | null; 
   return {
     group: /^Negotiated TLS1\.3 group: (\S+)$/m.exec(h.out)?.[1] ?? null,
     tempKey: /^(?:Server|Peer) Temp Key: (.+)$/m.exec(h.out)?.[1] ?? null,
-    protocol: /^\s*Protocol\s*: (\S+)$/m.exec(h.out)?.[1] ?? null,
+    // "New, TLSv1.3, Cipher is ..." is printed right after the handshake; the
+    // SSL-Session block's "Protocol" line only once a TLS 1.3 ticket has arrived (racy).
+    protocol: /^New, (TLSv[0-9.]+), Cipher is /m.exec(h.out)?.[1] ?? null,
   };
 }
 
