@@ -1,5 +1,5 @@
 // The real path end to end: the real Pulumi engine (CLI, Node.js language host, command
-// provider 1.2.1 from scripts/get-pulumi.sh) runs this program against a blank Debian 12
+// provider 1.2.1 from scripts/get-pulumi.sh) runs this program against a blank Debian 13
 // guest under QEMU, over real SSH, with a real ACME server (Pebble). Every step is a real
 // `pulumi` command on a local file backend; nothing here runs a host step by itself.
 //
@@ -223,6 +223,13 @@ describe("end to end through the real Pulumi engine against a local VPS", () => 
         `echo | openssl s_client -connect 127.0.0.1:${vps["VPS_HTTPS_PORT"]} -servername ${DOMAIN} 2>/dev/null | openssl x509 -noout -issuer`,
       ]);
       expect(issuer.out).toMatch(/Pebble/i);
+      // The tested OS is the deployed one: Debian 13's own nginx, rendered for it (`http2 on;`).
+      const os = await guest("cat /etc/debian_version; nginx -v 2>&1; grep -c 'http2 on;' /etc/nginx/fastapi-edge/site.conf || true");
+      expect(os.out).toMatch(/^13\./);
+      expect(os.out).toMatch(/nginx\/1\.26\./);
+      expect(Number(os.out.trim().split("\n").pop())).toBeGreaterThan(0);
+      const h2 = await curl(["--http2", "--cacert", pebbleRoot, "-o", "/dev/null", "-w", "%{http_version}", httpsUrl("/api/hello")]);
+      expect(h2.out).toBe("2");
       const http = await curl([
         "-o",
         "/dev/null",
