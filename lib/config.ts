@@ -7,6 +7,7 @@
 // character set that cannot open a new directive or command: no `;`, braces,
 // quotes, `$`, backslashes, whitespace or newlines.
 import { z } from "zod";
+import { byFamily, CLOUDFLARE_HEADER, cloudflareRanges, isNetworkAddress, SG_INBOUND_RULES_PER_FAMILY } from "./cdn";
 import { HOST_OS, HOST_OS_NAMES } from "./hostos";
 
 export const PROJECT = "fastapi-edge";
@@ -97,6 +98,26 @@ const rateLimit = z
     // The regex above guarantees the match.
     return { path: m![1]!, rate: m![2]!, burst: Number(m![3]) };
   });
+
+// An HTTP header name (an RFC 9110 token) narrowed to letters, digits and
+// hyphens: the other token characters ($ ' * | ...) have no place in a header
+// name a proxy sets, and nginx drops names with underscores by default
+// (underscores_in_headers off), so such a header would never arrive.
+const HEADER_NAME_RE = /^[A-Za-z][A-Za-z0-9-]{0,63}$/;
+const realIpHeaderSchema = z
+  .string()
+  .regex(
+    HEADER_NAME_RE,
+    msg("an HTTP header name of letters, digits and hyphens such as X-Forwarded-For, CF-Connecting-IP or True-Client-IP"),
+  )
+  .refine(
+    (h) => !["forwarded", "host", "connection"].includes(h.toLowerCase()),
+    msg("a header that carries the client address alone or as an X-Forwarded-For list (nginx cannot read RFC 7239 Forwarded: for=...)"),
+  );
+const trustedCidr = cidr
+  .refine((c) => !c.endsWith("/0"), msg("a narrower block than the whole internet (trusting /0 lets every client pick its address)"))
+  .refine(isNetworkAddress, msg("a CIDR block with its host bits zero, such as 10.0.0.0/8 or 2001:db8::/32"));
+const PEM_PATH_RE = /^[A-Za-z0-9._\/-]+\.(pem|crt)$/;
 
 const NGINX_VERSION_RE = /^1\.(2[2-9]|[3-9][0-9])(\.[0-9]{1,3})?$/;
 
@@ -197,7 +218,7 @@ export const configSchema = z
       .describe("acme custom: the ACME directory URL, e.g. https://acme.example.test/dir."),
     acmeCaBundle: z
       .string()
-      .regex(/^[A-Za-z0-9._\/-]+\.(pem|crt)$/, msg("a local path to a PEM file (.pem or .crt)"))
+      .regex(PEM_PATH_RE, msg("a local path to a PEM file (.pem or .crt)"))
       .optional()
       .describe("acme custom: local path of a PEM bundle certbot must trust to reach the ACME server (also used by scheduled renewals)."),
     email: email.optional().describe("ACME account e-mail (nginx front end)."),
@@ -270,6 +291,35 @@ export const configSchema = z
       .describe("URL prefixes closed without a response (444)."),
     maintenanceMode: bool.default(false).describe("Serve the maintenance page (503, Retry-After) for every request."),
     accessLog: bool.default(true).describe("Write the access log (/var/log/nginx/fastapi-edge.access.log)."),
+    // What stands in front of nginx
+    frontedBy: z
+      .enum(["none", "cloudflare", "custom"], { message: "must be none, cloudflare or custom" })
+      .default("none")
+      .describe(
+        "What stands in front of nginx: none (clients connect directly), cloudflare (proxied DNS: the client address comes from CF-Connecting-IP, trusted only from Cloudflare's ranges in files/cdn/) or custom (trustedProxyCidrs and realIpHeader).",
+      ),
+    trustedProxyCidrs: list(trustedCidr)
+      .default([])
+      .describe(
+        "frontedBy custom: CIDR blocks of the proxies or CDN in front; only requests from these addresses may set the client address (required, non-empty; /0 refused).",
+      ),
+    realIpHeader: realIpHeaderSchema
+      .optional()
+      .describe(
+        "frontedBy custom: the header carrying the client address, e.g. X-Forwarded-For (the default; a chain, read right to left past trusted addresses), CF-Connecting-IP or True-Client-IP.",
+      ),
+    restrictHttpToCdn: bool
+      .default(false)
+      .describe(
+        "hostMode ec2 with frontedBy cloudflare or custom: open ports 80 and 443 in the security group only to the front's ranges (IPv4 and IPv6) instead of to everyone.",
+      ),
+    originPullCaFile: z
+      .string()
+      .regex(PEM_PATH_RE, msg("a local path to a PEM file (.pem or .crt)"))
+      .optional()
+      .describe(
+        "Authenticated origin pulls: local path of the PEM CA certificate the CDN's client certificates come from (Cloudflare's origin-pull CA); nginx then refuses HTTPS clients without one. nginx front end with frontedBy cloudflare or custom.",
+      ),
     // ALB
     albIdleTimeout: int(1, 4000).default(3600).describe("ALB idle timeout in seconds (raised for WebSockets)."),
     albDeregistrationDelay: int(0, 3600).default(15).describe("Seconds the ALB drains a deregistered target."),
@@ -300,6 +350,7 @@ export const configSchema = z
     if (c.acme !== "custom" && (c.acmeDirectoryUrl || c.acmeCaBundle)) {
       ctx.addIssue({ code: "custom", path: ["acme"], message: "must be custom when acmeDirectoryUrl or acmeCaBundle is set" });
     }
+    checkFront(c, ctx);
     if (c.workerConnections < 2 * (c.limitConnPerIp || 0)) {
       ctx.addIssue({ code: "custom", path: ["limitConnPerIp"], message: "must be at most half of workerConnections" });
     }
@@ -316,6 +367,72 @@ export const configSchema = z
       seen.add(p);
     }
   });
+
+type FrontSettings = {
+  frontend: "nginx" | "alb";
+  hostMode: "ec2" | "existing";
+  frontedBy: "none" | "cloudflare" | "custom";
+  trustedProxyCidrs: string[];
+  realIpHeader?: string | undefined;
+  restrictHttpToCdn: boolean;
+  originPullCaFile?: string | undefined;
+  sshAllowedCidrs: string[];
+};
+
+/** The cross-key rules of frontedBy and the settings that go with it. */
+function checkFront(c: FrontSettings, ctx: z.RefinementCtx): void {
+  const issue = (key: string, message: string) => ctx.addIssue({ code: "custom", path: [key], message });
+  if (c.frontedBy === "custom" && !c.trustedProxyCidrs.length) {
+    issue(
+      "trustedProxyCidrs",
+      "is required (non-empty) when frontedBy is custom: nginx restores the client address only from these blocks",
+    );
+  }
+  if (c.frontedBy !== "custom" && c.trustedProxyCidrs.length) {
+    issue("trustedProxyCidrs", "is only used with frontedBy custom (cloudflare uses the shipped ranges in files/cdn/)");
+  }
+  if (c.frontedBy !== "custom" && c.realIpHeader) {
+    issue("realIpHeader", `is only used with frontedBy custom (cloudflare always uses ${CLOUDFLARE_HEADER})`);
+  }
+  if (c.frontend === "alb" && c.frontedBy !== "none") {
+    issue(
+      "frontedBy",
+      "must be none with frontend alb: there is no nginx to restore the client address (the ALB appends to X-Forwarded-For itself)",
+    );
+  }
+  if (c.originPullCaFile) {
+    if (c.frontend === "alb") {
+      issue("originPullCaFile", "is refused with frontend alb: nginx checks the client certificate, and ALB mode has no nginx");
+    } else if (c.frontedBy === "none") {
+      issue("originPullCaFile", "needs frontedBy cloudflare or custom: with nothing in front, every browser would be refused");
+    }
+  }
+  if (c.restrictHttpToCdn) {
+    if (c.frontedBy === "none") issue("restrictHttpToCdn", "needs frontedBy cloudflare or custom (the ranges to open 80/443 to)");
+    else if (c.hostMode !== "ec2") issue("restrictHttpToCdn", "needs hostMode ec2 (only the EC2 security group is managed here)");
+    else if (c.frontend !== "nginx") issue("restrictHttpToCdn", "needs frontend nginx (in ALB mode the instance admits only the ALB)");
+    else {
+      const ranges = frontRanges(c);
+      const ssh = byFamily(c.sshAllowedCidrs);
+      for (const f of ["v4", "v6"] as const) {
+        const rules = 2 * ranges[f].length + ssh[f].length;
+        if (rules > SG_INBOUND_RULES_PER_FAMILY) {
+          issue(
+            "restrictHttpToCdn",
+            `would need ${rules} IP${f} inbound rules (2 ports x ${ranges[f].length} ranges + ${ssh[f].length} SSH), over AWS's default quota of ${SG_INBOUND_RULES_PER_FAMILY} per security group`,
+          );
+        }
+      }
+    }
+  }
+}
+
+/** The blocks nginx trusts to set the client address, by family (empty when nothing is in front). */
+export function frontRanges(c: Pick<FrontSettings, "frontedBy" | "trustedProxyCidrs">): { v4: string[]; v6: string[] } {
+  if (c.frontedBy === "cloudflare") return cloudflareRanges();
+  if (c.frontedBy === "custom") return byFamily(c.trustedProxyCidrs);
+  return { v4: [], v6: [] };
+}
 
 export type EdgeConfig = z.output<typeof configSchema>;
 export type RawConfig = Record<string, unknown>;
@@ -381,4 +498,20 @@ export function acmeDirectory(c: EdgeConfig): string {
     case "custom":
       return c.acmeDirectoryUrl!;
   }
+}
+
+/** How nginx restores the client address: the trusted blocks, the header, and whether to walk a chain. */
+export interface RealIp {
+  frontedBy: "cloudflare" | "custom";
+  cidrs: string[];
+  header: string;
+  /** X-Forwarded-For is a chain: skip trusted addresses from the right (real_ip_recursive on). */
+  recursive: boolean;
+}
+
+export function realIp(c: EdgeConfig): RealIp | null {
+  if (c.frontedBy === "none") return null;
+  const r = frontRanges(c);
+  const header = c.frontedBy === "cloudflare" ? CLOUDFLARE_HEADER : (c.realIpHeader ?? "X-Forwarded-For");
+  return { frontedBy: c.frontedBy, cidrs: [...r.v4, ...r.v6], header, recursive: header.toLowerCase() === "x-forwarded-for" };
 }

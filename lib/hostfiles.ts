@@ -2,6 +2,7 @@
 // host, as a pure function of validated config. The components push exactly
 // these (components/*.ts), and `npm run render` writes all of them
 // (renderHostFiles). No Pulumi import.
+import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import * as path from "node:path";
 import { ConfigError, EdgeConfig, PROJECT } from "./config";
@@ -105,11 +106,46 @@ export function certificateFiles(acmeCaBundlePem: string | undefined): HostFile[
   ];
 }
 
-/** nginx-site: the nginx.service drop-in, and the full nginx stage. */
-export function siteFiles(c: EdgeConfig): { dropIn: HostFile; stage: StageFile[] } {
+const PEM_CERT_RE = /-----BEGIN CERTIFICATE-----\r?\n[A-Za-z0-9+\/=\r\n]+?-----END CERTIFICATE-----/g;
+
+/**
+ * The origin-pull CA (originPullCaFile, read from the project) as clean PEM,
+ * or undefined when config names none. Every certificate in the file must
+ * parse, at least one must be a CA, and the file must hold no private key
+ * (it is shipped to the host). What is returned is the certificates alone,
+ * re-encoded, so no other text of the file reaches the host.
+ */
+export function readOriginPullCa(c: EdgeConfig, projectDir: string): string | undefined {
+  if (!c.originPullCaFile) return undefined;
+  const file = c.originPullCaFile;
+  const refuse = (why: string): never => {
+    throw new ConfigError([`${PROJECT}:originPullCaFile must be a PEM file of CA certificates: ${why} (got ${file})`]);
+  };
+  let text: string;
+  try {
+    text = readFileSync(path.resolve(projectDir, file), "utf8");
+  } catch (e) {
+    return refuse(`cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  if (/PRIVATE KEY-----/.test(text)) refuse("it holds a private key, which must never be shipped to the host");
+  const blocks = text.match(PEM_CERT_RE) ?? [];
+  if (!blocks.length) refuse("no -----BEGIN CERTIFICATE----- block");
+  const certs = blocks.map((b, i) => {
+    try {
+      return new X509Certificate(b);
+    } catch (e) {
+      return refuse(`certificate ${i + 1} does not parse (${(e as Error).message})`);
+    }
+  });
+  if (!certs.some((x) => x.ca)) refuse("no certificate in it is a CA (basicConstraints CA:TRUE)");
+  return certs.map((x) => x.toString().replace(/\r\n/g, "\n").replace(/\n?$/, "\n")).join("");
+}
+
+/** nginx-site: the nginx.service drop-in, and the full nginx stage (with the origin-pull CA when configured). */
+export function siteFiles(c: EdgeConfig, originPullCaPem?: string): { dropIn: HostFile; stage: StageFile[] } {
   return {
     dropIn: { path: HOST_PATHS.nginxDropIn, content: renderNginxDropIn(c) },
-    stage: renderSite(c, { layout: hostLayout(c), listen: PUBLIC_LISTEN }),
+    stage: renderSite(c, { layout: hostLayout(c), listen: PUBLIC_LISTEN, ...(originPullCaPem !== undefined ? { originPullCaPem } : {}) }),
   };
 }
 
@@ -140,6 +176,8 @@ export interface HostFileOptions {
   forwardedAllowIps?: string;
   /** The ACME CA bundle's PEM text, when config names one (readAcmeCaBundle). */
   acmeCaBundlePem?: string;
+  /** The origin-pull CA's PEM text, when config names one (readOriginPullCa). */
+  originPullCaPem?: string;
 }
 
 /** Every file the steps of this config put on a host (`npm run render`). */
@@ -147,7 +185,7 @@ export function renderHostFiles(c: EdgeConfig, o: HostFileOptions): HostFileSet 
   const system: HostFile[] = [...hostInstallFiles(), ...appDeployFiles(c, o.forwardedAllowIps ?? "127.0.0.1")];
   if (c.frontend === "alb") return { nginx: [], system };
 
-  const site = siteFiles(c);
+  const site = siteFiles(c, o.originPullCaPem);
   system.push(site.dropIn, ...certificateFiles(o.acmeCaBundlePem));
   if (c.alertEmail) system.push(...expiryTimerFiles(c, o.region ?? "us-east-1"));
   return { nginx: o.phase === "full" ? site.stage : acmeBootstrapStage(c), system };

@@ -26,6 +26,8 @@ export interface HttpOptions {
   upstreamPorts: number[];
   /** Include the TLS settings (snippets/tls.conf): the site has TLS servers. */
   tls: boolean;
+  /** Include realip.conf: a CDN or proxy stands in front and reports the client address. */
+  realIp?: boolean;
 }
 
 export function renderHttpConf(s: HttpSettings, o: HttpOptions): string {
@@ -56,6 +58,7 @@ export function renderHttpConf(s: HttpSettings, o: HttpOptions): string {
     lines.push("");
   }
   if (o.tls) lines.push("include fastapi-edge/snippets/tls.conf;", "");
+  if (o.realIp) lines.push("# The client address behind the CDN or proxy in front (frontedBy).", "include fastapi-edge/realip.conf;", "");
   lines.push(...snippetLines("websocket-upgrade.conf"), "");
   if (s.rateLimits.length) {
     lines.push("# Rate limits answer 429 (the default 503 would show the maintenance page).");

@@ -33,7 +33,12 @@ export interface TlsServerOptions {
   nginxVersion: string;
   /** Retry-After seconds on the maintenance page. */
   retryAfter: number;
+  /** Require a client certificate from the CA in fastapi-edge/origin-pull-ca.pem (authenticated origin pulls). */
+  originPull?: boolean;
 }
+
+/** Where the origin-pull CA lands, relative to nginx's config dir (so a candidate tree tests its own copy). */
+export const ORIGIN_PULL_CA = "fastapi-edge/origin-pull-ca.pem";
 
 export function renderTlsServers(s: TlsServerSettings, o: TlsServerOptions): string[] {
   const http2Directive = versionAtLeast(o.nginxVersion, "1.25.1");
@@ -49,6 +54,17 @@ export function renderTlsServers(s: TlsServerSettings, o: TlsServerOptions): str
     ...serverBlock([
       [...listen(""), `server_name ${s.domain};`],
       [`ssl_certificate ${L.certDir}/fullchain.pem;`, `ssl_certificate_key ${L.certDir}/privkey.pem;`],
+      ...(o.originPull
+        ? [
+            [
+              "# Authenticated origin pulls: only a client with a certificate from this CA",
+              "# (the CDN's) gets an answer; anyone else gets 400 and never reaches the app.",
+              "# Port 80 (ACME challenges, the redirect) is not affected.",
+              `ssl_client_certificate ${ORIGIN_PULL_CA};`,
+              "ssl_verify_client on;",
+            ],
+          ]
+        : []),
       [
         "# HSTS on every response (errors too: `always`). A location with its own",
         "# add_header loses this one, so such locations repeat it.",
