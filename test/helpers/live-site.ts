@@ -25,6 +25,7 @@ import net from "node:net";
 import path from "node:path";
 import tls from "node:tls";
 import { EdgeConfig, parseConfig, RawConfig } from "../../lib/config";
+import { readOriginPullCa } from "../../lib/hostfiles";
 import { renderSite, StageFile } from "../../lib/nginx";
 import { installFiles, makeNginxFixture, NginxFixture } from "./nginx-fixture";
 import {
@@ -98,6 +99,8 @@ export interface LiveSiteOptions {
   nginxEnv?: Record<string, string>;
   /** Wait this long for processes to listen. Default 30 s. */
   startTimeoutMs?: number;
+  /** Listen on these ports (http, https, then one per app process) instead of kernel-chosen free ones. */
+  ports?: number[];
 }
 
 export type Response = HttpResponse;
@@ -443,6 +446,12 @@ function localNginxVersion(): string {
   return m ? m[1]! : "1.22.1";
 }
 
+/** The origin-pull CA's PEM as the program reads it, when config names one (an absolute or repo-relative path). */
+function withOriginPullCa(c: EdgeConfig): { originPullCaPem?: string } {
+  const pem = readOriginPullCa(c, REPO_ROOT);
+  return pem === undefined ? {} : { originPullCaPem: pem };
+}
+
 export async function startLiveSite(opts: LiveSiteOptions = {}): Promise<LiveSite> {
   const variant = opts.variant ?? "rendered";
   const domain = variant === "seed" ? SEED_DOMAIN : LIVE_DOMAIN;
@@ -458,7 +467,9 @@ export async function startLiveSite(opts: LiveSiteOptions = {}): Promise<LiveSit
   const nginxVersion = opts.nginxVersion ?? localNginxVersion();
   const startTimeoutMs = opts.startTimeoutMs ?? 30_000;
   const nApps = opts.reuseAppPorts ? opts.reuseAppPorts.length : (opts.appProcesses ?? 1);
-  const ports = await freePorts(2 + (opts.reuseAppPorts ? 0 : nApps));
+  const nPorts = 2 + (opts.reuseAppPorts ? 0 : nApps);
+  if (opts.ports && opts.ports.length < nPorts) throw new Error(`ports: need ${nPorts}, got ${opts.ports.length}`);
+  const ports = opts.ports ?? (await freePorts(nPorts));
   const httpPort = ports[0]!;
   const httpsPort = ports[1]!;
   const appPorts = opts.reuseAppPorts ?? ports.slice(2);
@@ -469,6 +480,7 @@ export async function startLiveSite(opts: LiveSiteOptions = {}): Promise<LiveSit
     nginxVersion,
     upstreamPorts: appPorts,
     ...(opts.retryAfter ? { retryAfter: opts.retryAfter } : {}),
+    ...withOriginPullCa(config),
   });
   const root = fixture.root;
   const L = fixture.layout;
@@ -632,12 +644,14 @@ export async function startLiveSite(opts: LiveSiteOptions = {}): Promise<LiveSit
     },
     render(overrides = {}) {
       if (variant === "seed") throw new Error("the seed variant is not rendered");
-      return renderSite(parseConfig({ ...raw, ...overrides }), {
+      const c = parseConfig({ ...raw, ...overrides });
+      return renderSite(c, {
         layout: L,
         listen,
         nginxVersion,
         upstreamPorts: appPorts,
         ...(opts.retryAfter ? { retryAfter: opts.retryAfter } : {}),
+        ...withOriginPullCa(c),
       });
     },
     writeStage: (files) => fixture.writeStage(files),

@@ -143,7 +143,7 @@ export function prepareLayout(layout: HostLayout, domain: string, caDir: string,
 
 export function makeNginxFixture(
   c: EdgeConfig,
-  opts: { listen: Listen; phase?: Phase; nginxVersion?: string; upstreamPorts?: number[]; retryAfter?: number },
+  opts: { listen: Listen; phase?: Phase; nginxVersion?: string; upstreamPorts?: number[]; retryAfter?: number; originPullCaPem?: string },
 ): NginxFixture {
   const root = mkdtempSync(path.join(tmpdir(), "fe-nginx-"));
   const layout = testLayout(root);
@@ -154,6 +154,7 @@ export function makeNginxFixture(
     ...(opts.nginxVersion ? { nginxVersion: opts.nginxVersion } : {}),
     ...(opts.upstreamPorts ? { upstreamPorts: opts.upstreamPorts } : {}),
     ...(opts.retryAfter ? { retryAfter: opts.retryAfter } : {}),
+    ...(opts.originPullCaPem !== undefined ? { originPullCaPem: opts.originPullCaPem } : {}),
   });
   installFiles(layout, files);
   const confDir = layout.nginxConfDir;
