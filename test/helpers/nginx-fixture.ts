@@ -6,6 +6,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { EdgeConfig } from "../../lib/config";
+import { readOriginPullCa } from "../../lib/hostfiles";
 import { HostLayout, Listen, renderAcmeBootstrap, renderSite, SiteOptions, StageFile } from "../../lib/nginx";
 
 export interface LocalCa {
@@ -77,7 +78,10 @@ export type Phase = "full" | "acme-bootstrap";
 
 /** The stage a phase's step pushes, rendered for a test layout. */
 export function renderStage(c: EdgeConfig, phase: Phase, o: SiteOptions): StageFile[] {
-  return phase === "full" ? renderSite(c, o) : renderAcmeBootstrap({ domain: c.domain, layout: o.layout, listen: o.listen });
+  // The origin-pull CA, read as the program reads it, when config names one (repo-relative or absolute).
+  const pem = o.originPullCaPem ?? readOriginPullCa(c, path.resolve(__dirname, "..", ".."));
+  const site: SiteOptions = pem === undefined ? o : { ...o, originPullCaPem: pem };
+  return phase === "full" ? renderSite(c, site) : renderAcmeBootstrap({ domain: c.domain, layout: o.layout, listen: o.listen });
 }
 
 export interface NginxFixture {
@@ -200,4 +204,15 @@ export const RENDER_VARIANTS: Record<string, Record<string, unknown>> = {
   "maintenance mode": { maintenanceMode: true },
   "no buffering, short timeouts": { proxyBuffering: false, proxyReadTimeout: "500ms", clientHeaderTimeout: "2s" },
   "hsts off": { hstsMaxAge: 0 },
+  "behind cloudflare (every shipped range)": { frontedBy: "cloudflare" },
+  "behind a custom proxy, X-Forwarded-For chain, IPv4 and IPv6 blocks": {
+    frontedBy: "custom",
+    trustedProxyCidrs: ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"],
+  },
+  "behind a custom proxy, True-Client-IP, origin pulls": {
+    frontedBy: "custom",
+    trustedProxyCidrs: ["198.51.100.0/24"],
+    realIpHeader: "True-Client-IP",
+    originPullCaFile: "test/unit/fixtures/origin-pull-ca.pem",
+  },
 };
