@@ -49,6 +49,7 @@ export interface SiteOptions {
 /** The full site, with TLS: the stage the nginx-site step pushes. */
 export function renderSite(c: EdgeConfig, o: SiteOptions): StageFile[] {
   const ports = o.upstreamPorts ?? appPorts(c);
+  const nginxVersion = o.nginxVersion ?? targetNginxVersion(c);
   const common = commonStageFiles(o.layout, ports);
   if (c.originPullCaFile && o.originPullCaPem === undefined) {
     throw new Error(`originPullCaFile is set (${c.originPullCaFile}) but its PEM text was not read (readOriginPullCa)`);
@@ -61,7 +62,7 @@ export function renderSite(c: EdgeConfig, o: SiteOptions): StageFile[] {
     renderTlsServers(c, {
       layout: o.layout,
       listen: o.listen,
-      nginxVersion: o.nginxVersion ?? targetNginxVersion(c),
+      nginxVersion,
       retryAfter: o.retryAfter ?? 30,
       originPull,
     }),
@@ -70,7 +71,7 @@ export function renderSite(c: EdgeConfig, o: SiteOptions): StageFile[] {
     { path: "conf/nginx.conf", content: renderMainConf(o.layout, c.workerConnections) },
     {
       path: "conf/fastapi-edge/http.conf",
-      content: renderHttpConf(c, { layout: o.layout, upstreamPorts: ports, tls: true, realIp: real !== null }),
+      content: renderHttpConf(c, { layout: o.layout, upstreamPorts: ports, tls: true, realIp: real !== null, nginxVersion }),
     },
     ...(real ? [{ path: "conf/fastapi-edge/realip.conf", content: renderRealIpConf(real) }] : []),
     { path: "conf/fastapi-edge/snippets/tls.conf", content: shipped("nginx/tls-intermediate.conf") },
