@@ -85,8 +85,12 @@ export function renderStage(c: EdgeConfig, phase: Phase, o: SiteOptions): StageF
 }
 
 export interface NginxFixture {
+  /** The tree's directory as this machine sees it. */
   root: string;
+  /** nginx's config dir as this machine sees it. */
   confDir: string;
+  /** Where a layout path lies on this machine (under the chroot, for a chroot fixture). */
+  at(p: string): string;
   layout: HostLayout;
   listen: Listen;
   ca: LocalCa;
@@ -110,10 +114,10 @@ export function testLayout(root: string): HostLayout {
   };
 }
 
-/** Write rendered files into the tree: conf/ under confDir, extra/ under root. */
-export function installFiles(layout: HostLayout, files: StageFile[]): void {
+/** Write rendered files into the tree: conf/ under confDir, extra/ under root; `at` maps layout paths to this machine's. */
+export function installFiles(layout: HostLayout, files: StageFile[], at: (p: string) => string = (p) => p): void {
   for (const f of files) {
-    const dest = f.path.startsWith("conf/") ? path.join(layout.nginxConfDir, f.path.slice(5)) : f.path.slice(5);
+    const dest = at(f.path.startsWith("conf/") ? path.join(layout.nginxConfDir, f.path.slice(5)) : f.path.slice(5));
     mkdirSync(path.dirname(dest), { recursive: true });
     writeFileSync(dest, f.content);
   }
@@ -147,11 +151,22 @@ export function prepareLayout(layout: HostLayout, domain: string, caDir: string,
 
 export function makeNginxFixture(
   c: EdgeConfig,
-  opts: { listen: Listen; phase?: Phase; nginxVersion?: string; upstreamPorts?: number[]; retryAfter?: number; originPullCaPem?: string },
+  opts: {
+    listen: Listen;
+    phase?: Phase;
+    nginxVersion?: string;
+    upstreamPorts?: number[];
+    retryAfter?: number;
+    /** Build the tree under this chroot's /tmp, with paths as nginx inside the chroot sees them. */
+    chroot?: string;
+    originPullCaPem?: string;
+  },
 ): NginxFixture {
-  const root = mkdtempSync(path.join(tmpdir(), "fe-nginx-"));
-  const layout = testLayout(root);
-  const ca = prepareLayout(layout, c.domain, path.join(root, "ca"));
+  const chroot = opts.chroot;
+  const root = mkdtempSync(chroot ? path.join(chroot, "tmp", "fe-live-") : path.join(tmpdir(), "fe-nginx-"));
+  const at = (p: string): string => (chroot ? path.join(chroot, p) : p);
+  const layout = testLayout(chroot ? `/${path.relative(chroot, root)}` : root);
+  const ca = prepareLayout(layout, c.domain, path.join(root, "ca"), at);
   const files = renderStage(c, opts.phase ?? "full", {
     layout,
     listen: opts.listen,
@@ -160,11 +175,12 @@ export function makeNginxFixture(
     ...(opts.retryAfter ? { retryAfter: opts.retryAfter } : {}),
     ...(opts.originPullCaPem !== undefined ? { originPullCaPem: opts.originPullCaPem } : {}),
   });
-  installFiles(layout, files);
-  const confDir = layout.nginxConfDir;
+  installFiles(layout, files, at);
+  const confDir = at(layout.nginxConfDir);
   return {
     root,
     confDir,
+    at,
     layout,
     listen: opts.listen,
     ca,
