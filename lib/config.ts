@@ -8,7 +8,8 @@
 // quotes, `$`, backslashes, whitespace or newlines.
 import { z } from "zod";
 import { byFamily, CLOUDFLARE_HEADER, cloudflareRanges, isNetworkAddress, SG_INBOUND_RULES_PER_FAMILY } from "./cdn";
-import { HOST_OS, HOST_OS_NAMES } from "./hostos";
+
+import { HOST_OS, HOST_OS_NAMES, NGINX_ORG_STABLE, NGINX_SOURCES } from "./hostos";
 
 export const PROJECT = "fastapi-edge";
 
@@ -196,13 +197,19 @@ export const configSchema = z
       .regex(SSH_PUBKEY_RE, msg("the host's public key line, to pin it (ssh-ed25519 AAAA...)"))
       .optional()
       .describe("Pin the server's SSH host key (the public key line); unset, the host key is not checked."),
+    nginxSource: z
+      .enum(NGINX_SOURCES, { message: `must be ${NGINX_SOURCES.join(" or ")}` })
+      .default("distribution")
+      .describe(
+        `Where nginx comes from: distribution (default, the hostOs package) or nginx.org (nginx.org's signed stable apt repository, pinned to ${NGINX_ORG_STABLE}.*, replacing the distribution's nginx; the renderer then targets ${NGINX_ORG_STABLE}).`,
+      ),
     // The target's nginx, so the renderer emits syntax it accepts.
     nginxVersion: z
       .string()
       .regex(NGINX_VERSION_RE, msg("an nginx version 1.22 or newer such as 1.22, 1.24 or 1.26.1"))
       .optional()
       .describe(
-        "nginx version on the target, so the renderer emits syntax it accepts (http2 on from 1.25.1). Default: the version hostOs packages (1.26 on Debian 13, 1.22 on Debian 12, 1.24 on Ubuntu 24.04).",
+        `nginx version on the target, so the renderer emits syntax it accepts (http2 on from 1.25.1, keepalive_min_timeout from 1.27.4). Default: the version hostOs packages (1.26 on Debian 13, 1.22 on Debian 12, 1.24 on Ubuntu 24.04), or ${NGINX_ORG_STABLE} with nginxSource nginx.org.`,
       ),
     // TLS
     acme: z
@@ -351,6 +358,18 @@ export const configSchema = z
       ctx.addIssue({ code: "custom", path: ["acme"], message: "must be custom when acmeDirectoryUrl or acmeCaBundle is set" });
     }
     checkFront(c, ctx);
+    if (
+      c.nginxSource === "nginx.org" &&
+      c.nginxVersion &&
+      !c.nginxVersion.startsWith(`${NGINX_ORG_STABLE}.`) &&
+      c.nginxVersion !== NGINX_ORG_STABLE
+    ) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["nginxVersion"],
+        message: `must be ${NGINX_ORG_STABLE} or ${NGINX_ORG_STABLE}.x, or unset, when nginxSource is nginx.org (the apt pin installs ${NGINX_ORG_STABLE}.*)`,
+      });
+    }
     if (c.workerConnections < 2 * (c.limitConnPerIp || 0)) {
       ctx.addIssue({ code: "custom", path: ["limitConnPerIp"], message: "must be at most half of workerConnections" });
     }
@@ -474,9 +493,10 @@ export function parseConfig(raw: RawConfig): EdgeConfig {
 
 // --------------------------------------------------------- derived settings
 
-/** nginx version the renderer targets, from config or the host's distribution. */
+/** nginx version the renderer targets, from config, nginx.org's pinned stable line, or the host's distribution. */
 export function targetNginxVersion(c: EdgeConfig): string {
   if (c.nginxVersion) return c.nginxVersion;
+  if (c.nginxSource === "nginx.org") return NGINX_ORG_STABLE;
   return HOST_OS[c.hostOs].nginx;
 }
 

@@ -6,8 +6,10 @@ import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import * as path from "node:path";
 import { ConfigError, EdgeConfig, PROJECT } from "./config";
+import { NGINX_ORG_STABLE } from "./hostos";
 import { HOST_PATHS, hostLayout, PUBLIC_LISTEN } from "./hostpaths";
 import { durationSeconds, renderAcmeBootstrap, renderSite, StageFile } from "./nginx";
+import { commandLine } from "./shell";
 import { shipped } from "./shipped";
 import { renderAppEnv, renderCertbotDropIn, renderExpiryUnits, renderNginxDropIn } from "./units";
 
@@ -30,6 +32,7 @@ export const HOST_SCRIPTS = [
   "acme-bootstrap.sh",
   "systemd-reload.sh",
   "nginx-remove.sh",
+  "nginx-org-repo.sh",
 ] as const;
 
 export type HostScript = (typeof HOST_SCRIPTS)[number];
@@ -59,6 +62,34 @@ export function waitForBootShell(): string {
 /** bootstrap-install: the host scripts. */
 export function hostInstallFiles(): HostFile[] {
   return HOST_SCRIPTS.map((s) => ({ path: installedScript(s), content: shipped(`scripts/${s}`), mode: 0o755 }));
+}
+
+/** nginx from nginx.org's repository: only where the front end is nginx. */
+function fromNginxOrg(c: Pick<EdgeConfig, "nginxSource" | "frontend">): boolean {
+  return c.frontend === "nginx" && c.nginxSource === "nginx.org";
+}
+
+/** The signing keys of nginx.org's repository, shipped in files/apt/ (never downloaded at deploy time). */
+export const NGINX_ORG_KEYS_FILE = "apt/nginx-org-signing-keys.asc";
+
+/** bootstrap-install, nginxSource nginx.org: nginx.org's signing keys for nginx-org-repo.sh. */
+export function nginxSourceFiles(c: Pick<EdgeConfig, "nginxSource" | "frontend">): HostFile[] {
+  return fromNginxOrg(c) ? [{ path: HOST_PATHS.nginxOrgKeys, content: shipped(NGINX_ORG_KEYS_FILE) }] : [];
+}
+
+/**
+ * bootstrap-install's commands after the files are written: with nginxSource
+ * nginx.org, nginx.org's repository and nginx from it first (so the
+ * distribution's nginx is never installed, or is replaced), then every other
+ * package, then the app's user.
+ */
+export function bootstrapCommands(c: Pick<EdgeConfig, "nginxSource" | "frontend">, packages: string[]): string[] {
+  return [
+    `install -d -m 0755 ${HOST_PATHS.base} ${HOST_PATHS.etcDir} ${HOST_PATHS.stateDir}`,
+    ...(fromNginxOrg(c) ? [commandLine(installedScript("nginx-org-repo.sh"), NGINX_ORG_STABLE, HOST_PATHS.nginxOrgKeys)] : []),
+    commandLine(installedScript("install-packages.sh"), ...packages),
+    `${installedScript("ensure-user.sh")} fastapi-edge`,
+  ];
 }
 
 /** app-deploy: the systemd template unit and the app's environment. */
@@ -182,7 +213,7 @@ export interface HostFileOptions {
 
 /** Every file the steps of this config put on a host (`npm run render`). */
 export function renderHostFiles(c: EdgeConfig, o: HostFileOptions): HostFileSet {
-  const system: HostFile[] = [...hostInstallFiles(), ...appDeployFiles(c, o.forwardedAllowIps ?? "127.0.0.1")];
+  const system: HostFile[] = [...hostInstallFiles(), ...nginxSourceFiles(c), ...appDeployFiles(c, o.forwardedAllowIps ?? "127.0.0.1")];
   if (c.frontend === "alb") return { nginx: [], system };
 
   const site = siteFiles(c, o.originPullCaPem);

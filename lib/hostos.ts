@@ -53,3 +53,29 @@ export const HOST_OS: Record<HostOsName, HostOs> = {
     ec2User: "ubuntu",
   },
 };
+
+// ------------------------------------------------------------ nginx.org
+
+/** Where nginx comes from: the distribution's package, or nginx.org's stable repository. */
+export const NGINX_SOURCES = ["distribution", "nginx.org"] as const;
+export type NginxSource = (typeof NGINX_SOURCES)[number];
+
+/**
+ * nginx.org's stable line (major.minor) the apt pin holds (`Pin: version
+ * 1.30.*`), and so the version the renderer targets with nginxSource
+ * nginx.org. Moving to the next stable line (1.32, spring 2027) is a change
+ * here, checked by the renderer's real-nginx tests first.
+ */
+export const NGINX_ORG_STABLE = "1.30";
+
+/** nginx.org's apt repository for a host OS: Debian and Ubuntu, by codename. */
+export function nginxOrgRepo(os: HostOsName): { distro: "debian" | "ubuntu"; codename: string } {
+  switch (os) {
+    case "debian-13":
+      return { distro: "debian", codename: "trixie" };
+    case "debian-12":
+      return { distro: "debian", codename: "bookworm" };
+    case "ubuntu-24.04":
+      return { distro: "ubuntu", codename: "noble" };
+  }
+}
