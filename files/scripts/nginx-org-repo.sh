@@ -140,7 +140,10 @@ apt_opts=(
 )
 if (( changed )) || ! on_line "$(candidate)"; then
   log "apt-get update"
-  apt-get "${apt_opts[@]}" -q update || die 1 "apt-get update failed"
+  # --error-on=any: a repository whose signature does not verify is only a
+  # warning otherwise (apt keeps its previous lists and exits 0), and a new
+  # key that did not sign the repository would go unnoticed.
+  apt-get "${apt_opts[@]}" -q --error-on=any update || die 1 "apt-get update failed (see apt's messages above: a signature that does not verify with $keyfile, or an unreachable repository)"
 fi
 want=$(candidate)
 on_line "$want" || die 1 "apt offers nginx '${want:-none}', not $line.*: is $base_url/$distro reachable, and signed by a key in $keyfile?"
