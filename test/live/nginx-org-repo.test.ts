@@ -14,8 +14,10 @@
 // Proven: the source line with signed-by and the dearmored keyring, the pin
 // choosing 1.30.6 from the repository over the distribution's 1.26 (-1),
 // nginx 1.30 installed in place of the distribution's, a second run changing
-// nothing (no apt-get update, no file rewritten), and a repository not signed
-// by the shipped key refused.
+// nothing (no apt-get update, no file rewritten), the site rendered for
+// nginxSource nginx.org (user nginx, no modules-enabled, keepalive_min_timeout)
+// accepted by that nginx through nginx-apply.sh --check over the package's
+// /etc/nginx, and a repository not signed by the shipped key refused.
 //
 // The working chroot is a scratch copy of a cached Debian 13 minbase chroot
 // (scripts/get-chroot.sh keepalive-trixie-base trixie ca-certificates), removed
@@ -38,7 +40,10 @@ import {
 import { homedir } from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseConfig } from "../../lib/config";
+import { siteFiles } from "../../lib/hostfiles";
 import { CHROOT_BUILD_TIMEOUT_MS, ChrootSpec, getChroot, inChroot } from "../helpers/chroot";
+import { makeCa } from "../helpers/nginx-fixture";
 import { freePortsInRange, REPO_ROOT, startProcess, stopPid, waitForPort, type StartedProcess } from "../helpers/proc";
 
 const BASE: ChrootSpec = { name: "keepalive-trixie-base", suite: "trixie", packages: ["ca-certificates"] };
@@ -130,7 +135,11 @@ describe("nginx-org-repo.sh in a Debian 13 chroot, against a signed local stand-
 
   afterAll(async () => {
     if (server) await stopPid(server.pid);
-    if (work) rmSync(work, { recursive: true, force: true });
+    if (work) {
+      // Never recurse into a mount (a /proc left mounted by an interrupted run).
+      spawnSync("umount", [path.join(work, "proc")], { stdio: "ignore" });
+      execFileSync("rm", ["-rf", "--one-file-system", work]);
+    }
     if (repo) rmSync(repo, { recursive: true, force: true });
   });
 
@@ -171,6 +180,43 @@ describe("nginx-org-repo.sh in a Debian 13 chroot, against a signed local stand-
     expect([KEYRING, SOURCES, PREFS].map(fileState)).toEqual(before);
     expect(fileState("/var/lib/dpkg/status")).toEqual(dpkgBefore);
   }, 300_000);
+
+  it("the site rendered for nginxSource nginx.org passes nginx-apply.sh --check on the installed nginx 1.30 over the package's /etc/nginx", () => {
+    // nginx.org's package creates the user its workers run as; Debian's stand-in does not.
+    if (inChroot(work, ["id", "nginx"]).status !== 0)
+      must(inChroot(work, ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "nginx"]), "useradd nginx");
+    const c = parseConfig({ domain: "api.example.test", email: "ops@example.test", nginxSource: "nginx.org" });
+    const stage = path.join(work, "tmp", "fe", "stage");
+    for (const f of siteFiles(c).stage) {
+      mkdirSync(path.dirname(path.join(stage, f.path)), { recursive: true });
+      writeFileSync(path.join(stage, f.path), f.content);
+    }
+    const ca = makeCa(path.join(work, "tmp", "fe", "ca"), [c.domain]);
+    const live = path.join(work, "etc", "letsencrypt", "live", c.domain);
+    mkdirSync(live, { recursive: true });
+    writeFileSync(path.join(live, "fullchain.pem"), readFileSync(ca.cert));
+    writeFileSync(path.join(live, "privkey.pem"), readFileSync(ca.key));
+    const bin = path.join(work, "tmp", "fe", "bin");
+    mkdirSync(bin, { recursive: true });
+    for (const sh of ["nginx-apply.sh", "nginx-reload.sh"]) {
+      writeFileSync(path.join(bin, sh), readFileSync(path.join(REPO_ROOT, "files", "scripts", sh)), { mode: 0o755 });
+    }
+    // nginx-apply.sh reads process substitutions (/dev/fd -> /proc/self/fd): /proc for this run only.
+    const proc = path.join(work, "proc");
+    execFileSync("mount", ["-t", "proc", "proc", proc]);
+    let r: { status: number | null; output: string };
+    try {
+      r = inChroot(work, ["bash", "/tmp/fe/bin/nginx-apply.sh", "--check", "/tmp/fe/stage"], { STATE_DIR: "/tmp/fe/state" });
+    } finally {
+      execFileSync("umount", [proc]);
+    }
+    expect(r.status, r.output).toBe(0);
+    expect(r.output).toMatch(/candidate config OK \(nginx -t\)/);
+    const conf = readFileSync(path.join(stage, "conf", "nginx.conf"), "utf8");
+    expect(conf).toMatch(/^user nginx;$/m);
+    expect(conf).not.toMatch(/modules-enabled/);
+    expect(readFileSync(path.join(stage, "conf", "fastapi-edge", "http.conf"), "utf8")).toMatch(/^keepalive_min_timeout 5s;$/m);
+  }, 120_000);
 
   it("a key that did not sign the repository: apt refuses it and the script fails saying so", () => {
     // A second throwaway key, not the repository's.
