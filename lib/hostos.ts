@@ -67,15 +67,3 @@ export type NginxSource = (typeof NGINX_SOURCES)[number];
  * here, checked by the renderer's real-nginx tests first.
  */
 export const NGINX_ORG_STABLE = "1.30";
-
-/** nginx.org's apt repository for a host OS: Debian and Ubuntu, by codename. */
-export function nginxOrgRepo(os: HostOsName): { distro: "debian" | "ubuntu"; codename: string } {
-  switch (os) {
-    case "debian-13":
-      return { distro: "debian", codename: "trixie" };
-    case "debian-12":
-      return { distro: "debian", codename: "bookworm" };
-    case "ubuntu-24.04":
-      return { distro: "ubuntu", codename: "noble" };
-  }
-}

@@ -8,7 +8,7 @@ import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import { ConfigError, parseConfig, targetNginxVersion } from "../../lib/config";
 import { bootstrapCommands, NGINX_ORG_KEYS_FILE, nginxSourceFiles, renderHostFiles } from "../../lib/hostfiles";
-import { NGINX_ORG_STABLE, nginxOrgRepo } from "../../lib/hostos";
+import { NGINX_ORG_STABLE } from "../../lib/hostos";
 import { HOST_PATHS, hostLayout } from "../../lib/hostpaths";
 import { FILES_DIR } from "../../lib/shipped";
 
@@ -82,13 +82,8 @@ describe("config", () => {
     expect(errorOf({ ...base, nginxSource: "nginx.org", nginxVersion: "1.26" })).toContain(
       "fastapi-edge:nginxVersion must be 1.30 or 1.30.x, or unset, when nginxSource is nginx.org",
     );
-    expect(errorOf({ ...base, nginxSource: "nginx.org", nginxVersion: "1.300" })).toContain("nginxSource is nginx.org");
-  });
-
-  it("maps each host OS to nginx.org's repository path and codename", () => {
-    expect(nginxOrgRepo("debian-13")).toEqual({ distro: "debian", codename: "trixie" });
-    expect(nginxOrgRepo("debian-12")).toEqual({ distro: "debian", codename: "bookworm" });
-    expect(nginxOrgRepo("ubuntu-24.04")).toEqual({ distro: "ubuntu", codename: "noble" });
+    expect(errorOf({ ...base, nginxSource: "nginx.org", nginxVersion: "1.31.0" })).toContain("nginxSource is nginx.org");
+    expect(errorOf({ ...base, nginxSource: "nginx.org", nginxVersion: "1.3" })).toContain("must be an nginx version 1.22 or newer");
   });
 });
 
