@@ -8,7 +8,6 @@
 // quotes, `$`, backslashes, whitespace or newlines.
 import { z } from "zod";
 import { byFamily, CLOUDFLARE_HEADER, cloudflareRanges, isNetworkAddress, SG_INBOUND_RULES_PER_FAMILY } from "./cdn";
-
 import { HOST_OS, HOST_OS_NAMES, NGINX_ORG_STABLE, NGINX_SOURCES } from "./hostos";
 
 export const PROJECT = "fastapi-edge";
