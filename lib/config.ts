@@ -254,6 +254,11 @@ export const configSchema = z
     appProcesses: int(1, 16).default(2).describe("Number of uvicorn processes (one systemd instance per port) behind nginx."),
     appBasePort: int(1024, 65000).default(8000).describe("Port of the first app process on 127.0.0.1; the others follow."),
     appHealthPath: urlPath.default("/healthz").describe("Health route the rolling restart waits on (and the ALB health check uses)."),
+    appStartTimeout: int(5, 1800)
+      .default(60)
+      .describe(
+        "Seconds the rolling restart waits for each restarted process to answer its health route before the deploy fails (the old processes keep serving). Raise it for slow hosts: a guest under software emulation needs minutes.",
+      ),
     appPython: z
       .string()
       .regex(ABS_PATH_RE, msg("an absolute path to a Python interpreter"))

@@ -194,6 +194,8 @@ beforeAll(async () => {
     acmeDirectoryUrl: pebble["ACME_DIRECTORY_URL_FOR_GUEST"]!,
     acmeCaBundle: pebble["ACME_CA_BUNDLE"]!,
     appProcesses: "2",
+    // A guest under software emulation, sharing 2 cores: uvicorn with Debian 13's FastAPI takes 30 s and more to start.
+    appStartTimeout: "300",
   };
   for (const [k, v] of Object.entries(settings)) await config(k, v);
   await config("hostPrivateKey", readFileSync(vps["VPS_KEY"]!, "utf8"), true);
