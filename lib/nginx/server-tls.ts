@@ -49,7 +49,9 @@ export function renderTlsServers(s: TlsServerSettings, o: TlsServerOptions): str
   const L = o.layout;
   return [
     "# Unknown Host names (SNI) on 443: refuse the handshake, present no certificate.",
-    ...serverBlock([[...listen(" default_server"), "server_name _;", "access_log off;", "ssl_reject_handshake on;"]]),
+    "# A request that got past it with the site's SNI but another Host header lands",
+    "# here too: close without a response (logged: status 444, server _).",
+    ...serverBlock([[...listen(" default_server"), "server_name _;", "ssl_reject_handshake on;", "return 444;"]]),
     "",
     ...serverBlock([
       [...listen(""), `server_name ${s.domain};`],
