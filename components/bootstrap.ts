@@ -17,12 +17,15 @@ export interface HostBootstrapArgs {
 /**
  * Packages a host needs for the chosen front end, installed by
  * install-packages.sh. With nginxSource nginx.org, nginx-org-repo.sh installs
- * nginx before it, from nginx.org's repository.
+ * nginx before it, from nginx.org's repository. logrotate: Debian's nginx
+ * package (and nginx.org's) ships /etc/logrotate.d/nginx (daily, 14 kept, which
+ * covers our /var/log/nginx/fastapi-edge.access.log) but does not depend on
+ * logrotate, and minimal images lack it: without it the access log grows forever.
  */
 export function hostPackages(c: EdgeConfig): string[] {
   const base = ["curl", "ca-certificates", "openssl", ...c.appPackages];
   if (c.frontend !== "nginx") return base;
-  return c.nginxSource === "nginx.org" ? ["certbot", ...base] : ["nginx", "certbot", ...base];
+  return c.nginxSource === "nginx.org" ? ["certbot", "logrotate", ...base] : ["nginx", "certbot", "logrotate", ...base];
 }
 
 export class HostBootstrap extends pulumi.ComponentResource {

@@ -40,6 +40,15 @@ function usage(msg: string): never {
   );
 }
 
+/** A flag's validation: its error is a usage error (exit 2). */
+function flag<T>(check: () => T): T {
+  try {
+    return check();
+  } catch (e) {
+    usage((e as Error).message);
+  }
+}
+
 /** Runs `pulumi ARGS` with the project's engine environment (scripts/pulumi-env.sh). */
 function pulumiJson(args: string[]): unknown {
   const res = spawnSync("bash", ["-c", '. "$0/scripts/pulumi-env.sh" >&2 && exec pulumi "$@"', REPO, ...args], {
@@ -91,12 +100,12 @@ function readOverSsh(t: SshTarget, logPath: string, sinceSeconds: number | null,
   }
 }
 
-function writeHtml(lines: string[], out: string, title: string): void {
+function writeHtml(lines: string[], out: string, title: string, spanSeconds: number): void {
   const dir = mkdtempSync(path.join(tmpdir(), "fastapi-edge-goaccess-"));
   try {
     const input = path.join(dir, "access.log");
     writeFileSync(input, lines.length ? lines.join("\n") + "\n" : "");
-    const res = spawnSync("goaccess", goaccessArgs(input, path.resolve(out), title), { encoding: "utf8", timeout: 300_000 });
+    const res = spawnSync("goaccess", goaccessArgs(input, path.resolve(out), title, spanSeconds), { encoding: "utf8", timeout: 300_000 });
     if (res.error) throw new Error(`goaccess: ${res.error.message} (install the Debian package goaccess)`);
     if (res.status !== 0) throw new Error(`goaccess exited ${res.status}:\n${res.stderr.trim()}`);
   } finally {
@@ -145,21 +154,23 @@ function main(argv: string[]): number {
     text = readFileSync(values.file, "utf8");
     source = values.file;
   } else {
-    const logPath = values.log === undefined ? HOST_ACCESS_LOG : validateLogPath(values.log);
+    const logPath = values.log === undefined ? HOST_ACCESS_LOG : flag(() => validateLogPath(values.log!));
     let target: SshTarget;
     if (values.stack !== undefined) {
       target = stackTarget(values.stack);
       source = `stack ${values.stack}: ${target.user}@${target.host}:${logPath}`;
     } else {
       const port = values["ssh-port"] === undefined ? 22 : Number(values["ssh-port"]);
-      target = validateTarget(
-        {
-          host: values["ssh-host"]!,
-          port,
-          user: values["ssh-user"] ?? "root",
-          ...(values["ssh-host-key"] !== undefined ? { hostKey: values["ssh-host-key"] } : {}),
-        },
-        { host: "--ssh-host", port: "--ssh-port", user: "--ssh-user", hostKey: "--ssh-host-key", key: "--ssh-key" },
+      target = flag(() =>
+        validateTarget(
+          {
+            host: values["ssh-host"]!,
+            port,
+            user: values["ssh-user"] ?? "root",
+            ...(values["ssh-host-key"] !== undefined ? { hostKey: values["ssh-host-key"] } : {}),
+          },
+          { host: "--ssh-host", port: "--ssh-port", user: "--ssh-user", hostKey: "--ssh-host-key", key: "--ssh-key" },
+        ),
       );
       source = `${target.user}@${target.host}:${logPath}`;
     }
@@ -177,7 +188,12 @@ function main(argv: string[]): number {
       const e = parseLogLine(l);
       return e !== null && (from === null || e.msec >= from);
     });
-    writeHtml(lines, values.html, `fastapi-edge access log: ${source}${values.since ? ` (last ${values.since})` : ""}`);
+    writeHtml(
+      lines,
+      values.html,
+      `fastapi-edge access log: ${source}${values.since ? ` (last ${values.since})` : ""}`,
+      report.from !== null && report.to !== null ? report.to - report.from : 0,
+    );
   }
   process.stdout.write(values.json ? JSON.stringify({ source, ...report }, null, 2) + "\n" : formatReport(report, source));
   if (values.html !== undefined) process.stderr.write(`logs: HTML report (GoAccess) written to ${values.html}\n`);

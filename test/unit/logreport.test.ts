@@ -7,7 +7,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
-import { goaccessArgs } from "../../lib/goaccess";
+import { dateSpec, goaccessArgs } from "../../lib/goaccess";
 import { buildReport, formatReport, inWindow, p95, parseLog, parseLogLine, parseSince } from "../../lib/logreport";
 import { knownHostsLine, remoteWindowCommand, sshArgs, stackSshTarget, validateLogPath, validateTarget } from "../../lib/logsource";
 
@@ -316,6 +316,8 @@ describe("lib/logsource.ts", () => {
       '--log-format={"time":"%x","client":"%h","host":"%v","method":"%m","path":"%U","protocol":"%H","status":"%s","bytes":"%b","request_time":"%T","user_agent":"%u"}',
     );
     expect(a).toContain("--datetime-format=%Y-%m-%dT%H:%M:%S%z");
+    expect(a).toContain("--date-spec=min");
+    expect([dateSpec(3 * 3600), dateSpec(3 * 3600 + 1), dateSpec(3 * 86400), dateSpec(3 * 86400 + 1)]).toEqual(["min", "hr", "hr", "date"]);
   });
 });
 
