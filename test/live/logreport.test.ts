@@ -41,12 +41,15 @@ const seen = new Map<number, number>();
 
 type Report = LogReport & { source: string };
 
-async function logs(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return run(path.join(REPO_ROOT, "node_modules/.bin/tsx"), [path.join(REPO_ROOT, "scripts/logs.ts"), ...args], { timeoutMs: 120_000 });
+async function logs(args: string[], env?: NodeJS.ProcessEnv): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return run(path.join(REPO_ROOT, "node_modules/.bin/tsx"), [path.join(REPO_ROOT, "scripts/logs.ts"), ...args], {
+    timeoutMs: 120_000,
+    ...(env ? { env } : {}),
+  });
 }
 
-async function logsJson(args: string[]): Promise<Report> {
-  const r = await logs([...args, "--json"]);
+async function logsJson(args: string[], env?: NodeJS.ProcessEnv): Promise<Report> {
+  const r = await logs([...args, "--json"], env);
   if (r.code !== 0) throw new Error(`npm run logs ${args.join(" ")} exited ${r.code}:\n${r.stderr}`);
   return JSON.parse(r.stdout) as Report;
 }
@@ -307,6 +310,40 @@ describe("over SSH (a real sshd on 127.0.0.1)", () => {
     expect(none.total).toBe(0);
     // sshd saw the session: the same code path as --stack.
     expect(sshd!.output()).toMatch(new RegExp(`Accepted publickey for ${user} from 127\\.0\\.0\\.1`));
+  });
+
+  it("--stack: the stack's own connection, read by the real pulumi CLI (config, secret key, pinned host key)", async () => {
+    // A throwaway stack in a throwaway backend. Its name has an underscore so that
+    // render-cli.test.ts (which renders every Pulumi.NAME.yaml) never picks its file up.
+    const stack = "logs_live_test";
+    const stackFile = path.join(REPO_ROOT, `Pulumi.${stack}.yaml`);
+    const env = { ...process.env, FASTAPI_EDGE_BACKEND: `file://${path.join(work, "state")}`, PULUMI_CONFIG_PASSPHRASE: "" };
+    mkdirSync(path.join(work, "state"), { recursive: true });
+    const settings: [string, string][] = [
+      ["domain", site.domain],
+      ["email", "ops@fastapi-edge.test"],
+      ["hostMode", "existing"],
+      ["hostAddress", "127.0.0.1"],
+      ["hostPort", String(SSH_PORT)],
+      ["hostUser", user],
+      ["hostKey", hostKeyLine],
+    ];
+    const setup = [
+      `pulumi stack init ${stack} --non-interactive`,
+      ...settings.map(([k, v]) => `pulumi config set --stack ${stack} ${k} '${v}'`),
+      `pulumi config set --stack ${stack} --secret hostPrivateKey < '${keyFile}'`,
+    ].join(" && ");
+    try {
+      const init = await run("bash", ["-c", `. scripts/pulumi-env.sh >/dev/null && ${setup}`], { env, timeoutMs: 300_000 });
+      expect(init.code, init.stderr).toBe(0);
+      // The key is stored as a secret: encrypted in the stack file.
+      expect(readFileSync(stackFile, "utf8")).not.toContain("PRIVATE KEY");
+      const r = await logsJson(["--stack", stack, "--log", site.accessLog, "--since", "1h"], env);
+      expect(r.source).toBe(`stack ${stack}: ${user}@127.0.0.1:${site.accessLog}`);
+      expectFigures(r);
+    } finally {
+      rmSync(stackFile, { force: true });
+    }
   });
 
   it("refuses a host whose key is not the pinned one", async () => {
