@@ -36,6 +36,8 @@ export interface LogEntry {
 
 export interface ParsedLog {
   entries: LogEntry[];
+  /** With keepLines: each entry's line as it was read (for GoAccess). */
+  lines: string[];
   /** Lines that are not one of our JSON objects (the old text format before an upgrade, torn lines). */
   skipped: number;
 }
@@ -52,7 +54,10 @@ function num(o: Record<string, unknown>, k: string): number | null {
 
 /** nginx joins the values of several upstream attempts with ", " (retries) and " : " (internal redirects). */
 function upstreamList(v: string): string[] {
-  return v === "" ? [] : v.split(/, | : /).map((s) => s.trim());
+  if (v === "") return [];
+  // One attempt, the common case: no split (a day of lines goes through here).
+  if (!v.includes(",") && !v.includes(" : ")) return [v];
+  return v.split(/, | : /).map((s) => s.trim());
 }
 
 /** One line, or null when it is not an access-log object of ours. */
@@ -70,9 +75,12 @@ export function parseLogLine(line: string): LogEntry | null {
   const msec = num(r, "msec");
   const status = num(r, "status");
   if (msec === null || status === null) return null;
-  const times = upstreamList(str(r, "upstream_time"))
-    .map((t) => Number(t))
-    .filter((t) => t === t);
+  let upstreamTime: number | null = null;
+  for (const t of upstreamList(str(r, "upstream_time"))) {
+    const x = Number(t);
+    // "-": an attempt without a response time.
+    if (t !== "-" && x === x) upstreamTime = (upstreamTime ?? 0) + x;
+  }
   return {
     msec,
     client: str(r, "client"),
@@ -85,7 +93,7 @@ export function parseLogLine(line: string): LogEntry | null {
     status,
     bytes: num(r, "bytes") ?? 0,
     requestTime: num(r, "request_time") ?? 0,
-    upstreamTime: times.length ? Math.round(times.reduce((a, b) => a + b, 0) * 1000) / 1000 : null,
+    upstreamTime: upstreamTime === null ? null : Math.round(upstreamTime * 1000) / 1000,
     upstreamStatuses: upstreamList(str(r, "upstream_status"))
       .map((s) => Number(s))
       .filter((s) => Number.isInteger(s)),
@@ -94,16 +102,19 @@ export function parseLogLine(line: string): LogEntry | null {
   };
 }
 
-export function parseLog(text: string): ParsedLog {
+export function parseLog(text: string, opts: { keepLines?: boolean } = {}): ParsedLog {
   const entries: LogEntry[] = [];
+  const lines: string[] = [];
   let skipped = 0;
   for (const line of text.split("\n")) {
     if (line.trim() === "") continue;
     const e = parseLogLine(line);
-    if (e) entries.push(e);
-    else skipped++;
+    if (e) {
+      entries.push(e);
+      if (opts.keepLines) lines.push(line);
+    } else skipped++;
   }
-  return { entries, skipped };
+  return { entries, lines, skipped };
 }
 
 // ------------------------------------------------------------------ window
@@ -291,7 +302,7 @@ export function buildReport(entries: LogEntry[], skipped = 0, opts: ReportOption
   const topByP95 = [...times.entries()]
     .map(([k, t]): EndpointTiming => {
       const c = counts.get(k)!;
-      return { method: c.method, path: c.path, count: t.length, p95: p95(t), max: Math.max(...t) };
+      return { method: c.method, path: c.path, count: t.length, p95: p95(t), max: t.reduce((m, x) => (x > m ? x : m), -Infinity) };
     })
     .sort((a, b) => b.p95 - a.p95 || b.count - a.count || (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))
     .slice(0, top);
@@ -308,8 +319,9 @@ export function buildReport(entries: LogEntry[], skipped = 0, opts: ReportOption
 
   const total = entries.length;
   return {
-    from: total ? Math.min(...entries.map((e) => e.msec)) : null,
-    to: total ? Math.max(...entries.map((e) => e.msec)) : null,
+    // Loops, not Math.min(...xs): spreading a day of lines overflows the call stack.
+    from: total ? entries.reduce((m, e) => (e.msec < m ? e.msec : m), Infinity) : null,
+    to: total ? entries.reduce((m, e) => (e.msec > m ? e.msec : m), -Infinity) : null,
     total,
     skipped,
     mix,

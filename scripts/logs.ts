@@ -14,7 +14,7 @@ import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { goaccessArgs } from "../lib/goaccess";
-import { buildReport, formatReport, inWindow, parseLog, parseLogLine, parseSince } from "../lib/logreport";
+import { buildReport, formatReport, parseLog, parseSince } from "../lib/logreport";
 import {
   HOST_ACCESS_LOG,
   knownHostsLine,
@@ -177,17 +177,15 @@ function main(argv: string[]): number {
     text = readOverSsh(target, logPath, sinceSeconds, values["ssh-key"]);
   }
 
-  const parsed = parseLog(text);
+  const parsed = parseLog(text, { keepLines: values.html !== undefined });
   // The host already cut the window by its own clock; a local file is cut here.
   const from = values.file !== undefined && sinceSeconds !== null ? Date.now() / 1000 - sinceSeconds : null;
-  const entries = inWindow(parsed.entries, from);
+  const keep = (i: number): boolean => from === null || parsed.entries[i]!.msec >= from;
+  const entries = from === null ? parsed.entries : parsed.entries.filter((_, i) => keep(i));
   const report = buildReport(entries, parsed.skipped, { top });
   if (values.html !== undefined) {
     // GoAccess gets the same lines the report counted: ours, in the window.
-    const lines = text.split("\n").filter((l) => {
-      const e = parseLogLine(l);
-      return e !== null && (from === null || e.msec >= from);
-    });
+    const lines = from === null ? parsed.lines : parsed.lines.filter((_, i) => keep(i));
     writeHtml(
       lines,
       values.html,
