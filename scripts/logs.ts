@@ -49,10 +49,15 @@ function flag<T>(check: () => T): T {
   }
 }
 
-/** Runs `pulumi ARGS` with the project's engine environment (scripts/pulumi-env.sh). */
+/**
+ * Runs `pulumi ARGS` with the engine environment of scripts/pulumi-env.sh
+ * (FASTAPI_EDGE_BACKEND picks the state backend) in the current directory,
+ * the project whose Pulumi.STACK.yaml holds the stack's config (npm run
+ * runs in the package root; a copy of the project works too).
+ */
 function pulumiJson(args: string[]): unknown {
   const res = spawnSync("bash", ["-c", '. "$0/scripts/pulumi-env.sh" >&2 && exec pulumi "$@"', REPO, ...args], {
-    cwd: REPO,
+    cwd: process.cwd(),
     encoding: "utf8",
     maxBuffer: 64 * 1024 * 1024,
     stdio: ["ignore", "pipe", "pipe"],

@@ -18,7 +18,7 @@
 //     the rotation (.1 plus the new file).
 // Ports: 21401-21404 (site), 21422 (sshd).
 import { spawnSync } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir, userInfo } from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -41,15 +41,20 @@ const seen = new Map<number, number>();
 
 type Report = LogReport & { source: string };
 
-async function logs(args: string[], env?: NodeJS.ProcessEnv): Promise<{ code: number | null; stdout: string; stderr: string }> {
+async function logs(
+  args: string[],
+  env?: NodeJS.ProcessEnv,
+  cwd?: string,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return run(path.join(REPO_ROOT, "node_modules/.bin/tsx"), [path.join(REPO_ROOT, "scripts/logs.ts"), ...args], {
     timeoutMs: 120_000,
     ...(env ? { env } : {}),
+    ...(cwd ? { cwd } : {}),
   });
 }
 
-async function logsJson(args: string[], env?: NodeJS.ProcessEnv): Promise<Report> {
-  const r = await logs([...args, "--json"], env);
+async function logsJson(args: string[], env?: NodeJS.ProcessEnv, cwd?: string): Promise<Report> {
+  const r = await logs([...args, "--json"], env, cwd);
   if (r.code !== 0) throw new Error(`npm run logs ${args.join(" ")} exited ${r.code}:\n${r.stderr}`);
   return JSON.parse(r.stdout) as Report;
 }
@@ -110,6 +115,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await site?.stop();
+  if (work) rmSync(work, { recursive: true, force: true });
 });
 
 /** What the report must say about the traffic above (static files are not logged: 2 of the 200s). */
@@ -313,10 +319,13 @@ describe("over SSH (a real sshd on 127.0.0.1)", () => {
   });
 
   it("--stack: the stack's own connection, read by the real pulumi CLI (config, secret key, pinned host key)", async () => {
-    // A throwaway stack in a throwaway backend. Its name has an underscore so that
-    // render-cli.test.ts (which renders every Pulumi.NAME.yaml) never picks its file up.
-    const stack = "logs_live_test";
-    const stackFile = path.join(REPO_ROOT, `Pulumi.${stack}.yaml`);
+    // A throwaway stack in a throwaway backend, in a copy of the project (Pulumi.yaml):
+    // the command runs pulumi in the current directory, as the e2e scenario's project copy.
+    const stack = "logs-live-test";
+    const project = path.join(work, "project");
+    mkdirSync(project, { recursive: true });
+    copyFileSync(path.join(REPO_ROOT, "Pulumi.yaml"), path.join(project, "Pulumi.yaml"));
+    const stackFile = path.join(project, `Pulumi.${stack}.yaml`);
     const env = { ...process.env, FASTAPI_EDGE_BACKEND: `file://${path.join(work, "state")}`, PULUMI_CONFIG_PASSPHRASE: "" };
     mkdirSync(path.join(work, "state"), { recursive: true });
     const settings: [string, string][] = [
@@ -333,17 +342,18 @@ describe("over SSH (a real sshd on 127.0.0.1)", () => {
       ...settings.map(([k, v]) => `pulumi config set --stack ${stack} ${k} '${v}'`),
       `pulumi config set --stack ${stack} --secret hostPrivateKey < '${keyFile}'`,
     ].join(" && ");
-    try {
-      const init = await run("bash", ["-c", `. scripts/pulumi-env.sh >/dev/null && ${setup}`], { env, timeoutMs: 300_000 });
-      expect(init.code, init.stderr).toBe(0);
-      // The key is stored as a secret: encrypted in the stack file.
-      expect(readFileSync(stackFile, "utf8")).not.toContain("PRIVATE KEY");
-      const r = await logsJson(["--stack", stack, "--log", site.accessLog, "--since", "1h"], env);
-      expect(r.source).toBe(`stack ${stack}: ${user}@127.0.0.1:${site.accessLog}`);
-      expectFigures(r);
-    } finally {
-      rmSync(stackFile, { force: true });
-    }
+    const init = await run("bash", ["-c", `. '${REPO_ROOT}/scripts/pulumi-env.sh' >/dev/null && ${setup}`], {
+      env,
+      cwd: project,
+      timeoutMs: 300_000,
+    });
+    expect(init.code, init.stderr).toBe(0);
+    // The key is stored as a secret: encrypted in the stack file.
+    expect(readFileSync(stackFile, "utf8")).toContain("hostPrivateKey:\n    secure: ");
+    expect(readFileSync(stackFile, "utf8")).not.toContain("PRIVATE KEY");
+    const r = await logsJson(["--stack", stack, "--log", site.accessLog, "--since", "1h"], env, project);
+    expect(r.source).toBe(`stack ${stack}: ${user}@127.0.0.1:${site.accessLog}`);
+    expectFigures(r);
   });
 
   it("refuses a host whose key is not the pinned one", async () => {
