@@ -56,8 +56,12 @@ function flag<T>(check: () => T): T {
  * runs in the package root; a copy of the project works too).
  */
 function pulumiJson(args: string[]): unknown {
+  // pulumi-env.sh sets the backend from FASTAPI_EDGE_BACKEND; a PULUMI_BACKEND_URL already
+  // in the environment (CI) is passed on rather than replaced by the local default.
+  const backend = process.env["FASTAPI_EDGE_BACKEND"] ?? process.env["PULUMI_BACKEND_URL"];
   const res = spawnSync("bash", ["-c", '. "$0/scripts/pulumi-env.sh" >&2 && exec pulumi "$@"', REPO, ...args], {
     cwd: process.cwd(),
+    env: { ...process.env, ...(backend ? { FASTAPI_EDGE_BACKEND: backend } : {}) },
     encoding: "utf8",
     maxBuffer: 64 * 1024 * 1024,
     stdio: ["ignore", "pipe", "pipe"],
