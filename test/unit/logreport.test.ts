@@ -3,7 +3,7 @@
 // (a stack's SSH connection, ssh arguments, validation); files/scripts/log-window.sh
 // run by real bash against temp logs.
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
@@ -71,6 +71,16 @@ const LOG = [
   '127.0.0.1 - - [29/Nov/2026:16:59:59 +0000] "GET / HTTP/1.1" 200 612 "-" "curl/8.0" rt=0.001 uct=0.000 urt=0.001 ups=127.0.0.1:8000',
   '{"msec":1795971',
 ].join("\n");
+
+describe("the test's lines", () => {
+  it("have the keys of files/nginx/log-format.conf, in its order (msec first, for log-window.sh)", () => {
+    const conf = readFileSync(path.resolve(__dirname, "../../files/nginx/log-format.conf"), "utf8");
+    const format = conf.slice(conf.indexOf("log_format fastapi_edge"));
+    const keys = [...format.matchAll(/"([a-z_]+)":/g)].map((m) => m[1]);
+    expect(keys[0]).toBe("msec");
+    expect(Object.keys(JSON.parse(line({ t: 0, path: "/", status: 200 })) as object)).toEqual(keys);
+  });
+});
 
 describe("parseLogLine", () => {
   it("reads every field; upstream lists are split and their times summed", () => {
