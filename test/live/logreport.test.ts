@@ -35,6 +35,8 @@ const PROBER = "127.0.0.4";
 const VISITOR = "127.0.0.5";
 
 let site: LiveSite;
+/** When the last request failed for want of an app process (nginx then keeps both out for upstreamFailTimeout). */
+let lastFailure = 0;
 let work: string;
 /** Status -> count of what the clients saw (444: the connection closed with no response). */
 const seen = new Map<number, number>();
@@ -108,6 +110,7 @@ beforeAll(async () => {
   expect(await times(2, () => hit("https", "/api/hello"))).toEqual([200, 200]);
   await site.stopApp();
   expect(await times(3, () => hit("https", "/api/hello"))).toEqual([503, 503, 503]);
+  lastFailure = Date.now();
   await sleep(300);
   // The log as the traffic left it, for the HTML report (the SSH tests rotate the live one).
   writeFileSync(path.join(work, "snapshot.log"), readFileSync(site.accessLog));
@@ -390,6 +393,8 @@ describe("over SSH (a real sshd on 127.0.0.1)", () => {
     expect((st.mode & 0o777).toString(8)).toBe("640");
     // nginx reopened its log (USR1): a new request lands in the new file.
     await site.startApp();
+    // Both processes failed at lastFailure: nginx keeps them out for upstreamFailTimeout (10 s).
+    await sleep(Math.max(0, lastFailure + 11_000 - Date.now()));
     expect(await hit("https", "/api/hello")).toBe(200);
     await sleep(300);
     const after = readFileSync(site.accessLog, "utf8").trim().split("\n");
