@@ -64,6 +64,7 @@ export class NginxFrontend extends pulumi.ComponentResource {
             installedScript("obtain-cert.sh"),
             ...["--domain", c.domain, "--email", c.email!, "--server", acmeDirectory(c), "--webroot", layout.acmeWebroot],
             ...(caPem !== undefined ? ["--ca-bundle", HOST_PATHS.acmeCaBundle] : []),
+            ...(c.acmeProfile !== undefined ? ["--profile", c.acmeProfile] : []),
           ),
         ]),
       },

@@ -8,7 +8,7 @@
 // quotes, `$`, backslashes, whitespace or newlines.
 import { z } from "zod";
 import { byFamily, CLOUDFLARE_HEADER, cloudflareRanges, isNetworkAddress, SG_INBOUND_RULES_PER_FAMILY } from "./cdn";
-import { HOST_OS, HOST_OS_NAMES, NGINX_ORG_STABLE, NGINX_SOURCES } from "./hostos";
+import { CERTBOT_PROFILES_SINCE, HOST_OS, HOST_OS_NAMES, NGINX_ORG_STABLE, NGINX_SOURCES, versionAtLeast } from "./hostos";
 
 export const PROJECT = "fastapi-edge";
 
@@ -28,6 +28,8 @@ const PY_MODULE_RE = /^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$/;
 const VERSION_STR_RE = /^[A-Za-z0-9._+-]{1,64}$/;
 const REL_DIR_RE = /^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/;
 const ABS_PATH_RE = /^\/[A-Za-z0-9._\/-]*$/;
+// ACME profile names (RFC draft-ietf-acme-profiles): Let's Encrypt's are classic, tlsserver, shortlived.
+const ACME_PROFILE_RE = /^[a-z][a-z0-9-]{0,62}$/;
 
 const msg = (form: string) => ({ message: `must be ${form}` });
 
@@ -227,6 +229,13 @@ export const configSchema = z
       .regex(PEM_PATH_RE, msg("a local path to a PEM file (.pem or .crt)"))
       .optional()
       .describe("acme custom: local path of a PEM bundle certbot must trust to reach the ACME server (also used by scheduled renewals)."),
+    acmeProfile: z
+      .string()
+      .regex(ACME_PROFILE_RE, msg("an ACME profile name: a lowercase token such as classic, tlsserver or shortlived"))
+      .optional()
+      .describe(
+        "ACME certificate profile certbot asks for (certbot --preferred-profile; needs certbot 4.0+, so hostOs debian-13), e.g. tlsserver (45 days) or shortlived (6 days) at Let's Encrypt. The first issuance fails when the ACME server does not offer it; scheduled renewals fall back to the CA's default. Unset: the CA's default profile.",
+      ),
     email: email.optional().describe("ACME account e-mail (nginx front end)."),
     hstsMaxAge: int(0, 126144000).default(63072000).describe("HSTS max-age in seconds, sent on every HTTPS response."),
     // App
@@ -344,7 +353,11 @@ export const configSchema = z
       .optional()
       .describe("Route53 hosted zone for the domain's record (and ALB mode's ACM validation)."),
     alertEmail: email.optional().describe("E-mail subscribed to the certificate-expiry alarm topic (unset: no alarm)."),
-    certExpiryAlarmDays: int(1, 60).default(14).describe("Alarm when the certificate has fewer days left than this."),
+    certExpiryAlarmPercent: int(1, 50)
+      .default(25)
+      .describe(
+        "nginx mode: alarm when less than this percentage of the certificate's lifetime is left, (notAfter-now)/(notAfter-notBefore); certbot renews at a third left (half for certificates under 10 days), so the default 25 leaves it several tries. Works alike for 90-, 45- and 6-day certificates.",
+      ),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -373,6 +386,22 @@ export const configSchema = z
         path: ["nginxVersion"],
         message: `must be ${NGINX_ORG_STABLE} or ${NGINX_ORG_STABLE}.x, or unset, when nginxSource is nginx.org (the apt pin installs ${NGINX_ORG_STABLE}.*)`,
       });
+    }
+    if (c.acmeProfile !== undefined) {
+      const os = HOST_OS[c.hostOs];
+      if (c.frontend === "alb") {
+        ctx.addIssue({
+          code: "custom",
+          path: ["acmeProfile"],
+          message: "applies to frontend nginx only (in ALB mode ACM issues the certificate)",
+        });
+      } else if (!versionAtLeast(os.certbot, CERTBOT_PROFILES_SINCE)) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["acmeProfile"],
+          message: `needs certbot ${CERTBOT_PROFILES_SINCE} or newer (ACME profiles), but hostOs ${c.hostOs} (${os.label}) packages certbot ${os.certbot}: use hostOs debian-13 or unset acmeProfile`,
+        });
+      }
     }
     if (c.workerConnections < 2 * (c.limitConnPerIp || 0)) {
       ctx.addIssue({ code: "custom", path: ["limitConnPerIp"], message: "must be at most half of workerConnections" });
@@ -461,6 +490,12 @@ export type EdgeConfig = z.output<typeof configSchema>;
 export type RawConfig = Record<string, unknown>;
 export const CONFIG_KEYS = Object.keys(configSchema.shape) as (keyof EdgeConfig)[];
 
+/** Keys that existed once, with what replaced them (a clearer refusal than "unknown key"). */
+const RETIRED_KEYS: Record<string, string> = {
+  certExpiryAlarmDays:
+    "was replaced by certExpiryAlarmPercent (the alarm fires on the fraction of the certificate's lifetime left, so 6-day and 45-day certificates are handled alike); remove it and set certExpiryAlarmPercent if 25 does not suit",
+};
+
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
     super(`invalid ${PROJECT} stack config:\n` + problems.map((p) => `  - ${p}`).join("\n"));
@@ -482,10 +517,17 @@ export function parseConfig(raw: RawConfig): EdgeConfig {
   }
   const result = configSchema.safeParse(input);
   if (result.success) return result.data;
-  const problems = result.error.issues.map((issue) => {
+  const problems = result.error.issues.flatMap((issue) => {
     const key = issue.path.length ? String(issue.path[0]) : "";
     if (issue.code === "unrecognized_keys") {
-      return `${issue.keys.map((k) => `${PROJECT}:${k}`).join(", ")}: unknown config key (known keys: see Pulumi.yaml)`;
+      const retired = issue.keys.filter((k) => RETIRED_KEYS[k] !== undefined);
+      const unknown = issue.keys.filter((k) => RETIRED_KEYS[k] === undefined);
+      return [
+        ...retired.map((k) => `${PROJECT}:${k} ${RETIRED_KEYS[k]!}`),
+        ...(unknown.length
+          ? [`${unknown.map((k) => `${PROJECT}:${k}`).join(", ")}: unknown config key (known keys: see Pulumi.yaml)`]
+          : []),
+      ];
     }
     const value = key ? input[key] : undefined;
     const got = value === undefined ? "" : ` (got ${describe(value)})`;
