@@ -121,7 +121,7 @@ floor_div() {
 diff=$((not_after - now))
 days_left=$(floor_div "$diff" 86400)
 percent_left=$(floor_div $((100 * diff)) "$lifetime")
-lifetime_days=$(floor_div "$lifetime" 86400)
+lifetime_days=$(((lifetime + 43200) / 86400)) # rounded: CAs issue N days minus a second
 
 echo "percent_left=$percent_left days_left=$days_left"
 
