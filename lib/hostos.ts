@@ -70,14 +70,5 @@ export const NGINX_ORG_STABLE = "1.30";
 /** certbot release that added ACME profiles (--preferred-profile, --required-profile) and lifetime-relative renewal. */
 export const CERTBOT_PROFILES_SINCE = "4.0";
 
-/** True when version a (major.minor[.patch]) is at least b. */
-export function versionAtLeast(a: string, b: string): boolean {
-  const pa = a.split(".").map(Number);
-  const pb = b.split(".").map(Number);
-  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
-    const x = pa[i] ?? 0;
-    const y = pb[i] ?? 0;
-    if (x !== y) return x > y;
-  }
-  return true;
-}
+/** True when version a (major.minor[.patch]) is at least b: the renderer's own comparison. */
+export { versionAtLeast } from "./nginx/syntax";
