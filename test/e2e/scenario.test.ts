@@ -289,6 +289,25 @@ describe("end to end through the real Pulumi engine against a local VPS", () => 
       expect(wrk.errors).toBe(0);
       expect(wrk.non2xx).toBe(0);
       expect(await post()).not.toBe("413");
+
+      // The access log, read for you over the stack's own connection (npm run logs -- --stack).
+      const logs = spawnSync(
+        path.join(REPO, "node_modules/.bin/tsx"),
+        [path.join(REPO, "scripts/logs.ts"), "--stack", STACK, "--since", "1h", "--json"],
+        { cwd: eng.dir, env: eng.env, encoding: "utf8", timeout: 2 * MIN },
+      );
+      expect(logs.status, logs.stderr).toBe(0);
+      const report = JSON.parse(logs.stdout) as {
+        source: string;
+        total: number;
+        mix: Record<string, number>;
+        topByCount: { path: string; count: number }[];
+      };
+      expect(report.source).toBe(`stack ${STACK}: root@127.0.0.1:/var/log/nginx/fastapi-edge.access.log`);
+      const hello = report.topByCount.find((e) => e.path === "/api/hello");
+      expect(hello?.count).toBeGreaterThanOrEqual(wrk.requests);
+      expect(report.mix["4xx"]).toBeGreaterThanOrEqual(1); // the 413 above
+      log("npm run logs --stack", `${report.total} requests in the last hour, /api/hello ${hello?.count}, 4xx ${report.mix["4xx"]}`);
     },
     20 * MIN,
   );
