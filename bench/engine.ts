@@ -98,6 +98,8 @@ async function main(): Promise<void> {
         acmeDirectoryUrl: pebble["ACME_DIRECTORY_URL_FOR_GUEST"]!,
         acmeCaBundle: pebble["ACME_CA_BUNDLE"]!,
         appProcesses: "2",
+        // A guest under software emulation, sharing 2 cores: uvicorn with Debian 13's FastAPI takes 30 s and more to start.
+        appStartTimeout: "300",
       };
       for (const [k, v] of Object.entries(cfg)) must(await e.pulumi(["config", "set", k, v]), `config ${k}`);
       must(await e.pulumi(["config", "set", "--secret", "hostPrivateKey"], { input: readFileSync(vps["VPS_KEY"]!, "utf8") }), "config key");

@@ -7,7 +7,14 @@ import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { appPorts, EdgeConfig, PROJECT } from "../lib/config";
 
-export const ALB_TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06";
+/**
+ * The HTTPS listener's policy: TLS 1.3 and 1.2, forward-secret AEAD ciphers
+ * only ("Res": restricted), and hybrid post-quantum key exchange
+ * (X25519MLKEM768, SecP256r1MLKEM768) offered first. Mozilla's generator maps
+ * its intermediate profile to it for ALBs; it replaces
+ * ELBSecurityPolicy-TLS13-1-2-2021-06, which also allowed CBC ciphers.
+ */
+export const ALB_TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-Res-PQ-2025-09";
 
 export interface AlbFrontendArgs {
   config: EdgeConfig;

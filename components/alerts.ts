@@ -1,19 +1,29 @@
 // Certificate-expiry alarm ("you want a monitoring alert on cert expiry").
-// nginx mode: a systemd timer on the host checks the live certificate daily
-// and publishes its days left as a CloudWatch metric; an alarm fires below
-// the threshold (or when the metric stops arriving). ALB mode: an alarm on
-// ACM's own DaysToExpiry metric. Both notify an SNS topic with an e-mail
-// subscription.
+// nginx mode: a systemd timer on the host checks the live certificate every
+// 6 hours and publishes the percentage of its lifetime left,
+// 100 * (notAfter - now) / (notAfter - notBefore), as a CloudWatch metric; an
+// alarm fires below certExpiryAlarmPercent (or when the metric stops
+// arriving). A fraction, not days: the same threshold suits 90-, 45- and
+// 6-day certificates, as certbot's own renewal point (a third left) does.
+// ALB mode: an alarm on ACM's own DaysToExpiry metric (ACM publishes days
+// only, and renews from 60 days before expiry). Both notify an SNS topic with
+// an e-mail subscription.
 import * as aws from "@pulumi/aws";
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { EdgeConfig } from "../lib/config";
 import { expiryTimerFiles, installedScript } from "../lib/hostfiles";
+import { EXPIRY_CHECK_PERIOD_S } from "../lib/units";
 import { commandLine, stepShell } from "../lib/shell";
 import { HostTarget, hostStep } from "./remote";
 
 export const CERT_METRIC_NAMESPACE = "FastapiEdge";
-export const CERT_METRIC_NAME = "CertificateDaysToExpiry";
+export const CERT_METRIC_NAME = "CertificateLifetimeLeftPercent";
+/**
+ * ALB mode: ACM starts renewing 60 days before expiry (its managed renewal);
+ * an ACM certificate still under 30 days has failed renewal for a month.
+ */
+export const ACM_ALARM_DAYS = 30;
 
 export interface CertExpiryAlarmArgs {
   config: EdgeConfig;
@@ -43,9 +53,6 @@ export class CertExpiryAlarm extends pulumi.ComponentResource {
 
     const common = {
       comparisonOperator: "LessThanThreshold",
-      threshold: c.certExpiryAlarmDays,
-      evaluationPeriods: 1,
-      period: 86400,
       statistic: "Minimum",
       alarmActions: [this.topic.arn],
       okActions: [this.topic.arn],
@@ -59,7 +66,10 @@ export class CertExpiryAlarm extends pulumi.ComponentResource {
           namespace: "AWS/CertificateManager",
           metricName: "DaysToExpiry",
           dimensions: { CertificateArn: args.acmCertificateArn },
-          alarmDescription: `ACM certificate for ${c.domain} expires in fewer than ${c.certExpiryAlarmDays} days`,
+          threshold: ACM_ALARM_DAYS,
+          period: 86400,
+          evaluationPeriods: 1,
+          alarmDescription: `ACM certificate for ${c.domain} expires in fewer than ${ACM_ALARM_DAYS} days (ACM renews from 60 days before expiry)`,
           treatMissingData: "notBreaching",
         },
         parent,
@@ -72,16 +82,22 @@ export class CertExpiryAlarm extends pulumi.ComponentResource {
           namespace: CERT_METRIC_NAMESPACE,
           metricName: CERT_METRIC_NAME,
           dimensions: { Domain: c.domain },
-          alarmDescription: `Certificate for ${c.domain} expires in fewer than ${c.certExpiryAlarmDays} days, or the daily check stopped reporting`,
-          // No data for two days means renewal checks stopped: treat as breaching.
+          threshold: c.certExpiryAlarmPercent,
+          alarmDescription:
+            `Certificate for ${c.domain} has less than ${c.certExpiryAlarmPercent}% of its lifetime left (certbot renews at a third), ` +
+            "or the 6-hourly check stopped reporting; the host's message (journalctl -u fastapi-edge-cert-expiry) gives the days left",
+          // One data point per period (the host checks every 6 hours). Two
+          // periods in a row below the threshold or without data (the check
+          // stopped, missing data is breaching) raise the alarm.
+          period: EXPIRY_CHECK_PERIOD_S,
           evaluationPeriods: 2,
-          datapointsToAlarm: 1,
+          datapointsToAlarm: 2,
           treatMissingData: "breaching",
         },
         parent,
       );
       if (args.target) {
-        // Enables the daily check once the units are written, and runs it once now.
+        // Enables the 6-hourly check once the units are written, and runs it once now.
         const timerScript = installedScript("cert-expiry-timer.sh");
         this.timer = hostStep(
           `${name}-timer`,

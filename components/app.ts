@@ -70,6 +70,8 @@ export class AppService extends pulumi.ComponentResource {
       installedScript("app-deploy.sh"),
       ...["--release", this.release, "--upload", upload],
       ...["--health-path", c.appHealthPath, "--expect-version", c.appVersion, "--settle-seconds", String(rolloutSettleSeconds(c))],
+      // Only when changed: the default keeps the command text, so existing stacks see no diff.
+      ...(c.appStartTimeout !== 60 ? ["--health-timeout", String(c.appStartTimeout)] : []),
       ...appPorts(c).map(String),
     );
     const stdin = pulumi.output(args.forwardedAllowIps).apply((fwd) => stepShell(appDeployFiles(c, fwd), [deploy]));

@@ -3,9 +3,8 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { EdgeConfig } from "../lib/config";
-import { hostInstallFiles, installedScript, waitForBootShell } from "../lib/hostfiles";
-import { HOST_PATHS } from "../lib/hostpaths";
-import { stepShell, shq } from "../lib/shell";
+import { bootstrapCommands, hostInstallFiles, nginxSourceFiles, waitForBootShell } from "../lib/hostfiles";
+import { stepShell } from "../lib/shell";
 import { HostTarget, hostStep, rootShell } from "./remote";
 
 export interface HostBootstrapArgs {
@@ -15,10 +14,18 @@ export interface HostBootstrapArgs {
   sshWaitTimeout?: string;
 }
 
-/** Packages a host needs for the chosen front end. */
+/**
+ * Packages a host needs for the chosen front end, installed by
+ * install-packages.sh. With nginxSource nginx.org, nginx-org-repo.sh installs
+ * nginx before it, from nginx.org's repository. logrotate: Debian's nginx
+ * package (and nginx.org's) ships /etc/logrotate.d/nginx (daily, 14 kept, which
+ * covers our /var/log/nginx/fastapi-edge.access.log) but does not depend on
+ * logrotate, and minimal images lack it: without it the access log grows forever.
+ */
 export function hostPackages(c: EdgeConfig): string[] {
   const base = ["curl", "ca-certificates", "openssl", ...c.appPackages];
-  return c.frontend === "nginx" ? ["nginx", "certbot", ...base] : base;
+  if (c.frontend !== "nginx") return base;
+  return c.nginxSource === "nginx.org" ? ["certbot", "logrotate", ...base] : ["nginx", "certbot", "logrotate", ...base];
 }
 
 export class HostBootstrap extends pulumi.ComponentResource {
@@ -47,11 +54,7 @@ export class HostBootstrap extends pulumi.ComponentResource {
     );
 
     this.packages = hostPackages(c);
-    const stdin = stepShell(hostInstallFiles(), [
-      `install -d -m 0755 ${HOST_PATHS.base} ${HOST_PATHS.etcDir} ${HOST_PATHS.stateDir}`,
-      `${installedScript("install-packages.sh")} ${this.packages.map((p) => shq(p, "package")).join(" ")}`,
-      `${installedScript("ensure-user.sh")} fastapi-edge`,
-    ]);
+    const stdin = stepShell([...hostInstallFiles(), ...nginxSourceFiles(c)], bootstrapCommands(c, this.packages));
     this.ready = hostStep(`${name}-install`, { target: args.target, stdin }, { parent: this, dependsOn: [wait] });
     this.registerOutputs({ packages: this.packages });
   }

@@ -4,7 +4,7 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import * as tls from "@pulumi/tls";
-import { appPorts, EdgeConfig, PROJECT } from "../lib/config";
+import { appPorts, EdgeConfig, frontRanges, PROJECT } from "../lib/config";
 import { HOST_OS } from "../lib/hostos";
 import { Connection, Host, HostTarget } from "./remote";
 
@@ -109,18 +109,33 @@ export class Ec2Host extends pulumi.ComponentResource implements Host {
       );
     });
     if (c.frontend === "nginx") {
+      // 80/443 from everyone, or with restrictHttpToCdn only from the ranges
+      // of what stands in front (config validation keeps the rule count per
+      // family within AWS's default quota of 60). Rules are named after their
+      // block, so a refreshed range list adds and removes only what changed.
+      const ranges = c.restrictHttpToCdn ? frontRanges(c) : null;
+      const sources: { cidr: string; key: string; what: string }[] = ranges
+        ? [...ranges.v4, ...ranges.v6].map((cidr) => ({
+            cidr,
+            key: `cdn-${cidr.replace(/[^0-9A-Za-z]+/g, "-").replace(/-+$/, "")}`,
+            what: c.frontedBy === "cloudflare" ? "from Cloudflare" : "from a trusted proxy",
+          }))
+        : [
+            { cidr: "0.0.0.0/0", key: "v4", what: "" },
+            { cidr: "::/0", key: "v6", what: "" },
+          ];
       for (const port of [80, 443]) {
-        for (const cidr of ["0.0.0.0/0", "::/0"]) {
-          const v = cidr.includes(":") ? "v6" : "v4";
+        for (const src of sources) {
+          const base = port === 80 ? "HTTP (ACME, redirect)" : "HTTPS";
           new aws.vpc.SecurityGroupIngressRule(
-            `${name}-${port}-${v}`,
+            `${name}-${port}-${src.key}`,
             {
               securityGroupId: sg,
               ipProtocol: "tcp",
               fromPort: port,
               toPort: port,
-              ...ipRule(cidr),
-              description: port === 80 ? "HTTP (ACME, redirect)" : "HTTPS",
+              ...ipRule(src.cidr),
+              description: src.what ? `${base} ${src.what}` : base,
             },
             parent,
           );

@@ -10,7 +10,7 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { acmeDirectory, EdgeConfig } from "../lib/config";
-import { acmeBootstrapStage, certificateFiles, installedScript, readAcmeCaBundle, siteFiles } from "../lib/hostfiles";
+import { acmeBootstrapStage, certificateFiles, installedScript, readAcmeCaBundle, readOriginPullCa, siteFiles } from "../lib/hostfiles";
 import { HOST_PATHS, hostLayout } from "../lib/hostpaths";
 import { commandLine, fileWriteLines, stageShell, stepShell } from "../lib/shell";
 import { HostTarget, hostStep } from "./remote";
@@ -64,6 +64,7 @@ export class NginxFrontend extends pulumi.ComponentResource {
             installedScript("obtain-cert.sh"),
             ...["--domain", c.domain, "--email", c.email!, "--server", acmeDirectory(c), "--webroot", layout.acmeWebroot],
             ...(caPem !== undefined ? ["--ca-bundle", HOST_PATHS.acmeCaBundle] : []),
+            ...(c.acmeProfile !== undefined ? ["--profile", c.acmeProfile] : []),
           ),
         ]),
       },
@@ -74,8 +75,9 @@ export class NginxFrontend extends pulumi.ComponentResource {
     // (3) The full site. Its text is this command's input: preview --diff shows
     // the nginx lines that change, and an unchanged site runs nothing. The
     // nginx.service drop-in (LimitNOFILE for the master) applies from nginx's
-    // next start.
-    const site = siteFiles(c);
+    // next start. With originPullCaFile the CA travels in the stage, so the
+    // candidate tree's nginx -t checks it together with the config.
+    const site = siteFiles(c, readOriginPullCa(c, args.projectDir));
     this.renderedSite = site.stage.map((f) => `# ${f.path}\n${f.content}`).join("\n");
     this.site = hostStep(
       `${name}-site`,

@@ -7,7 +7,8 @@
 // character set that cannot open a new directive or command: no `;`, braces,
 // quotes, `$`, backslashes, whitespace or newlines.
 import { z } from "zod";
-import { HOST_OS, HOST_OS_NAMES } from "./hostos";
+import { byFamily, CLOUDFLARE_HEADER, cloudflareRanges, isNetworkAddress, SG_INBOUND_RULES_PER_FAMILY } from "./cdn";
+import { CERTBOT_PROFILES_SINCE, HOST_OS, HOST_OS_NAMES, NGINX_ORG_STABLE, NGINX_SOURCES } from "./hostos";
 import { versionAtLeast } from "./version";
 
 export const PROJECT = "fastapi-edge";
@@ -28,6 +29,8 @@ const PY_MODULE_RE = /^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$/;
 const VERSION_STR_RE = /^[A-Za-z0-9._+-]{1,64}$/;
 const REL_DIR_RE = /^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/;
 const ABS_PATH_RE = /^\/[A-Za-z0-9._\/-]*$/;
+// ACME profile names (RFC draft-ietf-acme-profiles): Let's Encrypt's are classic, tlsserver, shortlived.
+const ACME_PROFILE_RE = /^[a-z][a-z0-9-]{0,62}$/;
 
 const msg = (form: string) => ({ message: `must be ${form}` });
 
@@ -98,6 +101,26 @@ const rateLimit = z
     // The regex above guarantees the match.
     return { path: m![1]!, rate: m![2]!, burst: Number(m![3]) };
   });
+
+// An HTTP header name (an RFC 9110 token) narrowed to letters, digits and
+// hyphens: the other token characters ($ ' * | ...) have no place in a header
+// name a proxy sets, and nginx drops names with underscores by default
+// (underscores_in_headers off), so such a header would never arrive.
+const HEADER_NAME_RE = /^[A-Za-z][A-Za-z0-9-]{0,63}$/;
+const realIpHeaderSchema = z
+  .string()
+  .regex(
+    HEADER_NAME_RE,
+    msg("an HTTP header name of letters, digits and hyphens such as X-Forwarded-For, CF-Connecting-IP or True-Client-IP"),
+  )
+  .refine(
+    (h) => !["forwarded", "host", "connection"].includes(h.toLowerCase()),
+    msg("a header that carries the client address alone or as an X-Forwarded-For list (nginx cannot read RFC 7239 Forwarded: for=...)"),
+  );
+const trustedCidr = cidr
+  .refine((c) => !c.endsWith("/0"), msg("a narrower block than the whole internet (trusting /0 lets every client pick its address)"))
+  .refine(isNetworkAddress, msg("a CIDR block with its host bits zero, such as 10.0.0.0/8 or 2001:db8::/32"));
+const PEM_PATH_RE = /^[A-Za-z0-9._\/-]+\.(pem|crt)$/;
 
 const NGINX_VERSION_RE = /^1\.(2[2-9]|[3-9][0-9])(\.[0-9]{1,3})?$/;
 
@@ -176,13 +199,19 @@ export const configSchema = z
       .regex(SSH_PUBKEY_RE, msg("the host's public key line, to pin it (ssh-ed25519 AAAA...)"))
       .optional()
       .describe("Pin the server's SSH host key (the public key line); unset, the host key is not checked."),
+    nginxSource: z
+      .enum(NGINX_SOURCES, { message: `must be ${NGINX_SOURCES.join(" or ")}` })
+      .default("distribution")
+      .describe(
+        `Where nginx comes from: distribution (default, the hostOs package) or nginx.org (nginx.org's signed stable apt repository, pinned to ${NGINX_ORG_STABLE}.*, replacing the distribution's nginx; the renderer then targets ${NGINX_ORG_STABLE}).`,
+      ),
     // The target's nginx, so the renderer emits syntax it accepts.
     nginxVersion: z
       .string()
       .regex(NGINX_VERSION_RE, msg("an nginx version 1.22 or newer such as 1.22, 1.24 or 1.26.1"))
       .optional()
       .describe(
-        "nginx version on the target, so the renderer emits syntax it accepts (http2 on from 1.25.1). Default: the version hostOs packages (1.26 on Debian 13, 1.22 on Debian 12, 1.24 on Ubuntu 24.04).",
+        `nginx version on the target, so the renderer emits syntax it accepts (http2 on from 1.25.1, keepalive_min_timeout from 1.27.4). Default: the version hostOs packages (1.26 on Debian 13, 1.22 on Debian 12, 1.24 on Ubuntu 24.04), or ${NGINX_ORG_STABLE} with nginxSource nginx.org.`,
       ),
     // TLS
     acme: z
@@ -198,9 +227,16 @@ export const configSchema = z
       .describe("acme custom: the ACME directory URL, e.g. https://acme.example.test/dir."),
     acmeCaBundle: z
       .string()
-      .regex(/^[A-Za-z0-9._\/-]+\.(pem|crt)$/, msg("a local path to a PEM file (.pem or .crt)"))
+      .regex(PEM_PATH_RE, msg("a local path to a PEM file (.pem or .crt)"))
       .optional()
       .describe("acme custom: local path of a PEM bundle certbot must trust to reach the ACME server (also used by scheduled renewals)."),
+    acmeProfile: z
+      .string()
+      .regex(ACME_PROFILE_RE, msg("an ACME profile name: a lowercase token such as classic, tlsserver or shortlived"))
+      .optional()
+      .describe(
+        "ACME certificate profile certbot asks for (certbot --preferred-profile; needs certbot 4.0+, so hostOs debian-13), e.g. tlsserver (45 days) or shortlived (6 days) at Let's Encrypt. The first issuance fails when the ACME server does not offer it; scheduled renewals fall back to the CA's default. Unset: the CA's default profile.",
+      ),
     email: email.optional().describe("ACME account e-mail (nginx front end)."),
     http3: bool
       .default(false)
@@ -233,6 +269,11 @@ export const configSchema = z
     appProcesses: int(1, 16).default(2).describe("Number of uvicorn processes (one systemd instance per port) behind nginx."),
     appBasePort: int(1024, 65000).default(8000).describe("Port of the first app process on 127.0.0.1; the others follow."),
     appHealthPath: urlPath.default("/healthz").describe("Health route the rolling restart waits on (and the ALB health check uses)."),
+    appStartTimeout: int(5, 1800)
+      .default(60)
+      .describe(
+        "Seconds the rolling restart waits for each restarted process to answer its health route before the deploy fails (the old processes keep serving). Raise it for slow hosts: a guest under software emulation needs minutes.",
+      ),
     appPython: z
       .string()
       .regex(ABS_PATH_RE, msg("an absolute path to a Python interpreter"))
@@ -276,6 +317,35 @@ export const configSchema = z
       .describe("URL prefixes closed without a response (444)."),
     maintenanceMode: bool.default(false).describe("Serve the maintenance page (503, Retry-After) for every request."),
     accessLog: bool.default(true).describe("Write the access log (/var/log/nginx/fastapi-edge.access.log)."),
+    // What stands in front of nginx
+    frontedBy: z
+      .enum(["none", "cloudflare", "custom"], { message: "must be none, cloudflare or custom" })
+      .default("none")
+      .describe(
+        "What stands in front of nginx: none (clients connect directly), cloudflare (proxied DNS: the client address comes from CF-Connecting-IP, trusted only from Cloudflare's ranges in files/cdn/) or custom (trustedProxyCidrs and realIpHeader).",
+      ),
+    trustedProxyCidrs: list(trustedCidr)
+      .default([])
+      .describe(
+        "frontedBy custom: CIDR blocks of the proxies or CDN in front; only requests from these addresses may set the client address (required, non-empty; /0 refused).",
+      ),
+    realIpHeader: realIpHeaderSchema
+      .optional()
+      .describe(
+        "frontedBy custom: the header carrying the client address, e.g. X-Forwarded-For (the default; a chain, read right to left past trusted addresses), CF-Connecting-IP or True-Client-IP.",
+      ),
+    restrictHttpToCdn: bool
+      .default(false)
+      .describe(
+        "hostMode ec2 with frontedBy cloudflare or custom: open ports 80 and 443 in the security group only to the front's ranges (IPv4 and IPv6) instead of to everyone.",
+      ),
+    originPullCaFile: z
+      .string()
+      .regex(PEM_PATH_RE, msg("a local path to a PEM file (.pem or .crt)"))
+      .optional()
+      .describe(
+        "Authenticated origin pulls: local path of the PEM CA certificate the CDN's client certificates come from (Cloudflare's origin-pull CA); nginx then refuses HTTPS clients without one. nginx front end with frontedBy cloudflare or custom.",
+      ),
     // ALB
     albIdleTimeout: int(1, 4000).default(3600).describe("ALB idle timeout in seconds (raised for WebSockets)."),
     albDeregistrationDelay: int(0, 3600).default(15).describe("Seconds the ALB drains a deregistered target."),
@@ -289,7 +359,11 @@ export const configSchema = z
       .optional()
       .describe("Route53 hosted zone for the domain's record (and ALB mode's ACM validation)."),
     alertEmail: email.optional().describe("E-mail subscribed to the certificate-expiry alarm topic (unset: no alarm)."),
-    certExpiryAlarmDays: int(1, 60).default(14).describe("Alarm when the certificate has fewer days left than this."),
+    certExpiryAlarmPercent: int(1, 50)
+      .default(25)
+      .describe(
+        "nginx mode: alarm when less than this percentage of the certificate's lifetime is left, (notAfter-now)/(notAfter-notBefore); certbot renews at a third left (half for certificates under 10 days), so the default 25 leaves it several tries. Works alike for 90-, 45- and 6-day certificates.",
+      ),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -323,6 +397,35 @@ export const configSchema = z
         });
       }
     }
+    checkFront(c, ctx);
+    if (
+      c.nginxSource === "nginx.org" &&
+      c.nginxVersion &&
+      !c.nginxVersion.startsWith(`${NGINX_ORG_STABLE}.`) &&
+      c.nginxVersion !== NGINX_ORG_STABLE
+    ) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["nginxVersion"],
+        message: `must be ${NGINX_ORG_STABLE} or ${NGINX_ORG_STABLE}.x, or unset, when nginxSource is nginx.org (the apt pin installs ${NGINX_ORG_STABLE}.*)`,
+      });
+    }
+    if (c.acmeProfile !== undefined) {
+      const os = HOST_OS[c.hostOs];
+      if (c.frontend === "alb") {
+        ctx.addIssue({
+          code: "custom",
+          path: ["acmeProfile"],
+          message: "applies to frontend nginx only (in ALB mode ACM issues the certificate)",
+        });
+      } else if (!versionAtLeast(os.certbot, CERTBOT_PROFILES_SINCE)) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["acmeProfile"],
+          message: `needs certbot ${CERTBOT_PROFILES_SINCE} or newer (ACME profiles), but hostOs ${c.hostOs} (${os.label}) packages certbot ${os.certbot}: use hostOs debian-13 or unset acmeProfile`,
+        });
+      }
+    }
     if (c.workerConnections < 2 * (c.limitConnPerIp || 0)) {
       ctx.addIssue({ code: "custom", path: ["limitConnPerIp"], message: "must be at most half of workerConnections" });
     }
@@ -340,9 +443,81 @@ export const configSchema = z
     }
   });
 
+type FrontSettings = {
+  frontend: "nginx" | "alb";
+  hostMode: "ec2" | "existing";
+  frontedBy: "none" | "cloudflare" | "custom";
+  trustedProxyCidrs: string[];
+  realIpHeader?: string | undefined;
+  restrictHttpToCdn: boolean;
+  originPullCaFile?: string | undefined;
+  sshAllowedCidrs: string[];
+};
+
+/** The cross-key rules of frontedBy and the settings that go with it. */
+function checkFront(c: FrontSettings, ctx: z.RefinementCtx): void {
+  const issue = (key: string, message: string) => ctx.addIssue({ code: "custom", path: [key], message });
+  if (c.frontedBy === "custom" && !c.trustedProxyCidrs.length) {
+    issue(
+      "trustedProxyCidrs",
+      "is required (non-empty) when frontedBy is custom: nginx restores the client address only from these blocks",
+    );
+  }
+  if (c.frontedBy !== "custom" && c.trustedProxyCidrs.length) {
+    issue("trustedProxyCidrs", "is only used with frontedBy custom (cloudflare uses the shipped ranges in files/cdn/)");
+  }
+  if (c.frontedBy !== "custom" && c.realIpHeader) {
+    issue("realIpHeader", `is only used with frontedBy custom (cloudflare always uses ${CLOUDFLARE_HEADER})`);
+  }
+  if (c.frontend === "alb" && c.frontedBy !== "none") {
+    issue(
+      "frontedBy",
+      "must be none with frontend alb: there is no nginx to restore the client address (the ALB appends to X-Forwarded-For itself)",
+    );
+  }
+  if (c.originPullCaFile) {
+    if (c.frontend === "alb") {
+      issue("originPullCaFile", "is refused with frontend alb: nginx checks the client certificate, and ALB mode has no nginx");
+    } else if (c.frontedBy === "none") {
+      issue("originPullCaFile", "needs frontedBy cloudflare or custom: with nothing in front, every browser would be refused");
+    }
+  }
+  if (c.restrictHttpToCdn) {
+    if (c.frontedBy === "none") issue("restrictHttpToCdn", "needs frontedBy cloudflare or custom (the ranges to open 80/443 to)");
+    else if (c.hostMode !== "ec2") issue("restrictHttpToCdn", "needs hostMode ec2 (only the EC2 security group is managed here)");
+    else if (c.frontend !== "nginx") issue("restrictHttpToCdn", "needs frontend nginx (in ALB mode the instance admits only the ALB)");
+    else {
+      const ranges = frontRanges(c);
+      const ssh = byFamily(c.sshAllowedCidrs);
+      for (const f of ["v4", "v6"] as const) {
+        const rules = 2 * ranges[f].length + ssh[f].length;
+        if (rules > SG_INBOUND_RULES_PER_FAMILY) {
+          issue(
+            "restrictHttpToCdn",
+            `would need ${rules} IP${f} inbound rules (2 ports x ${ranges[f].length} ranges + ${ssh[f].length} SSH), over AWS's default quota of ${SG_INBOUND_RULES_PER_FAMILY} per security group`,
+          );
+        }
+      }
+    }
+  }
+}
+
+/** The blocks nginx trusts to set the client address, by family (empty when nothing is in front). */
+export function frontRanges(c: Pick<FrontSettings, "frontedBy" | "trustedProxyCidrs">): { v4: string[]; v6: string[] } {
+  if (c.frontedBy === "cloudflare") return cloudflareRanges();
+  if (c.frontedBy === "custom") return byFamily(c.trustedProxyCidrs);
+  return { v4: [], v6: [] };
+}
+
 export type EdgeConfig = z.output<typeof configSchema>;
 export type RawConfig = Record<string, unknown>;
 export const CONFIG_KEYS = Object.keys(configSchema.shape) as (keyof EdgeConfig)[];
+
+/** Keys that existed once, with what replaced them (a clearer refusal than "unknown key"). */
+const RETIRED_KEYS: Record<string, string> = {
+  certExpiryAlarmDays:
+    "was replaced by certExpiryAlarmPercent (the alarm fires on the fraction of the certificate's lifetime left, so 6-day and 45-day certificates are handled alike); remove it and set certExpiryAlarmPercent if 25 does not suit",
+};
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
@@ -365,10 +540,17 @@ export function parseConfig(raw: RawConfig): EdgeConfig {
   }
   const result = configSchema.safeParse(input);
   if (result.success) return result.data;
-  const problems = result.error.issues.map((issue) => {
+  const problems = result.error.issues.flatMap((issue) => {
     const key = issue.path.length ? String(issue.path[0]) : "";
     if (issue.code === "unrecognized_keys") {
-      return `${issue.keys.map((k) => `${PROJECT}:${k}`).join(", ")}: unknown config key (known keys: see Pulumi.yaml)`;
+      const retired = issue.keys.filter((k) => RETIRED_KEYS[k] !== undefined);
+      const unknown = issue.keys.filter((k) => RETIRED_KEYS[k] === undefined);
+      return [
+        ...retired.map((k) => `${PROJECT}:${k} ${RETIRED_KEYS[k]!}`),
+        ...(unknown.length
+          ? [`${unknown.map((k) => `${PROJECT}:${k}`).join(", ")}: unknown config key (known keys: see Pulumi.yaml)`]
+          : []),
+      ];
     }
     const value = key ? input[key] : undefined;
     const got = value === undefined ? "" : ` (got ${describe(value)})`;
@@ -380,9 +562,10 @@ export function parseConfig(raw: RawConfig): EdgeConfig {
 
 // --------------------------------------------------------- derived settings
 
-/** nginx version the renderer targets, from config or the host's distribution. */
+/** nginx version the renderer targets, from config, nginx.org's pinned stable line, or the host's distribution. */
 export function targetNginxVersion(c: EdgeConfig): string {
   if (c.nginxVersion) return c.nginxVersion;
+  if (c.nginxSource === "nginx.org") return NGINX_ORG_STABLE;
   return HOST_OS[c.hostOs].nginx;
 }
 
@@ -404,4 +587,20 @@ export function acmeDirectory(c: EdgeConfig): string {
     case "custom":
       return c.acmeDirectoryUrl!;
   }
+}
+
+/** How nginx restores the client address: the trusted blocks, the header, and whether to walk a chain. */
+export interface RealIp {
+  frontedBy: "cloudflare" | "custom";
+  cidrs: string[];
+  header: string;
+  /** X-Forwarded-For is a chain: skip trusted addresses from the right (real_ip_recursive on). */
+  recursive: boolean;
+}
+
+export function realIp(c: EdgeConfig): RealIp | null {
+  if (c.frontedBy === "none") return null;
+  const r = frontRanges(c);
+  const header = c.frontedBy === "cloudflare" ? CLOUDFLARE_HEADER : (c.realIpHeader ?? "X-Forwarded-For");
+  return { frontedBy: c.frontedBy, cidrs: [...r.v4, ...r.v6], header, recursive: header.toLowerCase() === "x-forwarded-for" };
 }

@@ -2,11 +2,14 @@
 // host, as a pure function of validated config. The components push exactly
 // these (components/*.ts), and `npm run render` writes all of them
 // (renderHostFiles). No Pulumi import.
+import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import * as path from "node:path";
 import { ConfigError, EdgeConfig, PROJECT } from "./config";
+import { NGINX_ORG_STABLE } from "./hostos";
 import { HOST_PATHS, hostLayout, PUBLIC_LISTEN } from "./hostpaths";
 import { durationSeconds, renderAcmeBootstrap, renderSite, StageFile } from "./nginx";
+import { commandLine } from "./shell";
 import { shipped } from "./shipped";
 import { renderAppEnv, renderCertbotDropIn, renderExpiryUnits, renderNginxDropIn } from "./units";
 
@@ -29,6 +32,7 @@ export const HOST_SCRIPTS = [
   "acme-bootstrap.sh",
   "systemd-reload.sh",
   "nginx-remove.sh",
+  "nginx-org-repo.sh",
 ] as const;
 
 export type HostScript = (typeof HOST_SCRIPTS)[number];
@@ -58,6 +62,34 @@ export function waitForBootShell(): string {
 /** bootstrap-install: the host scripts. */
 export function hostInstallFiles(): HostFile[] {
   return HOST_SCRIPTS.map((s) => ({ path: installedScript(s), content: shipped(`scripts/${s}`), mode: 0o755 }));
+}
+
+/** nginx from nginx.org's repository: only where the front end is nginx. */
+function fromNginxOrg(c: Pick<EdgeConfig, "nginxSource" | "frontend">): boolean {
+  return c.frontend === "nginx" && c.nginxSource === "nginx.org";
+}
+
+/** The signing keys of nginx.org's repository, shipped in files/apt/ (never downloaded at deploy time). */
+export const NGINX_ORG_KEYS_FILE = "apt/nginx-org-signing-keys.asc";
+
+/** bootstrap-install, nginxSource nginx.org: nginx.org's signing keys for nginx-org-repo.sh. */
+export function nginxSourceFiles(c: Pick<EdgeConfig, "nginxSource" | "frontend">): HostFile[] {
+  return fromNginxOrg(c) ? [{ path: HOST_PATHS.nginxOrgKeys, content: shipped(NGINX_ORG_KEYS_FILE) }] : [];
+}
+
+/**
+ * bootstrap-install's commands after the files are written: with nginxSource
+ * nginx.org, nginx.org's repository and nginx from it first (so the
+ * distribution's nginx is never installed, or is replaced), then every other
+ * package, then the app's user.
+ */
+export function bootstrapCommands(c: Pick<EdgeConfig, "nginxSource" | "frontend">, packages: string[]): string[] {
+  return [
+    `install -d -m 0755 ${HOST_PATHS.base} ${HOST_PATHS.etcDir} ${HOST_PATHS.stateDir}`,
+    ...(fromNginxOrg(c) ? [commandLine(installedScript("nginx-org-repo.sh"), NGINX_ORG_STABLE, HOST_PATHS.nginxOrgKeys)] : []),
+    commandLine(installedScript("install-packages.sh"), ...packages),
+    `${installedScript("ensure-user.sh")} fastapi-edge`,
+  ];
 }
 
 /** app-deploy: the systemd template unit and the app's environment. */
@@ -105,11 +137,46 @@ export function certificateFiles(acmeCaBundlePem: string | undefined): HostFile[
   ];
 }
 
-/** nginx-site: the nginx.service drop-in, and the full nginx stage. */
-export function siteFiles(c: EdgeConfig): { dropIn: HostFile; stage: StageFile[] } {
+const PEM_CERT_RE = /-----BEGIN CERTIFICATE-----\r?\n[A-Za-z0-9+\/=\r\n]+?-----END CERTIFICATE-----/g;
+
+/**
+ * The origin-pull CA (originPullCaFile, read from the project) as clean PEM,
+ * or undefined when config names none. Every certificate in the file must
+ * parse, at least one must be a CA, and the file must hold no private key
+ * (it is shipped to the host). What is returned is the certificates alone,
+ * re-encoded, so no other text of the file reaches the host.
+ */
+export function readOriginPullCa(c: EdgeConfig, projectDir: string): string | undefined {
+  if (!c.originPullCaFile) return undefined;
+  const file = c.originPullCaFile;
+  const refuse = (why: string): never => {
+    throw new ConfigError([`${PROJECT}:originPullCaFile must be a PEM file of CA certificates: ${why} (got ${file})`]);
+  };
+  let text: string;
+  try {
+    text = readFileSync(path.resolve(projectDir, file), "utf8");
+  } catch (e) {
+    return refuse(`cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  if (/PRIVATE KEY-----/.test(text)) refuse("it holds a private key, which must never be shipped to the host");
+  const blocks = text.match(PEM_CERT_RE) ?? [];
+  if (!blocks.length) refuse("no -----BEGIN CERTIFICATE----- block");
+  const certs = blocks.map((b, i) => {
+    try {
+      return new X509Certificate(b);
+    } catch (e) {
+      return refuse(`certificate ${i + 1} does not parse (${(e as Error).message})`);
+    }
+  });
+  if (!certs.some((x) => x.ca)) refuse("no certificate in it is a CA (basicConstraints CA:TRUE)");
+  return certs.map((x) => x.toString().replace(/\r\n/g, "\n").replace(/\n?$/, "\n")).join("");
+}
+
+/** nginx-site: the nginx.service drop-in, and the full nginx stage (with the origin-pull CA when configured). */
+export function siteFiles(c: EdgeConfig, originPullCaPem?: string): { dropIn: HostFile; stage: StageFile[] } {
   return {
     dropIn: { path: HOST_PATHS.nginxDropIn, content: renderNginxDropIn(c) },
-    stage: renderSite(c, { layout: hostLayout(c), listen: PUBLIC_LISTEN }),
+    stage: renderSite(c, { layout: hostLayout(c), listen: PUBLIC_LISTEN, ...(originPullCaPem !== undefined ? { originPullCaPem } : {}) }),
   };
 }
 
@@ -140,14 +207,16 @@ export interface HostFileOptions {
   forwardedAllowIps?: string;
   /** The ACME CA bundle's PEM text, when config names one (readAcmeCaBundle). */
   acmeCaBundlePem?: string;
+  /** The origin-pull CA's PEM text, when config names one (readOriginPullCa). */
+  originPullCaPem?: string;
 }
 
 /** Every file the steps of this config put on a host (`npm run render`). */
 export function renderHostFiles(c: EdgeConfig, o: HostFileOptions): HostFileSet {
-  const system: HostFile[] = [...hostInstallFiles(), ...appDeployFiles(c, o.forwardedAllowIps ?? "127.0.0.1")];
+  const system: HostFile[] = [...hostInstallFiles(), ...nginxSourceFiles(c), ...appDeployFiles(c, o.forwardedAllowIps ?? "127.0.0.1")];
   if (c.frontend === "alb") return { nginx: [], system };
 
-  const site = siteFiles(c);
+  const site = siteFiles(c, o.originPullCaPem);
   system.push(site.dropIn, ...certificateFiles(o.acmeCaBundlePem));
   if (c.alertEmail) system.push(...expiryTimerFiles(c, o.region ?? "us-east-1"));
   return { nginx: o.phase === "full" ? site.stage : acmeBootstrapStage(c), system };

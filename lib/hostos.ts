@@ -53,3 +53,22 @@ export const HOST_OS: Record<HostOsName, HostOs> = {
     ec2User: "ubuntu",
   },
 };
+
+// ------------------------------------------------------------ nginx.org
+
+/** Where nginx comes from: the distribution's package, or nginx.org's stable repository. */
+export const NGINX_SOURCES = ["distribution", "nginx.org"] as const;
+export type NginxSource = (typeof NGINX_SOURCES)[number];
+
+/**
+ * nginx.org's stable line (major.minor) the apt pin holds (`Pin: version
+ * 1.30.*`), and so the version the renderer targets with nginxSource
+ * nginx.org. Moving to the next stable line (1.32, spring 2027) is a change
+ * here, checked by the renderer's real-nginx tests first.
+ */
+export const NGINX_ORG_STABLE = "1.30";
+/** certbot release that added ACME profiles (--preferred-profile, --required-profile) and lifetime-relative renewal. */
+export const CERTBOT_PROFILES_SINCE = "4.0";
+
+/** True when version a (major.minor[.patch]) is at least b: the renderer's own comparison. */
+export { versionAtLeast } from "./version";

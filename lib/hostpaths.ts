@@ -18,6 +18,8 @@ export const HOST_PATHS = {
   nginxDropIn: "/etc/systemd/system/nginx.service.d/fastapi-edge.conf",
   certbotDropIn: "/etc/systemd/system/certbot.service.d/fastapi-edge.conf",
   acmeCaBundle: "/etc/fastapi-edge/acme-ca.pem",
+  /** nginx.org's signing keys (nginxSource nginx.org), as shipped in files/apt/. */
+  nginxOrgKeys: "/etc/fastapi-edge/nginx-org-signing-keys.asc",
   deployHook: "/etc/letsencrypt/renewal-hooks/deploy/fastapi-edge-reload-nginx.sh",
   expiryService: "/etc/systemd/system/fastapi-edge-cert-expiry.service",
   expiryTimer: "/etc/systemd/system/fastapi-edge-cert-expiry.timer",
@@ -48,8 +50,11 @@ export function hostLayout(c: EdgeConfig): HostLayout {
     logDir: HOST_PATHS.nginxLogDir,
     pidFile: HOST_PATHS.nginxPidFile,
     certDir: `${HOST_PATHS.certsDir}/${c.domain}`,
-    workerUser: "www-data",
-    loadDistroModules: true,
+    // nginx.org's package runs its workers as its own user `nginx` and has no
+    // modules-enabled/ (a Debian convention; modules left there by a replaced
+    // distribution nginx are built for another version and must not load).
+    workerUser: c.nginxSource === "nginx.org" ? "nginx" : "www-data",
+    loadDistroModules: c.nginxSource !== "nginx.org",
     tempDir: null,
   };
 }

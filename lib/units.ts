@@ -47,10 +47,20 @@ export function renderCertbotDropIn(): string {
   ].join("\n");
 }
 
-/** systemd service + timer publishing the live certificate's days left (nginx mode, alertEmail set). */
+/**
+ * systemd service + timer publishing the live certificate's lifetime left, in
+ * percent (nginx mode, alertEmail set). Every 6 hours, so a 6-day certificate
+ * is seen several times between certbot's renewal point (half its lifetime)
+ * and expiry.
+ */
+/** When the expiry check runs: every 6 hours on the hour (UTC on EC2 images), one data point per alarm period. */
+export const EXPIRY_CHECK_CALENDAR = "*-*-* 00/6:00:00";
+/** Seconds between two expiry checks: the alarm's period. */
+export const EXPIRY_CHECK_PERIOD_S = 6 * 3600;
+
 export function renderExpiryUnits(c: EdgeConfig, region: string): { service: string; timer: string } {
   const service = [
-    "# Rendered by fastapi-edge: publish the live certificate's days left to CloudWatch.",
+    "# Rendered by fastapi-edge: publish the live certificate's lifetime left (percent) to CloudWatch.",
     "[Unit]",
     "Description=fastapi-edge certificate expiry check",
     "After=network-online.target nginx.service",
@@ -58,7 +68,7 @@ export function renderExpiryUnits(c: EdgeConfig, region: string): { service: str
     "[Service]",
     "Type=oneshot",
     `Environment=AWS_REGION=${region}`,
-    `Environment=WARN_DAYS=${c.certExpiryAlarmDays}`,
+    `Environment=WARN_PERCENT=${c.certExpiryAlarmPercent}`,
     // Exit 2 means "below the threshold": the alarm reports it, the unit should not fail.
     "SuccessExitStatus=2",
     `ExecStart=${HOST_PATHS.binDir}/cert-expiry-check.sh --host 127.0.0.1 --port 443 --servername ${c.domain} --publish`,
@@ -66,11 +76,11 @@ export function renderExpiryUnits(c: EdgeConfig, region: string): { service: str
   ].join("\n");
   const timer = [
     "[Unit]",
-    "Description=Daily fastapi-edge certificate expiry check",
+    "Description=fastapi-edge certificate expiry check every 6 hours",
     "",
     "[Timer]",
-    "OnCalendar=daily",
-    "RandomizedDelaySec=1h",
+    `OnCalendar=${EXPIRY_CHECK_CALENDAR}`,
+    "RandomizedDelaySec=30min",
     "OnBootSec=5min",
     "Persistent=true",
     "",

@@ -247,7 +247,7 @@ export function listenerFindings(props: Props): string[] {
     if (typeof policy === "string" && TLS12_PLUS_SSL_POLICIES.has(policy)) return [];
     return [
       `${protocol} listener uses sslPolicy ${policy === undefined ? "(unset: ELBSecurityPolicy-2016-08, allows TLS 1.0)" : JSON.stringify(policy)}; ` +
-        `use a TLS 1.2+ policy such as ELBSecurityPolicy-TLS13-1-2-2021-06.`,
+        `use a TLS 1.2+ policy such as ELBSecurityPolicy-TLS13-1-2-Res-PQ-2025-09.`,
     ];
   }
   if (protocol !== "HTTP") return [];

@@ -46,6 +46,8 @@ local_configure() {
     pulumi config set --stack "$stack" hostUser root
     pulumi config set --stack "$stack" acme custom
     pulumi config set --stack "$stack" appProcesses 2
+    # Software emulation: an app process can take a minute or more to start.
+    pulumi config set --stack "$stack" appStartTimeout 300
   fi
   pulumi config set --stack "$stack" hostOs "$VPS_HOST_OS"
   pulumi config set --stack "$stack" hostPort "$VPS_SSH_PORT"

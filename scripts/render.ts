@@ -8,7 +8,7 @@ import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { ConfigError } from "../lib/config";
 import { loadStackConfig } from "../lib/stackfile";
-import { HostFile, readAcmeCaBundle, renderHostFiles } from "../lib/hostfiles";
+import { HostFile, readAcmeCaBundle, readOriginPullCa, renderHostFiles } from "../lib/hostfiles";
 
 function main(): number {
   const { values } = parseArgs({
@@ -25,10 +25,12 @@ function main(): number {
     const stackFile = readFileSync(path.join(projectDir, `Pulumi.${values.stack}.yaml`), "utf8");
     const region = /^\s*aws:region:\s*([a-z0-9-]+)\s*$/m.exec(stackFile)?.[1];
     const acmeCaBundlePem = readAcmeCaBundle(cfg, projectDir);
+    const originPullCaPem = readOriginPullCa(cfg, projectDir);
     const set = renderHostFiles(cfg, {
       phase,
       ...(region ? { region } : {}),
       ...(acmeCaBundlePem !== undefined ? { acmeCaBundlePem } : {}),
+      ...(originPullCaPem !== undefined ? { originPullCaPem } : {}),
     });
     const files: HostFile[] = [
       ...set.nginx.map((f) => ({ ...f, path: path.join("nginx-stage", f.path) })),

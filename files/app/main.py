@@ -213,7 +213,9 @@ _HEAD, _TAIL = _page_frame()
 
 @app.get("/", include_in_schema=False)
 async def home(request: Request) -> HTMLResponse:
-    client = request.client.host if request.client else "unknown"
+    # uvicorn 0.17 (Debian 12) leaves the host None when the forwarded address is itself a
+    # trusted proxy address (127.0.0.1 in loopback tests): say so rather than fail with a 500.
+    client = (request.client.host if request.client else None) or "unknown"
     main = _HOME_MAIN.format(version=escape(APP_VERSION), scheme=escape(request.url.scheme), client=escape(client))
     return HTMLResponse(_HEAD + main + _TAIL)
 

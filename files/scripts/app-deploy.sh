@@ -11,7 +11,7 @@
 #      of the step (a changed setting) finds it gone and needs nothing from it.
 #   3. Point $BASE/app at releases/ID with a single rename (atomic).
 #   4. Roll the processes one at a time: app-rollout.sh PORT... (next to this
-#      script) with HEALTH_PATH, EXPECT_VERSION and SETTLE_SECONDS from the
+#      script) with HEALTH_PATH, EXPECT_VERSION, SETTLE_SECONDS and HEALTH_TIMEOUT from the
 #      options. A failed rollout exits 1 here, before any pruning.
 #   5. Keep the three newest releases (by modification time) and the live one.
 # Idempotent: a re-run installs nothing and only rolls the processes again.
@@ -31,12 +31,12 @@ die() {
   exit 1
 }
 usage() {
-  echo "usage: app-deploy.sh --release ID --upload DIR [--health-path PATH] [--expect-version V] [--settle-seconds N] PORT..." >&2
+  echo "usage: app-deploy.sh --release ID --upload DIR [--health-path PATH] [--expect-version V] [--settle-seconds N] [--health-timeout SECONDS] PORT..." >&2
   exit 64
 }
 need_arg() { (($1 >= 2)) || usage; }
 
-release='' upload='' health_path=/healthz expect_version='' settle=0
+release='' upload='' health_path=/healthz expect_version='' settle=0 health_timeout=${HEALTH_TIMEOUT:-60}
 while (($# > 0)); do
   case $1 in
     --release) need_arg $#; release=$2; shift 2 ;;
@@ -44,6 +44,7 @@ while (($# > 0)); do
     --health-path) need_arg $#; health_path=$2; shift 2 ;;
     --expect-version) need_arg $#; expect_version=$2; shift 2 ;;
     --settle-seconds) need_arg $#; settle=$2; shift 2 ;;
+    --health-timeout) need_arg $#; health_timeout=$2; shift 2 ;;
     --) shift; break ;;
     -*) usage ;;
     *) break ;;
@@ -53,6 +54,7 @@ done
 [[ $release =~ ^[0-9a-f]{16}$ ]] || { echo "app-deploy.sh: error: --release must be 16 hex digits (got '$release')" >&2; usage; }
 [[ $upload == /* ]] || { echo "app-deploy.sh: error: --upload must be an absolute path" >&2; usage; }
 [[ $settle =~ ^[0-9]+$ ]] || { echo "app-deploy.sh: error: --settle-seconds must be a whole number" >&2; usage; }
+[[ $health_timeout =~ ^[1-9][0-9]*$ ]] || { echo "app-deploy.sh: error: --health-timeout must be a whole number of seconds" >&2; usage; }
 
 releases=$BASE/releases
 dest=$releases/$release
@@ -81,7 +83,7 @@ ln -sfn -- "$dest" "$BASE/app.new"
 mv -T -- "$BASE/app.new" "$BASE/app"
 
 # 4. roll
-HEALTH_PATH=$health_path EXPECT_VERSION=$expect_version SETTLE_SECONDS=$settle "$rollout" "$@"
+HEALTH_PATH=$health_path EXPECT_VERSION=$expect_version SETTLE_SECONDS=$settle HEALTH_TIMEOUT=$health_timeout "$rollout" "$@"
 
 # 5. prune: newest first; the live release is never removed
 mapfile -t installed < <(find "$releases" -mindepth 1 -maxdepth 1 -type d ! -name '.*' -printf '%T@ %p\n' | sort -rn | cut -d' ' -f2-)

@@ -2,7 +2,7 @@
 // slow clients, the access log, rate-limit and connection-limit zones, and
 // the upstream of app processes.
 import { EdgeConfig } from "../config";
-import { snippetLines, zoneName } from "./syntax";
+import { durationSeconds, snippetLines, versionAtLeast, zoneName } from "./syntax";
 import { tlsGroupLines } from "./tls";
 import { HostLayout } from "./types";
 
@@ -30,6 +30,44 @@ export interface HttpOptions {
    * set the key-exchange groups the target's OpenSSL (major.minor) supports.
    */
   tls: false | { opensslVersion: string };
+  /** Include realip.conf: a CDN or proxy stands in front and reports the client address. */
+  realIp?: boolean;
+  /**
+   * The target's nginx version, for version-dependent directives; unset (the
+   * ACME bootstrap, whose text must not depend on settings) renders none.
+   */
+  nginxVersion?: string;
+}
+
+/** nginx version that added keepalive_min_timeout. */
+export const KEEPALIVE_MIN_TIMEOUT_SINCE = "1.27.4";
+/**
+ * keepalive_min_timeout in seconds, capped by keepalive_timeout. Long enough
+ * to cover the gap between two requests of an active client (a page's next
+ * requests, an API client's next call: well under a second to a few seconds),
+ * short because an old worker generation stays alive after a reload until its
+ * connections have been idle this long, and a connection inside it is not
+ * reclaimed when worker_connections run out. See docs/nginx-versions.md.
+ */
+export const KEEPALIVE_MIN_TIMEOUT_S = 5;
+
+/**
+ * `keepalive_min_timeout`, where the target has it (1.27.4+): a keep-alive
+ * connection is not closed for that long after a response, neither for reuse
+ * nor by a graceful shutdown, so an old worker after a reload no longer closes
+ * a connection on which the client is already sending its next request.
+ */
+export function keepaliveMinTimeoutLines(keepaliveTimeout: string, nginxVersion: string | undefined): string[] {
+  if (nginxVersion === undefined || !versionAtLeast(nginxVersion, KEEPALIVE_MIN_TIMEOUT_SINCE)) return [];
+  const s = Math.min(KEEPALIVE_MIN_TIMEOUT_S, durationSeconds(keepaliveTimeout));
+  // Whole seconds keep the value valid (a sub-second keepalive_timeout renders in ms).
+  const value = Number.isInteger(s) ? `${s}s` : `${Math.round(s * 1000)}ms`;
+  return [
+    "# Reloads: an old worker keeps a keep-alive connection open this long after its",
+    "# last response instead of closing it under a client that is already sending",
+    "# the next request (nginx >= 1.27.4; before, that request is lost).",
+    `keepalive_min_timeout ${value};`,
+  ];
 }
 
 export function renderHttpConf(s: HttpSettings, o: HttpOptions): string {
@@ -46,6 +84,7 @@ export function renderHttpConf(s: HttpSettings, o: HttpOptions): string {
     `client_body_timeout ${s.clientBodyTimeout};`,
     `send_timeout ${s.sendTimeout};`,
     `keepalive_timeout ${s.keepaliveTimeout};`,
+    ...keepaliveMinTimeoutLines(s.keepaliveTimeout, o.nginxVersion),
     "reset_timedout_connection on;",
     "client_body_buffer_size 128k;",
     "large_client_header_buffers 4 16k;",
@@ -60,6 +99,7 @@ export function renderHttpConf(s: HttpSettings, o: HttpOptions): string {
     lines.push("");
   }
   if (o.tls) lines.push("include fastapi-edge/snippets/tls.conf;", ...tlsGroupLines(o.tls.opensslVersion), "");
+  if (o.realIp) lines.push("# The client address behind the CDN or proxy in front (frontedBy).", "include fastapi-edge/realip.conf;", "");
   lines.push(...snippetLines("websocket-upgrade.conf"), "");
   if (s.rateLimits.length) {
     lines.push("# Rate limits answer 429 (the default 503 would show the maintenance page).");

@@ -6,6 +6,8 @@
 //   nginx.conf                             main.ts
 //   fastapi-edge/http.conf                 http.ts
 //   fastapi-edge/snippets/proxy.conf       proxy.ts
+//   fastapi-edge/realip.conf               realip.ts (frontedBy cloudflare|custom)
+//   fastapi-edge/origin-pull-ca.pem        the CA of originPullCaFile, as read
 //   fastapi-edge/site.conf                 site.ts: server-http.ts (port 80),
 //                                            server-tls.ts (443), locations.ts
 //   fastapi-edge/snippets/tls.conf,        files/nginx/, as they are
@@ -14,13 +16,14 @@
 //
 // renderSite is the whole site with TLS; renderAcmeBootstrap (acme-bootstrap.ts)
 // the HTTP-only config pushed once before the first certificate exists.
-import { appPorts, EdgeConfig, targetNginxVersion, targetOpenSslVersion } from "../config";
+import { appPorts, EdgeConfig, realIp, targetNginxVersion, targetOpenSslVersion } from "../config";
 import { shipped } from "../shipped";
 import { commonStageFiles } from "./common-files";
 import { renderHttpConf } from "./http";
 import { renderMainConf } from "./main";
+import { renderRealIpConf } from "./realip";
 import { renderHttpServers } from "./server-http";
-import { renderTlsServers } from "./server-tls";
+import { ORIGIN_PULL_CA, renderTlsServers } from "./server-tls";
 import { renderSiteConf } from "./site";
 import { HostLayout, Listen, StageFile } from "./types";
 
@@ -42,19 +45,29 @@ export interface SiteOptions {
   upstreamPorts?: number[];
   /** Retry-After seconds on the maintenance page. */
   retryAfter?: number;
+  /** The origin-pull CA's PEM text (hostfiles.ts readOriginPullCa), required when config sets originPullCaFile. */
+  originPullCaPem?: string;
 }
 
 /** The full site, with TLS: the stage the nginx-site step pushes. */
 export function renderSite(c: EdgeConfig, o: SiteOptions): StageFile[] {
   const ports = o.upstreamPorts ?? appPorts(c);
+  const nginxVersion = o.nginxVersion ?? targetNginxVersion(c);
   const common = commonStageFiles(o.layout, ports);
+  if (c.originPullCaFile && o.originPullCaPem === undefined) {
+    throw new Error(`originPullCaFile is set (${c.originPullCaFile}) but its PEM text was not read (readOriginPullCa)`);
+  }
+  const caPem = c.originPullCaFile ? o.originPullCaPem : undefined;
+  const originPull = caPem !== undefined;
+  const real = realIp(c);
   const site = renderSiteConf([
     renderHttpServers({ domain: c.domain, listen: o.listen, acmeWebroot: o.layout.acmeWebroot }),
     renderTlsServers(c, {
       layout: o.layout,
       listen: o.listen,
-      nginxVersion: o.nginxVersion ?? targetNginxVersion(c),
+      nginxVersion,
       retryAfter: o.retryAfter ?? 30,
+      originPull,
     }),
   ]);
   return [
@@ -65,9 +78,13 @@ export function renderSite(c: EdgeConfig, o: SiteOptions): StageFile[] {
         layout: o.layout,
         upstreamPorts: ports,
         tls: { opensslVersion: o.opensslVersion ?? targetOpenSslVersion(c) },
+        realIp: real !== null,
+        nginxVersion,
       }),
     },
+    ...(real ? [{ path: "conf/fastapi-edge/realip.conf", content: renderRealIpConf(real) }] : []),
     { path: "conf/fastapi-edge/snippets/tls.conf", content: shipped("nginx/tls-intermediate.conf") },
+    ...(caPem !== undefined ? [{ path: `conf/${ORIGIN_PULL_CA}`, content: caPem }] : []),
     common.proxyHeaders,
     common.proxy,
     { path: "conf/fastapi-edge/site.conf", content: site },

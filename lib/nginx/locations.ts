@@ -54,8 +54,8 @@ export function maintenancePageLocation(m: MaintenancePage): string[] {
 /** Paths only scanners ask for: no response at all. */
 export function scannerLocations(paths: string[]): string[] {
   return [
-    "# Scanner paths: close the connection without a response.",
-    ...paths.map((p) => `location ^~ ${p} { access_log off; return 444; }`),
+    "# Scanner paths: close the connection without a response (logged: status 444).",
+    ...paths.map((p) => `location ^~ ${p} { return 444; }`),
   ];
 }
 

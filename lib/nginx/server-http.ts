@@ -12,8 +12,8 @@ export interface HttpServerOptions {
 
 export function renderHttpServers(o: HttpServerOptions): string[] {
   return [
-    "# Unknown Host names on port 80: close without a response.",
-    ...serverBlock([[...listenLines(o.listen, o.listen.http, "default_server"), "server_name _;", "access_log off;", "return 444;"]]),
+    "# Unknown Host names on port 80: close without a response (logged: status 444).",
+    ...serverBlock([[...listenLines(o.listen, o.listen.http, "default_server"), "server_name _;", "return 444;"]]),
     "",
     ...serverBlock([
       [...listenLines(o.listen, o.listen.http, ""), `server_name ${o.domain};`],

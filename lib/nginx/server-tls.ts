@@ -34,16 +34,12 @@ export interface TlsServerOptions {
   nginxVersion: string;
   /** Retry-After seconds on the maintenance page. */
   retryAfter: number;
+  /** Require a client certificate from the CA in fastapi-edge/origin-pull-ca.pem (authenticated origin pulls). */
+  originPull?: boolean;
 }
 
-// The site's name in SNI with another Host (or :authority over HTTP/2 and 3)
-// lands here too once the handshake is done: nginx picks the server by Host.
-// Without a return it would serve nginx's built-in root (a 404 page).
-const UNKNOWN_HOST = [
-  "# The site's SNI with another Host header (:authority in HTTP/2 and HTTP/3) also",
-  "# lands here after the handshake: close without a response.",
-  "return 444;",
-];
+/** Where the origin-pull CA lands, relative to nginx's config dir (so a candidate tree tests its own copy). */
+export const ORIGIN_PULL_CA = "fastapi-edge/origin-pull-ca.pem";
 
 export function renderTlsServers(s: TlsServerSettings, o: TlsServerOptions): string[] {
   const http2Directive = versionAtLeast(o.nginxVersion, "1.25.1");
@@ -65,13 +61,24 @@ export function renderTlsServers(s: TlsServerSettings, o: TlsServerOptions): str
     s.http3
       ? "# Unknown Host names (SNI) on 443, TCP and QUIC: refuse the handshake, present no certificate."
       : "# Unknown Host names (SNI) on 443: refuse the handshake, present no certificate.",
-    ...serverBlock([
-      [...listen(" default_server", " reuseport"), "server_name _;", "access_log off;", "ssl_reject_handshake on;", ...UNKNOWN_HOST],
-    ]),
+    "# A request that got past it with the site's SNI but another Host header (:authority in",
+    "# HTTP/2 and HTTP/3) lands here too: close without a response (logged: status 444, server _).",
+    ...serverBlock([[...listen(" default_server", " reuseport"), "server_name _;", "ssl_reject_handshake on;", "return 444;"]]),
     "",
     ...serverBlock([
       [...listen("", ""), `server_name ${s.domain};`],
       [`ssl_certificate ${L.certDir}/fullchain.pem;`, `ssl_certificate_key ${L.certDir}/privkey.pem;`],
+      ...(o.originPull
+        ? [
+            [
+              "# Authenticated origin pulls: only a client with a certificate from this CA",
+              "# (the CDN's) gets an answer; anyone else gets 400 and never reaches the app.",
+              "# Port 80 (ACME challenges, the redirect) is not affected.",
+              `ssl_client_certificate ${ORIGIN_PULL_CA};`,
+              "ssl_verify_client on;",
+            ],
+          ]
+        : []),
       [
         "# HSTS on every response (errors too: `always`). A location with its own",
         "# add_header loses this one, so such locations repeat it.",

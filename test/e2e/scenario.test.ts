@@ -1,5 +1,5 @@
 // The real path end to end: the real Pulumi engine (CLI, Node.js language host, command
-// provider 1.2.1 from scripts/get-pulumi.sh) runs this program against a blank Debian 12
+// provider 1.2.1 from scripts/get-pulumi.sh) runs this program against a blank Debian 13
 // guest under QEMU, over real SSH, with a real ACME server (Pebble). Every step is a real
 // `pulumi` command on a local file backend; nothing here runs a host step by itself.
 //
@@ -194,6 +194,8 @@ beforeAll(async () => {
     acmeDirectoryUrl: pebble["ACME_DIRECTORY_URL_FOR_GUEST"]!,
     acmeCaBundle: pebble["ACME_CA_BUNDLE"]!,
     appProcesses: "2",
+    // A guest under software emulation, sharing 2 cores: uvicorn with Debian 13's FastAPI takes 30 s and more to start.
+    appStartTimeout: "300",
   };
   for (const [k, v] of Object.entries(settings)) await config(k, v);
   await config("hostPrivateKey", readFileSync(vps["VPS_KEY"]!, "utf8"), true);
@@ -223,6 +225,13 @@ describe("end to end through the real Pulumi engine against a local VPS", () => 
         `echo | openssl s_client -connect 127.0.0.1:${vps["VPS_HTTPS_PORT"]} -servername ${DOMAIN} 2>/dev/null | openssl x509 -noout -issuer`,
       ]);
       expect(issuer.out).toMatch(/Pebble/i);
+      // The tested OS is the deployed one: Debian 13's own nginx, rendered for it (`http2 on;`).
+      const os = await guest("cat /etc/debian_version; nginx -v 2>&1; grep -c 'http2 on;' /etc/nginx/fastapi-edge/site.conf || true");
+      expect(os.out).toMatch(/^13\./);
+      expect(os.out).toMatch(/nginx\/1\.26\./);
+      expect(Number(os.out.trim().split("\n").pop())).toBeGreaterThan(0);
+      const h2 = await curl(["--http2", "--cacert", pebbleRoot, "-o", "/dev/null", "-w", "%{http_version}", httpsUrl("/api/hello")]);
+      expect(h2.out).toBe("2");
       const http = await curl([
         "-o",
         "/dev/null",
@@ -280,6 +289,25 @@ describe("end to end through the real Pulumi engine against a local VPS", () => 
       expect(wrk.errors).toBe(0);
       expect(wrk.non2xx).toBe(0);
       expect(await post()).not.toBe("413");
+
+      // The access log, read for you over the stack's own connection (npm run logs -- --stack).
+      const logs = spawnSync(
+        path.join(REPO, "node_modules/.bin/tsx"),
+        [path.join(REPO, "scripts/logs.ts"), "--stack", STACK, "--since", "1h", "--json"],
+        { cwd: eng.dir, env: eng.env, encoding: "utf8", timeout: 2 * MIN },
+      );
+      expect(logs.status, logs.stderr).toBe(0);
+      const report = JSON.parse(logs.stdout) as {
+        source: string;
+        total: number;
+        mix: Record<string, number>;
+        topByCount: { path: string; count: number }[];
+      };
+      expect(report.source).toBe(`stack ${STACK}: root@127.0.0.1:/var/log/nginx/fastapi-edge.access.log`);
+      const hello = report.topByCount.find((e) => e.path === "/api/hello");
+      expect(hello?.count).toBeGreaterThanOrEqual(wrk.requests);
+      expect(report.mix["4xx"]).toBeGreaterThanOrEqual(1); // the 413 above
+      log("npm run logs --stack", `${report.total} requests in the last hour, /api/hello ${hello?.count}, 4xx ${report.mix["4xx"]}`);
     },
     20 * MIN,
   );

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A throwaway local "VPS" for end-to-end tests: a blank Debian 12 guest under QEMU (KVM if usable, else TCG: no KVM
+# A throwaway local "VPS" for end-to-end tests: a blank Debian 13 (trixie) guest under QEMU (KVM if usable, else TCG: no KVM
 # needed), reachable over SSH on 127.0.0.1. See docs/local-vps.md.
 #
 #   vps.sh image          build the cached base image if missing or if its recipe changed
@@ -20,10 +20,10 @@
 # errors go to stderr.
 set -euo pipefail
 
-readonly SUITE=bookworm
+readonly SUITE=trixie
 # The guest's OS as the program's hostOs setting names it (printed by `vps.sh env`).
-readonly HOST_OS=debian-12
-readonly RECIPE_VERSION=1
+readonly HOST_OS=debian-13
+readonly RECIPE_VERSION=2
 readonly GUEST_PACKAGES=systemd-sysv,openssh-server,linux-image-cloud-amd64,ifupdown,isc-dhcp-client,iproute2,ca-certificates,sudo,python3
 readonly GUEST_HOSTNAME=fastapi-edge-vps
 readonly KERNEL_CMDLINE="root=/dev/vda rw console=ttyS0 net.ifnames=0"

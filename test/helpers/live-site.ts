@@ -25,6 +25,8 @@ import net from "node:net";
 import path from "node:path";
 import tls from "node:tls";
 import { EdgeConfig, parseConfig, RawConfig } from "../../lib/config";
+import { readOriginPullCa } from "../../lib/hostfiles";
+import { nginxVersionOf, SYSTEM_PATH } from "./chroot";
 import { renderSite, StageFile } from "../../lib/nginx";
 import { installFiles, makeNginxFixture, NginxFixture } from "./nginx-fixture";
 import {
@@ -33,6 +35,7 @@ import {
   SYSTEM_PYTHON,
   collectResponse,
   freePorts,
+  freePortsInRange,
   isAlive,
   run,
   script,
@@ -98,6 +101,19 @@ export interface LiveSiteOptions {
   nginxEnv?: Record<string, string>;
   /** Wait this long for processes to listen. Default 30 s. */
   startTimeoutMs?: number;
+  /** Listen on these ports (http, https, then one per app process) instead of kernel-chosen free ones. */
+  ports?: number[];
+  /**
+   * Run the nginx of this chroot (a scripts/get-chroot.sh root, e.g. nginx 1.30
+   * from Debian unstable) instead of the host's. The tree lives under
+   * ROOT/tmp with paths as nginx in the chroot sees them; the app runs on the
+   * host (the chroot shares its network, so nginx reaches it on 127.0.0.1);
+   * nginx-apply.sh runs on the host with an NGINX_BIN that runs the chroot's
+   * nginx on the same files. The tree is removed by stop().
+   */
+  chroot?: string;
+  /** Take every port from [lo, hi] (default: any free port). */
+  portRange?: [number, number];
 }
 
 export type Response = HttpResponse;
@@ -436,6 +452,38 @@ function renderSeed(fx: NginxFixture, httpPort: number, httpsPort: number, upstr
 
 // ---------------------------------------------------------------- start
 
+/** nginx version of a chroot's /usr/sbin/nginx. */
+function chrootNginxVersion(chroot: string): string {
+  const out = spawnSync("chroot", [chroot, "/usr/bin/env", "-i", `PATH=${SYSTEM_PATH}`, "/usr/sbin/nginx", "-v"], { encoding: "utf8" });
+  return nginxVersionOf(`${out.stdout}${out.stderr}`);
+}
+
+/**
+ * An NGINX_BIN for nginx-apply.sh and nginx-reload.sh that runs the chroot's
+ * nginx: arguments naming a path under the chroot (the candidate tree, the
+ * live nginx.conf) are given as the chroot sees them.
+ */
+function chrootNginxWrapper(chroot: string, dir: string): string {
+  const file = path.join(dir, "nginx-in-chroot");
+  writeFileSync(
+    file,
+    [
+      "#!/usr/bin/env bash",
+      "# nginx of a chroot, for nginx-apply.sh: paths under the chroot translated to its view.",
+      "set -euo pipefail",
+      `root=${JSON.stringify(chroot)}`,
+      "args=()",
+      'for a in "$@"; do',
+      '  if [[ $a == "$root"/* ]]; then args+=("${a#"$root"}"); else args+=("$a"); fi',
+      "done",
+      `exec chroot "$root" /usr/bin/env -i PATH=${SYSTEM_PATH} /usr/sbin/nginx "\${args[@]}"`,
+      "",
+    ].join("\n"),
+  );
+  chmodSync(file, 0o755);
+  return file;
+}
+
 function localNginxVersion(): string {
   // `nginx -v` prints to stderr: "nginx version: nginx/1.22.1"
   const out = spawnSync("nginx", ["-v"], { encoding: "utf8" });
@@ -443,12 +491,20 @@ function localNginxVersion(): string {
   return m ? m[1]! : "1.22.1";
 }
 
-/** OpenSSL the local nginx runs with (`nginx -V`): it decides the TLS groups nginx accepts. */
-export function localNginxOpenSsl(): string {
-  const out = spawnSync("nginx", ["-V"], { encoding: "utf8" });
+/** OpenSSL the local nginx (or a chroot's) runs with (`nginx -V`): it decides the TLS groups nginx accepts. */
+export function localNginxOpenSsl(chroot?: string): string {
+  const out = chroot
+    ? spawnSync("chroot", [chroot, "/usr/bin/env", "-i", `PATH=${SYSTEM_PATH}`, "/usr/sbin/nginx", "-V"], { encoding: "utf8" })
+    : spawnSync("nginx", ["-V"], { encoding: "utf8" });
   const m = /running with OpenSSL ([0-9.]+)/.exec(out.stderr) ?? /built with OpenSSL ([0-9.]+)/.exec(out.stderr);
   if (!m) throw new Error(`cannot read the OpenSSL version from nginx -V:\n${out.stderr}`);
   return m[1]!;
+}
+
+/** The origin-pull CA's PEM as the program reads it, when config names one (an absolute or repo-relative path). */
+function withOriginPullCa(c: EdgeConfig): { originPullCaPem?: string } {
+  const pem = readOriginPullCa(c, REPO_ROOT);
+  return pem === undefined ? {} : { originPullCaPem: pem };
 }
 
 export async function startLiveSite(opts: LiveSiteOptions = {}): Promise<LiveSite> {
@@ -463,11 +519,15 @@ export async function startLiveSite(opts: LiveSiteOptions = {}): Promise<LiveSit
     ...(opts.config ?? {}),
   };
   const config = parseConfig(raw);
-  const nginxVersion = opts.nginxVersion ?? localNginxVersion();
-  const opensslVersion = localNginxOpenSsl();
+  const chroot = opts.chroot;
+  if (chroot && variant === "seed") throw new Error("the seed variant runs on the host's nginx only");
+  const nginxVersion = opts.nginxVersion ?? (chroot ? chrootNginxVersion(chroot) : localNginxVersion());
+  const opensslVersion = localNginxOpenSsl(chroot);
   const startTimeoutMs = opts.startTimeoutMs ?? 30_000;
   const nApps = opts.reuseAppPorts ? opts.reuseAppPorts.length : (opts.appProcesses ?? 1);
-  const ports = await freePorts(2 + (opts.reuseAppPorts ? 0 : nApps));
+  const nPorts = 2 + (opts.reuseAppPorts ? 0 : nApps);
+  if (opts.ports && opts.ports.length < nPorts) throw new Error(`ports: need ${nPorts}, got ${opts.ports.length}`);
+  const ports = opts.ports ?? (opts.portRange ? await freePortsInRange(nPorts, ...opts.portRange) : await freePorts(nPorts));
   const httpPort = ports[0]!;
   const httpsPort = ports[1]!;
   const appPorts = opts.reuseAppPorts ?? ports.slice(2);
@@ -479,9 +539,13 @@ export async function startLiveSite(opts: LiveSiteOptions = {}): Promise<LiveSit
     opensslVersion,
     upstreamPorts: appPorts,
     ...(opts.retryAfter ? { retryAfter: opts.retryAfter } : {}),
+    ...withOriginPullCa(config),
+    ...(chroot ? { chroot } : {}),
   });
   const root = fixture.root;
   const L = fixture.layout;
+  /** A layout path as this machine sees it. */
+  const at = fixture.at;
   // mkdtemp makes the prefix 0700; nginx workers (user nobody when the master
   // is root) must traverse it to read static files and the maintenance page.
   chmodSync(root, 0o755);
@@ -493,9 +557,9 @@ export async function startLiveSite(opts: LiveSiteOptions = {}): Promise<LiveSit
 
   // Static files: the app's own, plus extras; the app's StaticFiles mount
   // (STATIC_DIR) serves the same directory, for direct comparisons.
-  cpSync(path.join(APP_DIR, "static"), L.staticDir, { recursive: true });
+  cpSync(path.join(APP_DIR, "static"), at(L.staticDir), { recursive: true });
   for (const [name, content] of Object.entries(opts.staticFiles ?? {})) {
-    const dest = path.join(L.staticDir, name);
+    const dest = path.join(at(L.staticDir), name);
     mkdirSync(path.dirname(dest), { recursive: true });
     writeFileSync(dest, content);
   }
@@ -507,8 +571,8 @@ export async function startLiveSite(opts: LiveSiteOptions = {}): Promise<LiveSit
   }
 
   const confFile = path.join(L.nginxConfDir, "nginx.conf");
-  const accessLog = variant === "seed" ? path.join(L.logDir, "access.log") : path.join(L.logDir, "fastapi-edge.access.log");
-  const errorLog = path.join(L.logDir, "error.log");
+  const accessLog = at(variant === "seed" ? path.join(L.logDir, "access.log") : path.join(L.logDir, "fastapi-edge.access.log"));
+  const errorLog = at(path.join(L.logDir, "error.log"));
   const apps = new Map<number, StartedProcess | null>(appPorts.map((p) => [p, null]));
   let nginx: StartedProcess | null = null;
 
@@ -517,7 +581,7 @@ export async function startLiveSite(opts: LiveSiteOptions = {}): Promise<LiveSit
     // As in /etc/fastapi-edge/app.env (lib/hostfiles.ts renderAppEnv).
     APP_MODULE: config.appModule,
     APP_DIR,
-    STATIC_DIR: L.staticDir,
+    STATIC_DIR: at(L.staticDir),
     PYTHON: SYSTEM_PYTHON,
     APP_HOST: "127.0.0.1",
     FORWARDED_ALLOW_IPS: "127.0.0.1",
@@ -557,13 +621,25 @@ export async function startLiveSite(opts: LiveSiteOptions = {}): Promise<LiveSit
       nginx = null;
     }
     if (ownsApps) await Promise.all(appPorts.map(stopOneApp));
+    // A chroot's tree is in a shared cache entry: never leave it behind.
+    if (chroot) rmSync(root, { recursive: true, force: true });
   };
 
   try {
     if (ownsApps && opts.startApp !== false) await Promise.all(appPorts.map(startOneApp));
-    nginx = startProcess("nginx", ["-e", "stderr", "-c", confFile, "-g", "daemon off;"], {
-      env: { ...process.env, ...(opts.nginxEnv ?? {}) },
-    });
+    const nginxArgs = ["-e", "stderr", "-c", confFile, "-g", "daemon off;"];
+    // chroot and env exec: the PID is nginx's master.
+    nginx = chroot
+      ? startProcess("chroot", [
+          chroot,
+          "/usr/bin/env",
+          "-i",
+          `PATH=${SYSTEM_PATH}`,
+          ...Object.entries(opts.nginxEnv ?? {}).map(([k, v]) => `${k}=${v}`),
+          "/usr/sbin/nginx",
+          ...nginxArgs,
+        ])
+      : startProcess("nginx", nginxArgs, { env: { ...process.env, ...(opts.nginxEnv ?? {}) } });
     track(nginx.pid);
     await waitForPort(httpsPort, startTimeoutMs, "127.0.0.1", nginx);
     await waitForPort(httpPort, startTimeoutMs, "127.0.0.1", nginx);
@@ -579,12 +655,17 @@ export async function startLiveSite(opts: LiveSiteOptions = {}): Promise<LiveSit
     return nginx;
   };
 
+  // With a chroot: the candidate tree (in TMPDIR) must lie inside it too, and
+  // the pid file named in nginx.conf is read where this machine sees it.
+  const applyTmp = path.join(root, "apply-tmp");
+  const nginxBin = chroot ? (mkdirSync(applyTmp, { recursive: true }), chrootNginxWrapper(chroot, workDir)) : "nginx";
   const applyEnv = (): NodeJS.ProcessEnv => ({
     ...process.env,
-    NGINX_CONF_DIR: L.nginxConfDir,
-    EXTRA_ROOT: "/",
+    NGINX_CONF_DIR: at(L.nginxConfDir),
+    EXTRA_ROOT: chroot ?? "/",
     STATE_DIR: stateDir,
-    NGINX_BIN: "nginx",
+    NGINX_BIN: nginxBin,
+    ...(chroot ? { TMPDIR: applyTmp, NGINX_PID_FILE: at(L.pidFile) } : {}),
     NGINX_RELOAD_CMD: `kill -HUP ${requireNginx().pid}`,
     NGINX_APPLY_LOCK_TIMEOUT: "60",
   });
@@ -599,8 +680,8 @@ export async function startLiveSite(opts: LiveSiteOptions = {}): Promise<LiveSit
     httpsPort,
     appPorts,
     caCert: fixture.ca.caCert,
-    staticDir: L.staticDir,
-    acmeWebroot: L.acmeWebroot,
+    staticDir: at(L.staticDir),
+    acmeWebroot: at(L.acmeWebroot),
     accessLog,
     errorLog,
     stateDir,
@@ -642,13 +723,15 @@ export async function startLiveSite(opts: LiveSiteOptions = {}): Promise<LiveSit
     },
     render(overrides = {}) {
       if (variant === "seed") throw new Error("the seed variant is not rendered");
-      return renderSite(parseConfig({ ...raw, ...overrides }), {
+      const c = parseConfig({ ...raw, ...overrides });
+      return renderSite(c, {
         layout: L,
         listen,
         nginxVersion,
         opensslVersion,
         upstreamPorts: appPorts,
         ...(opts.retryAfter ? { retryAfter: opts.retryAfter } : {}),
+        ...withOriginPullCa(c),
       });
     },
     writeStage: (files) => fixture.writeStage(files),
@@ -665,10 +748,10 @@ export async function startLiveSite(opts: LiveSiteOptions = {}): Promise<LiveSit
         for (const ent of readdirSync(d, { withFileTypes: true })) {
           const p = path.join(d, ent.name);
           if (ent.isDirectory()) walk(p);
-          else if (ent.isFile()) out[path.relative(L.nginxConfDir, p)] = createHash("sha256").update(readFileSync(p)).digest("hex");
+          else if (ent.isFile()) out[path.relative(at(L.nginxConfDir), p)] = createHash("sha256").update(readFileSync(p)).digest("hex");
         }
       };
-      walk(L.nginxConfDir);
+      walk(at(L.nginxConfDir));
       return out;
     },
     async wrk(o) {

@@ -6,6 +6,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { EdgeConfig } from "../../lib/config";
+import { readOriginPullCa } from "../../lib/hostfiles";
 import { HostLayout, Listen, renderAcmeBootstrap, renderSite, SiteOptions, StageFile } from "../../lib/nginx";
 
 export interface LocalCa {
@@ -77,12 +78,19 @@ export type Phase = "full" | "acme-bootstrap";
 
 /** The stage a phase's step pushes, rendered for a test layout. */
 export function renderStage(c: EdgeConfig, phase: Phase, o: SiteOptions): StageFile[] {
-  return phase === "full" ? renderSite(c, o) : renderAcmeBootstrap({ domain: c.domain, layout: o.layout, listen: o.listen });
+  // The origin-pull CA, read as the program reads it, when config names one (repo-relative or absolute).
+  const pem = o.originPullCaPem ?? readOriginPullCa(c, path.resolve(__dirname, "..", ".."));
+  const site: SiteOptions = pem === undefined ? o : { ...o, originPullCaPem: pem };
+  return phase === "full" ? renderSite(c, site) : renderAcmeBootstrap({ domain: c.domain, layout: o.layout, listen: o.listen });
 }
 
 export interface NginxFixture {
+  /** The tree's directory as this machine sees it. */
   root: string;
+  /** nginx's config dir as this machine sees it. */
   confDir: string;
+  /** Where a layout path lies on this machine (under the chroot, for a chroot fixture). */
+  at(p: string): string;
   layout: HostLayout;
   listen: Listen;
   ca: LocalCa;
@@ -106,10 +114,10 @@ export function testLayout(root: string): HostLayout {
   };
 }
 
-/** Write rendered files into the tree: conf/ under confDir, extra/ under root. */
-export function installFiles(layout: HostLayout, files: StageFile[]): void {
+/** Write rendered files into the tree: conf/ under confDir, extra/ under root; `at` maps layout paths to this machine's. */
+export function installFiles(layout: HostLayout, files: StageFile[], at: (p: string) => string = (p) => p): void {
   for (const f of files) {
-    const dest = f.path.startsWith("conf/") ? path.join(layout.nginxConfDir, f.path.slice(5)) : f.path.slice(5);
+    const dest = at(f.path.startsWith("conf/") ? path.join(layout.nginxConfDir, f.path.slice(5)) : f.path.slice(5));
     mkdirSync(path.dirname(dest), { recursive: true });
     writeFileSync(dest, f.content);
   }
@@ -143,11 +151,23 @@ export function prepareLayout(layout: HostLayout, domain: string, caDir: string,
 
 export function makeNginxFixture(
   c: EdgeConfig,
-  opts: { listen: Listen; phase?: Phase; nginxVersion?: string; opensslVersion?: string; upstreamPorts?: number[]; retryAfter?: number },
+  opts: {
+    listen: Listen;
+    phase?: Phase;
+    nginxVersion?: string;
+    opensslVersion?: string;
+    upstreamPorts?: number[];
+    retryAfter?: number;
+    /** Build the tree under this chroot's /tmp, with paths as nginx inside the chroot sees them. */
+    chroot?: string;
+    originPullCaPem?: string;
+  },
 ): NginxFixture {
-  const root = mkdtempSync(path.join(tmpdir(), "fe-nginx-"));
-  const layout = testLayout(root);
-  const ca = prepareLayout(layout, c.domain, path.join(root, "ca"));
+  const chroot = opts.chroot;
+  const root = mkdtempSync(chroot ? path.join(chroot, "tmp", "fe-live-") : path.join(tmpdir(), "fe-nginx-"));
+  const at = (p: string): string => (chroot ? path.join(chroot, p) : p);
+  const layout = testLayout(chroot ? `/${path.relative(chroot, root)}` : root);
+  const ca = prepareLayout(layout, c.domain, path.join(root, "ca"), at);
   const files = renderStage(c, opts.phase ?? "full", {
     layout,
     listen: opts.listen,
@@ -155,12 +175,14 @@ export function makeNginxFixture(
     ...(opts.opensslVersion ? { opensslVersion: opts.opensslVersion } : {}),
     ...(opts.upstreamPorts ? { upstreamPorts: opts.upstreamPorts } : {}),
     ...(opts.retryAfter ? { retryAfter: opts.retryAfter } : {}),
+    ...(opts.originPullCaPem !== undefined ? { originPullCaPem: opts.originPullCaPem } : {}),
   });
-  installFiles(layout, files);
-  const confDir = layout.nginxConfDir;
+  installFiles(layout, files, at);
+  const confDir = at(layout.nginxConfDir);
   return {
     root,
     confDir,
+    at,
     layout,
     listen: opts.listen,
     ca,
@@ -200,4 +222,15 @@ export const RENDER_VARIANTS: Record<string, Record<string, unknown>> = {
   "maintenance mode": { maintenanceMode: true },
   "no buffering, short timeouts": { proxyBuffering: false, proxyReadTimeout: "500ms", clientHeaderTimeout: "2s" },
   "hsts off": { hstsMaxAge: 0 },
+  "behind cloudflare (every shipped range)": { frontedBy: "cloudflare" },
+  "behind a custom proxy, X-Forwarded-For chain, IPv4 and IPv6 blocks": {
+    frontedBy: "custom",
+    trustedProxyCidrs: ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"],
+  },
+  "behind a custom proxy, True-Client-IP, origin pulls": {
+    frontedBy: "custom",
+    trustedProxyCidrs: ["198.51.100.0/24"],
+    realIpHeader: "True-Client-IP",
+    originPullCaFile: "test/unit/fixtures/origin-pull-ca.pem",
+  },
 };

@@ -198,6 +198,24 @@ export function freePort(): Promise<number> {
   });
 }
 
+/** Can 127.0.0.1:port be bound right now? */
+function canBind(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.once("error", () => resolve(false));
+    srv.listen(port, "127.0.0.1", () => srv.close(() => resolve(true)));
+  });
+}
+
+/** n TCP ports on 127.0.0.1 inside [lo, hi] that were free a moment ago (lowest first). */
+export async function freePortsInRange(n: number, lo: number, hi: number): Promise<number[]> {
+  const out: number[] = [];
+  for (let p = lo; p <= hi && out.length < n; p++) if (await canBind(p)) out.push(p);
+  if (out.length < n) throw new Error(`only ${out.length} of ${n} free ports in ${lo}-${hi}`);
+  return out;
+}
+
 export async function freePorts(n: number): Promise<number[]> {
   const ports = new Set<number>();
   while (ports.size < n) ports.add(await freePort());

@@ -39,7 +39,12 @@ function upload(n: number): string {
   return u;
 }
 
-function deploy(n: number, uploadDir = path.join(dir, `upload-${id(n)}`), extra: Record<string, string> = {}): Promise<RunResult> {
+function deploy(
+  n: number,
+  uploadDir = path.join(dir, `upload-${id(n)}`),
+  extra: Record<string, string> = {},
+  flags: string[] = [],
+): Promise<RunResult> {
   return run(
     script("app-deploy.sh"),
     [
@@ -53,6 +58,7 @@ function deploy(n: number, uploadDir = path.join(dir, `upload-${id(n)}`), extra:
       `v${n}`,
       "--settle-seconds",
       "0",
+      ...flags,
       ...ports.map(String),
     ],
     {
@@ -154,5 +160,18 @@ describe("app-deploy.sh", () => {
     expect(live()).toBe(path.join(base, "releases", id(2)));
     expect(installed()).toEqual([id(2), id(3), id(4), id(5)]);
     expect(await versions()).toEqual(["v2", "v2"]);
+  });
+
+  it("--health-timeout (the appStartTimeout setting) bounds the wait for a process that never gets healthy", async () => {
+    upload(6);
+    const t0 = Date.now();
+    const failed = await deploy(6, undefined, { FAKE_BROKEN_PORTS: String(ports[0]) }, ["--health-timeout", "3"]);
+    const seconds = (Date.now() - t0) / 1000;
+    expect(failed.code).toBe(1);
+    expect(failed.stderr).toMatch(/not healthy at http:\/\/127\.0\.0\.1:\d+\/healthz after 3s/);
+    expect(seconds).toBeLessThan(45); // the default would wait 60 s
+    const bad = await deploy(6, undefined, {}, ["--health-timeout", "0"]);
+    expect(bad.code).toBe(64);
+    expect(bad.stderr).toMatch(/--health-timeout must be a whole number of seconds/);
   });
 });

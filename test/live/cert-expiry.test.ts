@@ -1,5 +1,12 @@
 // Live test of files/scripts/cert-expiry-check.sh with real openssl
 // certificates, a real `openssl s_server`, a fake `aws` CLI and a fake IMDSv2.
+// The check fires on the fraction of the lifetime left,
+// floor(100 * (notAfter - now) / (notAfter - notBefore)) < WARN_PERCENT (25),
+// never on days: a 3-day certificate with 2 days left is fine, a 400-day one
+// with 50 days left is not. NOW_EPOCH places "now" within a certificate's life.
+// (test/live/acme-profiles.test.ts runs the same script on certificates from
+// a real certbot and Pebble.)
+import net from "node:net";
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
@@ -7,7 +14,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ecKeyReqArgs } from "../helpers/nginx-fixture";
-import { freePort, run, script, startProcess, stopAll, waitForPort, type RunResult } from "../helpers/proc";
+import { run, script, startProcess, stopAll, waitForPort, type RunResult } from "../helpers/proc";
 
 let dir = "";
 let shortCert = "";
@@ -16,7 +23,26 @@ let longCert = "";
 let fakeBin = "";
 let awsLog = "";
 let shortNotAfter = 0;
+let shortNotBefore = 0;
+let longNotAfter = 0;
 let tlsPort = 0;
+
+const DAY = 86400;
+
+/** A free TCP port on 127.0.0.1 within this test's range (24600-24699). */
+async function rangePort(lo = 24600, hi = 24699): Promise<number> {
+  const start = lo + Math.floor(Math.random() * (hi - lo + 1));
+  for (let i = 0; i <= hi - lo; i++) {
+    const port = lo + ((start - lo + i) % (hi - lo + 1));
+    const free = await new Promise<boolean>((resolve) => {
+      const srv = net.createServer();
+      srv.once("error", () => resolve(false));
+      srv.listen(port, "127.0.0.1", () => srv.close(() => resolve(true)));
+    });
+    if (free) return port;
+  }
+  throw new Error(`no free port in ${lo}-${hi}`);
+}
 
 async function makeCert(name: string, days: number, cn: string): Promise<{ cert: string; key: string }> {
   const cert = path.join(dir, `${name}.crt`);
@@ -26,12 +52,12 @@ async function makeCert(name: string, days: number, cn: string): Promise<{ cert:
   return { cert, key };
 }
 
-async function notAfterEpoch(cert: string): Promise<number> {
-  const res = await run("openssl", ["x509", "-noout", "-enddate", "-dateopt", "iso_8601", "-in", cert]);
+async function dateEpoch(cert: string, which: "startdate" | "enddate"): Promise<number> {
+  const res = await run("openssl", ["x509", "-noout", `-${which}`, "-dateopt", "iso_8601", "-in", cert]);
   // notAfter=2026-11-27 03:23:00Z
   const iso = res.stdout
     .trim()
-    .replace(/^notAfter=/, "")
+    .replace(/^not(After|Before)=/, "")
     .replace(" ", "T");
   const ms = Date.parse(iso);
   expect(Number.isNaN(ms)).toBe(false);
@@ -42,7 +68,7 @@ function check(args: string[], extra: Record<string, string | undefined> = {}): 
   const env: NodeJS.ProcessEnv = { ...process.env, PATH: `${fakeBin}:${process.env.PATH ?? ""}` };
   delete env.AWS_REGION;
   delete env.AWS_DEFAULT_REGION;
-  delete env.WARN_DAYS;
+  delete env.WARN_PERCENT;
   delete env.NOW_EPOCH;
   for (const [k, v] of Object.entries(extra)) {
     if (v === undefined) delete env[k];
@@ -71,13 +97,13 @@ function expectedAwsArgs(domain: string, value: number, region: string): string[
     "--namespace",
     "FastapiEdge",
     "--metric-name",
-    "CertificateDaysToExpiry",
+    "CertificateLifetimeLeftPercent",
     "--dimensions",
     `Domain=${domain}`,
     "--value",
     String(value),
     "--unit",
-    "Count",
+    "Percent",
     "--region",
     region,
   ];
@@ -89,7 +115,10 @@ beforeAll(async () => {
   shortCert = short.cert;
   shortKey = short.key;
   longCert = (await makeCert("long", 400, "long.example.com")).cert;
-  shortNotAfter = await notAfterEpoch(shortCert);
+  shortNotAfter = await dateEpoch(shortCert, "enddate");
+  shortNotBefore = await dateEpoch(shortCert, "startdate");
+  longNotAfter = await dateEpoch(longCert, "enddate");
+  expect(shortNotAfter - shortNotBefore).toBe(3 * DAY);
 
   // Fake aws CLI: records each call's argv (one per line) and can be made to fail.
   fakeBin = path.join(dir, "bin");
@@ -101,7 +130,7 @@ beforeAll(async () => {
   );
   chmodSync(path.join(fakeBin, "aws"), 0o755);
 
-  tlsPort = await freePort();
+  tlsPort = await rangePort();
   const server = startProcess("openssl", [
     "s_server",
     "-accept",
@@ -122,37 +151,56 @@ afterAll(async () => {
 });
 
 describe("cert-expiry-check.sh (file mode)", () => {
-  it("prints floor(days_left) and exits 2 below the default 14-day threshold", async () => {
-    const res = await check([shortCert]);
-    expect(res.code).toBe(2);
-    expect(["days_left=2\n", "days_left=3\n"]).toContain(res.stdout); // 3 only within the issuing second
-    expect(res.stderr).toMatch(/WARNING: certificate .* expires in [23] day\(s\).*below threshold 14/);
+  it("a fresh certificate, short or long, has (nearly) all its lifetime left: exit 0", async () => {
+    for (const cert of [shortCert, longCert]) {
+      const res = await check([cert]);
+      expect(res.code, res.stderr).toBe(0);
+      expect(res.stdout).toMatch(/^percent_left=(99|100) days_left=\d+\n$/);
+      expect(res.stderr).toBe("");
+    }
   });
 
-  it("is exact with NOW_EPOCH: rounds down, and goes negative once expired", async () => {
+  it("fires on the fraction, not on days: 3-day cert with 2 days left is fine, 400-day cert with 50 days left is not", async () => {
+    const short2d = await check([shortCert], { NOW_EPOCH: String(shortNotAfter - 2 * DAY) });
+    expect(short2d.code, short2d.stderr).toBe(0);
+    expect(short2d.stdout).toBe("percent_left=66 days_left=2\n");
+    const long50d = await check([longCert], { NOW_EPOCH: String(longNotAfter - 50 * DAY) });
+    expect(long50d.code).toBe(2);
+    expect(long50d.stdout).toBe("percent_left=12 days_left=50\n");
+    expect(long50d.stderr).toMatch(
+      /WARNING: certificate from .*long\.crt has 12% of its 400-day lifetime left, below threshold 25%: it expires in 50 day\(s\)/,
+    );
+  });
+
+  it("is exact at the threshold with NOW_EPOCH: 25% left passes, one second less fires; negative once expired", async () => {
     const at = async (secondsBefore: number): Promise<RunResult> =>
       check([shortCert], { NOW_EPOCH: String(shortNotAfter - secondsBefore) });
-    expect((await at(2.5 * 86400)).stdout).toBe("days_left=2\n");
-    expect((await at(3 * 86400)).stdout).toBe("days_left=3\n");
-    expect((await at(86400 - 1)).stdout).toBe("days_left=0\n");
+    const quarter = (3 * DAY) / 4; // 18 hours
+    const edge = await at(quarter);
+    expect(edge.stdout).toBe("percent_left=25 days_left=0\n");
+    expect(edge.code).toBe(0);
+    const below = await at(quarter - 1);
+    expect(below.stdout).toBe("percent_left=24 days_left=0\n");
+    expect(below.code).toBe(2);
+    expect(below.stderr).toMatch(/has 24% of its 3-day lifetime left, below threshold 25%: it expires in 0 day\(s\)/);
     const expired = await at(-1);
-    expect(expired.stdout).toBe("days_left=-1\n");
+    expect(expired.stdout).toBe("percent_left=-1 days_left=-1\n");
     expect(expired.code).toBe(2);
-    expect((await at(-86400)).stdout).toBe("days_left=-1\n");
-    expect((await at(-86401)).stdout).toBe("days_left=-2\n");
+    expect((await at(-DAY)).stdout).toBe("percent_left=-34 days_left=-1\n");
+    expect((await at(-DAY - 1)).stdout).toBe("percent_left=-34 days_left=-2\n");
   });
 
-  it("exits 0 for a long-lived certificate", async () => {
-    const res = await check([longCert]);
-    expect(res.code, res.stderr).toBe(0);
-    expect(["days_left=399\n", "days_left=400\n"]).toContain(res.stdout);
-    expect(res.stderr).toBe("");
-  });
-
-  it("honours WARN_DAYS and --warn-days", async () => {
-    expect((await check([shortCert], { WARN_DAYS: "1" })).code).toBe(0);
-    expect((await check(["--warn-days", "1", shortCert])).code).toBe(0);
-    expect((await check(["--warn-days", "500", longCert])).code).toBe(2);
+  it("honours WARN_PERCENT and --warn-percent, and refuses thresholds that are not 0-100", async () => {
+    const now = { NOW_EPOCH: String(shortNotBefore + 2 * DAY) }; // 33% left
+    expect((await check([shortCert], now)).code).toBe(0);
+    expect((await check([shortCert], { ...now, WARN_PERCENT: "34" })).code).toBe(2);
+    expect((await check(["--warn-percent", "34", shortCert], now)).code).toBe(2);
+    expect((await check(["--warn-percent", "33", shortCert], now)).code).toBe(0);
+    for (const bad of ["101", "-1", "25%", "1e2", ""]) {
+      const res = await check(["--warn-percent", bad, shortCert]);
+      expect(res.code, bad).toBe(1);
+      expect(res.stderr).toMatch(/WARN_PERCENT\/--warn-percent must be a whole number from 0 to 100/);
+    }
   });
 
   it("fails with exit 1 on unreadable or non-certificate input, 64 on bad usage", async () => {
@@ -166,26 +214,30 @@ describe("cert-expiry-check.sh (file mode)", () => {
     expect(bad.stderr).toMatch(/does not contain a PEM certificate/);
     expect((await check([])).code).toBe(64);
     expect((await check(["--bogus"])).code).toBe(64);
+    expect((await check(["--warn-days", "14", shortCert])).code).toBe(64);
     expect((await check([shortCert, "--host", "127.0.0.1"])).code).toBe(64);
   });
 });
 
 describe("cert-expiry-check.sh --publish", () => {
-  it("publishes via aws cloudwatch put-metric-data with AWS_REGION and the cert's CN as Domain", async () => {
+  it("publishes the percentage via aws cloudwatch put-metric-data with AWS_REGION and the cert's CN as Domain", async () => {
     rmSync(awsLog, { force: true });
-    const now = String(shortNotAfter - 2.5 * 86400);
+    const now = String(shortNotAfter - 0.5 * DAY); // 16% left
     const res = await check(["--publish", shortCert], { AWS_REGION: "eu-west-1", NOW_EPOCH: now });
-    expect(res.code).toBe(2); // still below threshold, still published
-    expect(res.stdout).toBe("days_left=2\n");
-    expect(awsCalls()).toEqual([expectedAwsArgs("short.example.com", 2, "eu-west-1")]);
-    expect(res.stderr).toMatch(/published CertificateDaysToExpiry=2 for Domain=short\.example\.com in eu-west-1/);
+    expect(res.code).toBe(2); // below threshold, still published
+    expect(res.stdout).toBe("percent_left=16 days_left=0\n");
+    expect(awsCalls()).toEqual([expectedAwsArgs("short.example.com", 16, "eu-west-1")]);
+    expect(res.stderr).toMatch(
+      /published CertificateLifetimeLeftPercent=16 for Domain=short\.example\.com in eu-west-1 \(0 day\(s\) left\)/,
+    );
   });
 
   it("uses --domain over the CN and exits 0 for a healthy cert", async () => {
     rmSync(awsLog, { force: true });
     const res = await check(["--publish", "--domain", "api.example.org", longCert], { AWS_DEFAULT_REGION: "us-east-2" });
     expect(res.code, res.stderr).toBe(0);
-    const value = Number(res.stdout.trim().split("=")[1]);
+    const value = Number(/^percent_left=(\d+) /.exec(res.stdout)?.[1]);
+    expect(value).toBeGreaterThanOrEqual(99);
     expect(awsCalls()).toEqual([expectedAwsArgs("api.example.org", value, "us-east-2")]);
   });
 
@@ -210,23 +262,23 @@ describe("cert-expiry-check.sh --publish", () => {
     await new Promise<void>((resolve) => imds.listen(0, "127.0.0.1", resolve));
     try {
       const { port } = imds.address() as AddressInfo;
-      const res = await check(["--publish", "--warn-days", "0", shortCert], {
+      const res = await check(["--publish", "--warn-percent", "0", shortCert], {
         AWS_EC2_METADATA_SERVICE_ENDPOINT: `http://127.0.0.1:${port}`,
-        NOW_EPOCH: String(shortNotAfter - 2.5 * 86400),
+        NOW_EPOCH: String(shortNotAfter - 0.5 * DAY),
       });
       expect(res.code, res.stderr).toBe(0);
       expect(seen).toEqual(["PUT /latest/api/token", "GET /latest/meta-data/placement/region"]);
-      expect(awsCalls()).toEqual([expectedAwsArgs("short.example.com", 2, "ap-southeast-2")]);
+      expect(awsCalls()).toEqual([expectedAwsArgs("short.example.com", 16, "ap-southeast-2")]);
     } finally {
       await new Promise<void>((resolve) => imds.close(() => resolve()));
     }
   });
 
   it("fails with exit 1 when no region can be found or aws fails", async () => {
-    const closed = await freePort();
+    const closed = await rangePort();
     const noRegion = await check(["--publish", longCert], { AWS_EC2_METADATA_SERVICE_ENDPOINT: `http://127.0.0.1:${closed}` });
     expect(noRegion.code).toBe(1);
-    expect(noRegion.stdout).toMatch(/^days_left=\d+\n$/);
+    expect(noRegion.stdout).toMatch(/^percent_left=\d+ days_left=\d+\n$/);
     expect(noRegion.stderr).toMatch(/no AWS_REGION set and IMDSv2 token request .* failed/);
     const awsFails = await check(["--publish", longCert], { AWS_REGION: "eu-west-1", FAKE_AWS_EXIT: "255" });
     expect(awsFails.code).toBe(1);
@@ -239,22 +291,24 @@ describe("cert-expiry-check.sh (live mode via openssl s_client)", () => {
     rmSync(awsLog, { force: true });
     const res = await check(["--host", "127.0.0.1", "--port", String(tlsPort), "--servername", "short.example.com", "--publish"], {
       AWS_REGION: "eu-central-1",
-      NOW_EPOCH: String(shortNotAfter - 2.5 * 86400),
+      NOW_EPOCH: String(shortNotAfter - 0.5 * DAY),
     });
     expect(res.code).toBe(2);
-    expect(res.stdout).toBe("days_left=2\n");
-    expect(awsCalls()).toEqual([expectedAwsArgs("short.example.com", 2, "eu-central-1")]);
+    expect(res.stdout).toBe("percent_left=16 days_left=0\n");
+    expect(awsCalls()).toEqual([expectedAwsArgs("short.example.com", 16, "eu-central-1")]);
   });
 
   it("matches file mode without NOW_EPOCH", async () => {
-    const live = await check(["--host", "127.0.0.1", "--port", String(tlsPort)]);
-    const file = await check([shortCert]);
+    const now = { NOW_EPOCH: String(shortNotBefore + DAY) };
+    const live = await check(["--host", "127.0.0.1", "--port", String(tlsPort)], now);
+    const file = await check([shortCert], now);
+    expect(live.stdout).toBe("percent_left=66 days_left=2\n");
     expect(live.stdout).toBe(file.stdout);
-    expect(live.code).toBe(2);
+    expect(live.code).toBe(0);
   });
 
   it("exits 1 when nothing is listening", async () => {
-    const closed = await freePort();
+    const closed = await rangePort();
     const res = await check(["--host", "127.0.0.1", "--port", String(closed)], { CONNECT_TIMEOUT: "5" });
     expect(res.code).toBe(1);
     expect(res.stdout).toBe("");

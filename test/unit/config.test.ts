@@ -40,6 +40,7 @@ const STRING_KEYS = [
   "sshPublicKey",
   "hostKey",
   "alertEmail",
+  "acmeProfile",
 ] as const;
 const LIST_KEYS = ["sshAllowedCidrs", "websocketPaths", "rateLimits", "scannerPaths", "appPackages"] as const;
 
@@ -170,6 +171,42 @@ describe("config validation", () => {
       ),
       { numRuns: 1000 },
     );
+  });
+
+  it("acmeProfile: a lowercase profile token on certbot 4.0+ (hostOs debian-13), refused elsewhere with the certbot version", () => {
+    for (const p of ["classic", "tlsserver", "shortlived", "short-lived-2"])
+      expect(parseConfig({ ...base, acmeProfile: p }).acmeProfile).toBe(p);
+    expect(parseConfig(base).acmeProfile).toBeUndefined();
+    for (const bad of ["ShortLived", "short lived", "-x", "tls_server", "shortlived;reboot", "x".repeat(64), "--required-profile=x"]) {
+      expect(errorOf({ ...base, acmeProfile: bad }), bad).toContain(
+        "fastapi-edge:acmeProfile must be an ACME profile name: a lowercase token such as classic, tlsserver or shortlived",
+      );
+    }
+    expect(errorOf({ ...base, hostOs: "debian-12", acmeProfile: "shortlived" })).toContain(
+      "fastapi-edge:acmeProfile needs certbot 4.0 or newer (ACME profiles), but hostOs debian-12 (Debian 12 (bookworm)) packages certbot 2.1: use hostOs debian-13 or unset acmeProfile",
+    );
+    expect(errorOf({ ...base, hostOs: "ubuntu-24.04", acmeProfile: "tlsserver" })).toMatch(
+      /acmeProfile needs certbot 4\.0 or newer .* hostOs ubuntu-24\.04 \(Ubuntu 24\.04 LTS \(noble\)\) packages certbot 2\.9/,
+    );
+    // Without a profile, older certbot stays fine.
+    expect(parseConfig({ ...base, hostOs: "debian-12" }).hostOs).toBe("debian-12");
+    expect(errorOf({ domain: "api.example.com", frontend: "alb", route53ZoneId: "Z0123456789ABC", acmeProfile: "tlsserver" })).toContain(
+      "fastapi-edge:acmeProfile applies to frontend nginx only",
+    );
+  });
+
+  it("certExpiryAlarmPercent: 1 to 50, default 25; the retired certExpiryAlarmDays is refused with what replaced it", () => {
+    expect(parseConfig(base).certExpiryAlarmPercent).toBe(25);
+    expect(parseConfig({ ...base, certExpiryAlarmPercent: "33" }).certExpiryAlarmPercent).toBe(33);
+    for (const bad of ["0", "51", "33.3", "25%", "ten"]) {
+      expect(errorOf({ ...base, certExpiryAlarmPercent: bad }), bad).toContain(
+        "fastapi-edge:certExpiryAlarmPercent must be a whole number from 1 to 50",
+      );
+    }
+    const retired = errorOf({ ...base, certExpiryAlarmDays: "21", bogusKey: "1" });
+    expect(retired).toContain("fastapi-edge:certExpiryAlarmDays was replaced by certExpiryAlarmPercent");
+    expect(retired).toContain("fastapi-edge:bogusKey: unknown config key");
+    expect(retired).not.toContain("certExpiryAlarmDays: unknown config key");
   });
 
   it("classic injection payloads never validate", () => {

@@ -84,6 +84,7 @@ describe("shipped scripts", () => {
     const elsewhere: Record<string, string> = {
       "certbot-deploy-hook.sh": "nginx-certificate, as certbot's deploy hook",
       "wait-for-boot.sh": "bootstrap-wait-ssh, as its stdin (it runs before anything is installed)",
+      "log-window.sh": "npm run logs, as the stdin of its SSH command (read-only, never installed)",
     };
     const scripts = readdirSync(path.join(REPO, "files", "scripts")).filter((f) => f.endsWith(".sh"));
     for (const s of scripts)

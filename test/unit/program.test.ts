@@ -136,8 +136,14 @@ describe("nginx front end on EC2", () => {
     expect(run.one("aws:route53/record:Record").inputs).toMatchObject({ type: "A", records: ["203.0.113.10"], name: "api.example.com" });
     expect(run.one("aws:cloudwatch/metricAlarm:MetricAlarm").inputs).toMatchObject({
       namespace: "FastapiEdge",
-      metricName: "CertificateDaysToExpiry",
-      threshold: 14,
+      metricName: "CertificateLifetimeLeftPercent",
+      dimensions: { Domain: "api.example.com" },
+      comparisonOperator: "LessThanThreshold",
+      statistic: "Minimum",
+      threshold: 25,
+      period: 21600,
+      evaluationPeriods: 2,
+      datapointsToAlarm: 2,
       treatMissingData: "breaching",
     });
     expect(run.one("aws:sns/topicSubscription:TopicSubscription").inputs).toMatchObject({
@@ -146,6 +152,23 @@ describe("nginx front end on EC2", () => {
     });
     expect(run.one("aws:ec2/instance:Instance").inputs).toHaveProperty("iamInstanceProfile");
     run.one("command:remote:Command", "cert-expiry-timer");
+  });
+
+  it("passes acmeProfile to obtain-cert.sh, and nothing when unset", async () => {
+    const stdinOf = (r: Awaited<ReturnType<typeof runProgram>>) =>
+      String((r.one("command:remote:Command", "nginx-certificate").inputs as { stdin: string }).stdin);
+    expect(stdinOf(await runProgram({ ...nginxEc2, acmeProfile: "shortlived" }))).toMatch(
+      /\/obtain-cert\.sh --domain .* --profile 'shortlived'$/m,
+    );
+    expect(stdinOf(await runProgram(nginxEc2))).not.toContain("--profile");
+  });
+
+  it("the expiry check publishes the lifetime percentage every 6 hours, threshold from certExpiryAlarmPercent", async () => {
+    const run = await runProgram({ ...nginxEc2, alertEmail: "oncall@example.com", certExpiryAlarmPercent: "30" });
+    const timer = String((run.one("command:remote:Command", "cert-expiry-timer").inputs as { stdin: string }).stdin);
+    expect(timer).toContain("Environment=WARN_PERCENT=30\n");
+    expect(timer).toContain("OnCalendar=*-*-* 00/6:00:00\n");
+    expect(run.one("aws:cloudwatch/metricAlarm:MetricAlarm").inputs).toMatchObject({ threshold: 30 });
   });
 
   it("exports the URL, address, ssh command and mode", async () => {
@@ -188,7 +211,7 @@ describe("ALB front end", () => {
     ]);
     expect(https).toMatchObject({
       protocol: "HTTPS",
-      sslPolicy: "ELBSecurityPolicy-TLS13-1-2-2021-06",
+      sslPolicy: "ELBSecurityPolicy-TLS13-1-2-Res-PQ-2025-09",
       certificateArn: "arn:aws:acm:eu-west-1:123456789012:certificate/abc",
     });
     expect(run.one("aws:lb/loadBalancer:LoadBalancer").inputs).toMatchObject({
@@ -251,7 +274,17 @@ describe("ALB front end", () => {
     expect(run.one("aws:cloudwatch/metricAlarm:MetricAlarm").inputs).toMatchObject({
       namespace: "AWS/CertificateManager",
       metricName: "DaysToExpiry",
+      threshold: 30,
+      period: 86400,
+      comparisonOperator: "LessThanThreshold",
     });
+  });
+
+  it("the HTTPS listener's policy passes the policy pack's TLS 1.2+ allow-list", async () => {
+    const { TLS12_PLUS_SSL_POLICIES } = await import("../../policy/rules");
+    const { ALB_TLS_POLICY } = await import("../../components/alb");
+    expect(ALB_TLS_POLICY).toBe("ELBSecurityPolicy-TLS13-1-2-Res-PQ-2025-09");
+    expect(TLS12_PLUS_SSL_POLICIES.has(ALB_TLS_POLICY)).toBe(true);
   });
 });
 

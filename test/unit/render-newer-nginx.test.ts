@@ -1,7 +1,11 @@
-// The renderer's nginx >= 1.25.1 output (`http2 on;`) checked by a real newer
-// nginx: Debian 13's nginx 1.26 in a cached chroot (scripts/get-nginx-newer.sh,
-// built once per machine, a few minutes). Each tree is rendered with paths
-// under a scratch prefix inside the chroot, written there, and checked with
+// The renderer's newer-nginx output checked by real newer nginx binaries in
+// cached Debian chroots: Debian 13's nginx 1.26 (scripts/get-nginx-newer.sh)
+// for target 1.26 (`http2 on;`), and Debian unstable's nginx 1.30
+// (the shared edge-sid chroot, test/helpers/chroot.ts) for target 1.30
+// (`keepalive_min_timeout` too), the version nginx.org's stable repository
+// brings (nginxSource: nginx.org). Each chroot is built once per machine (a few
+// minutes). Each tree is rendered with paths under a scratch prefix inside the
+// chroot, written there, and checked with
 // `chroot ROOT nginx -t -c PREFIX/etc/nginx/nginx.conf`.
 //
 // Needs root (chroot). FASTAPI_EDGE_SKIP_NEWER_NGINX=1 skips the chroot part.
@@ -11,19 +15,16 @@ import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EdgeConfig, parseConfig } from "../../lib/config";
 import { HostLayout, Listen, StageFile, versionAtLeast } from "../../lib/nginx";
+import { CHROOT_BUILD_TIMEOUT_MS, EDGE_SID, getChroot, inChroot, nginxVersionOf, SYSTEM_PATH } from "../helpers/chroot";
 import { makeNginxFixture, nginxTest, Phase, prepareLayout, renderStage, testLayout, RENDER_VARIANTS } from "../helpers/nginx-fixture";
 
 const SCRIPT = path.resolve(__dirname, "..", "..", "scripts", "get-nginx-newer.sh");
-const BUILD_TIMEOUT_MS = 15 * 60_000;
-const SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin";
+const BUILD_TIMEOUT_MS = CHROOT_BUILD_TIMEOUT_MS;
 
 const base = { domain: "api.example.test", email: "ops@example.test" };
 const listen: Listen = { address: "127.0.0.1", http: 18080, https: 18443 };
 
-interface NginxRun {
-  status: number | null;
-  output: string;
-}
+type NginxRun = ReturnType<typeof inChroot>;
 
 interface ChrootTree {
   /** The scratch prefix as seen inside the chroot, e.g. /tmp/fe-test-AbC123. */
@@ -33,19 +34,6 @@ interface ChrootTree {
   /** nginx.conf's path inside the chroot. */
   conf: string;
   files: StageFile[];
-}
-
-function nginxVersionOf(stderr: string): string {
-  const m = /nginx\/([0-9]+\.[0-9]+\.[0-9]+)/.exec(stderr);
-  if (!m) throw new Error(`no nginx version in: ${stderr}`);
-  return m[1]!;
-}
-
-/** Run a program inside the chroot with a clean environment; output is stdout + stderr. */
-function inChroot(root: string, argv: string[]): NginxRun {
-  const r = spawnSync("chroot", [root, ...argv], { encoding: "utf8", env: { PATH: SYSTEM_PATH, LANG: "C.UTF-8" } });
-  if (r.error) throw r.error;
-  return { status: r.status, output: `${r.stdout}${r.stderr}` };
 }
 
 /** `nginx -t` of a config inside the chroot (path as seen inside it). */
@@ -91,6 +79,12 @@ function renderIntoChroot(
     writeFileSync(host(inside), f.content);
   }
   return { prefix, hostDir, conf: path.join(layout.nginxConfDir, "nginx.conf"), files };
+}
+
+function httpConf(t: ChrootTree): string {
+  const f = t.files.find((x) => x.path === "conf/fastapi-edge/http.conf");
+  if (!f) throw new Error("no http.conf rendered");
+  return f.content;
 }
 
 function siteConf(t: ChrootTree): string {
@@ -163,6 +157,96 @@ describe.skipIf(skipChroot)("nginx -t with a real nginx >= 1.25.1 (Debian 13 chr
   it("1.22 syntax (`listen ... http2`) still passes on 1.26 but is deprecated", () => {
     const t = tree(parseConfig(base), { phase: "full", nginxVersion: "1.22" });
     expect(siteConf(t)).toMatch(/listen 127\.0\.0\.1:18443 ssl http2;/);
+    const r = chrootNginxTest(root, t.conf);
+    expect(r.status, r.output).toBe(0);
+    expect(r.output).toMatch(/\[warn\].*the "listen \.\.\. http2" directive is deprecated/);
+  });
+
+  it("rejects the 1.30 output (`keepalive_min_timeout` is 1.27.4+), so the version gate matters", () => {
+    const t = tree(parseConfig(base), { phase: "full", nginxVersion: "1.30" });
+    expect(httpConf(t)).toMatch(/^keepalive_min_timeout 5s;$/m);
+    const r = chrootNginxTest(root, t.conf);
+    expect(r.status).not.toBe(0);
+    expect(r.output).toMatch(/unknown directive "keepalive_min_timeout"/);
+  });
+});
+
+describe.skipIf(skipChroot)("nginx -t with a real nginx 1.30 (Debian unstable chroot, the version nginx.org's stable brings)", () => {
+  let root = "";
+  let version = "";
+  const scratch: string[] = [];
+  const tree = (c: EdgeConfig, opts: Parameters<typeof renderIntoChroot>[2]): ChrootTree => {
+    const t = renderIntoChroot(root, c, opts);
+    scratch.push(t.hostDir);
+    return t;
+  };
+
+  beforeAll(() => {
+    root = getChroot(EDGE_SID);
+    const v = inChroot(root, ["/usr/sbin/nginx", "-v"]);
+    if (v.status !== 0) throw new Error(`nginx -v in ${root} failed:\n${v.output}`);
+    version = nginxVersionOf(v.output);
+    console.log(`nginx 1.30 check: ${v.output.trim()} (chroot ${root})`);
+  }, BUILD_TIMEOUT_MS + 60_000);
+
+  afterAll(() => {
+    for (const d of scratch) rmSync(d, { recursive: true, force: true });
+  });
+
+  it("the chroot's nginx is 1.30.x", () => {
+    expect(version).toMatch(/^1\.30\./);
+  });
+
+  for (const [name, extra] of Object.entries(RENDER_VARIANTS)) {
+    for (const phase of ["full", "acme-bootstrap"] as const) {
+      it(`${name} (${phase}, nginx 1.30 syntax): nginx -t passes without warnings`, () => {
+        const c = parseConfig({ ...base, ...extra });
+        const t = tree(c, { phase, nginxVersion: "1.30" });
+        if (phase === "full") {
+          expect(siteConf(t)).toMatch(/^\s+http2 on;$/m);
+          expect(httpConf(t)).toMatch(/^keepalive_min_timeout 5s;$/m);
+        } else {
+          // The ACME bootstrap's text does not depend on the version.
+          expect(httpConf(t)).not.toMatch(/keepalive_min_timeout/);
+        }
+        const r = chrootNginxTest(root, t.conf);
+        expect(r.output).toMatch(/syntax is ok/);
+        expect(r.status, r.output).toBe(0);
+        expect(unexpectedLines(r.output)).toEqual([]);
+      });
+    }
+  }
+
+  it("a keepaliveTimeout shorter than 5s caps keepalive_min_timeout, and passes", () => {
+    const t = tree(parseConfig({ ...base, keepaliveTimeout: "1500ms" }), { phase: "full", nginxVersion: "1.30" });
+    expect(httpConf(t)).toMatch(/^keepalive_min_timeout 1500ms;$/m);
+    const r = chrootNginxTest(root, t.conf);
+    expect(r.status, r.output).toBe(0);
+    expect(unexpectedLines(r.output)).toEqual([]);
+  });
+
+  it("distro-style tree (www-data, modules-enabled, all addresses on 80/443) passes without warnings", () => {
+    const t = tree(parseConfig(base), {
+      phase: "full",
+      nginxVersion: "1.30",
+      listen: { address: null, http: 80, https: 443 },
+      layout: (l) => ({ ...l, workerUser: "www-data", loadDistroModules: true }),
+    });
+    const r = chrootNginxTest(root, t.conf);
+    expect(r.status, r.output).toBe(0);
+    expect(unexpectedLines(r.output)).toEqual([]);
+  });
+
+  it("the 1.26 output passes on 1.30 without warnings too (a host upgraded before its next push keeps working)", () => {
+    const t = tree(parseConfig(base), { phase: "full", nginxVersion: "1.26" });
+    expect(httpConf(t)).not.toMatch(/keepalive_min_timeout/);
+    const r = chrootNginxTest(root, t.conf);
+    expect(r.status, r.output).toBe(0);
+    expect(unexpectedLines(r.output)).toEqual([]);
+  });
+
+  it("1.22 syntax (`listen ... http2`) is still only deprecated on 1.30", () => {
+    const t = tree(parseConfig(base), { phase: "full", nginxVersion: "1.22" });
     const r = chrootNginxTest(root, t.conf);
     expect(r.status, r.output).toBe(0);
     expect(r.output).toMatch(/\[warn\].*the "listen \.\.\. http2" directive is deprecated/);

@@ -47,6 +47,7 @@ const EXPECTED_SCRIPTS = [
   "certbot-deploy-hook.sh",
   "ensure-user.sh",
   "install-packages.sh",
+  "log-window.sh",
   "nginx-apply.sh",
   "nginx-reload.sh",
   "nginx-remove.sh",
