@@ -15,6 +15,7 @@ import { chmodSync, cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from
 import net from "node:net";
 import path from "node:path";
 import { EdgeConfig, parseConfig, RawConfig } from "../../lib/config";
+import { readOriginPullCa } from "../../lib/hostfiles";
 import { HostLayout, Listen, renderSite, StageFile } from "../../lib/nginx";
 import { stopNginx } from "./live-site";
 import { prepareLayout, testLayout } from "./nginx-fixture";
@@ -289,7 +290,14 @@ export function renderTreeInChroot(
   const host = (p: string): string => path.join(root, p);
   prepareLayout(layout, c.domain, path.join(hostDir, "ca"), host);
   if (layout.loadDistroModules) mkdirSync(host(path.join(layout.nginxConfDir, "modules-enabled")), { recursive: true });
-  const files = renderSite(c, { layout, listen: o.listen, nginxVersion: o.nginxVersion, opensslVersion: o.opensslVersion });
+  const pem = readOriginPullCa(c, REPO_ROOT);
+  const files = renderSite(c, {
+    layout,
+    listen: o.listen,
+    nginxVersion: o.nginxVersion,
+    opensslVersion: o.opensslVersion,
+    ...(pem === undefined ? {} : { originPullCaPem: pem }),
+  });
   for (const f of files) {
     const inside = f.path.startsWith("conf/") ? path.join(layout.nginxConfDir, f.path.slice(5)) : `/${f.path.slice("extra/".length)}`;
     if (!inside.startsWith(`${prefix}/`)) throw new Error(`${f.path} maps outside ${prefix}`);
