@@ -24,6 +24,7 @@ import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { LogReport } from "../../lib/logreport";
 import { artifactPath, startLiveSite, type LiveSite, type RequestOptions } from "../helpers/live-site";
+import { getEngine, MIN } from "../e2e/engine";
 import { pngStats } from "../helpers/png";
 import { REPO_ROOT, run, sleep, startProcess, stopPid, waitForPort, type StartedProcess } from "../helpers/proc";
 
@@ -255,6 +256,9 @@ describe("over SSH (a real sshd on 127.0.0.1)", () => {
   const user = userInfo().username;
 
   beforeAll(async () => {
+    // --stack runs the real pulumi CLI: on a fresh machine, provide it first (a build of
+    // several minutes, cached after), so the test's own timeout measures only the test.
+    await getEngine();
     const dir = path.join(work, "sshd");
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const keygen = (file: string) => {
@@ -289,7 +293,7 @@ describe("over SSH (a real sshd on 127.0.0.1)", () => {
     if (!existsSync("/run/sshd")) mkdirSync("/run/sshd", { mode: 0o755 });
     sshd = startProcess("/usr/sbin/sshd", ["-D", "-e", "-f", conf]);
     await waitForPort(SSH_PORT, 15_000, "127.0.0.1", sshd);
-  });
+  }, 60 * MIN);
 
   afterAll(async () => {
     if (sshd) await stopPid(sshd.pid);
