@@ -387,13 +387,13 @@ export const configSchema = z
         message: "must be false when frontend is alb (nginx serves HTTP/3; an Application Load Balancer does not)",
       });
     } else if (c.http3) {
-      const v = c.nginxVersion ?? HOST_OS[c.hostOs].nginx;
+      const v = targetNginxVersion(c);
       if (!versionAtLeast(v, "1.25")) {
         const from = c.nginxVersion ? `nginxVersion is ${v}` : `hostOs ${c.hostOs} packages nginx ${v}`;
         ctx.addIssue({
           code: "custom",
           path: ["http3"],
-          message: `needs nginx 1.25 or newer (QUIC), but ${from}: use hostOs debian-13, or install a newer nginx and set nginxVersion`,
+          message: `needs nginx 1.25 or newer (QUIC), but ${from}: use hostOs debian-13 or nginxSource nginx.org, or install a newer nginx and set nginxVersion`,
         });
       }
     }

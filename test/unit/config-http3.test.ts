@@ -27,9 +27,14 @@ describe("http3", () => {
     expect(parseConfig({ ...base, http3: "true", hostOs: "ubuntu-24.04", nginxVersion: "1.25" }).http3).toBe(true);
   });
 
+  it("is accepted on any OS with nginxSource nginx.org (nginx 1.30)", () => {
+    expect(parseConfig({ ...base, http3: "true", hostOs: "debian-12", nginxSource: "nginx.org" }).http3).toBe(true);
+    expect(parseConfig({ ...base, http3: "true", hostOs: "ubuntu-24.04", nginxSource: "nginx.org" }).http3).toBe(true);
+  });
+
   it("is refused where the target's nginx is older than 1.25, naming the key and the way out", () => {
     expect(errorOf({ ...base, http3: "true", hostOs: "debian-12" })).toContain(
-      'fastapi-edge:http3 needs nginx 1.25 or newer (QUIC), but hostOs debian-12 packages nginx 1.22: use hostOs debian-13, or install a newer nginx and set nginxVersion (got "true")',
+      'fastapi-edge:http3 needs nginx 1.25 or newer (QUIC), but hostOs debian-12 packages nginx 1.22: use hostOs debian-13 or nginxSource nginx.org, or install a newer nginx and set nginxVersion (got "true")',
     );
     expect(errorOf({ ...base, http3: "true", hostOs: "ubuntu-24.04" })).toMatch(
       /http3 needs nginx 1\.25 or newer .*hostOs ubuntu-24\.04 packages nginx 1\.24/,
