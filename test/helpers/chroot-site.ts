@@ -9,7 +9,7 @@
 // loopback. Ports come from 23000-23999 and are checked free for TCP and UDP
 // (QUIC listens on UDP). stop() stops nginx (master, then any worker) and the
 // app by PID and removes the scratch tree.
-import { execFileSync, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import dgram from "node:dgram";
 import { chmodSync, cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
@@ -17,33 +17,19 @@ import path from "node:path";
 import { EdgeConfig, parseConfig, RawConfig } from "../../lib/config";
 import { readOriginPullCa } from "../../lib/hostfiles";
 import { HostLayout, Listen, renderSite, StageFile } from "../../lib/nginx";
+import { EDGE_SID, EDGE_TRIXIE, getChroot as getSpecChroot, SYSTEM_PATH } from "./chroot";
 import { stopNginx } from "./live-site";
 import { prepareLayout, testLayout } from "./nginx-fixture";
 import { APP_DIR, REPO_ROOT, script, startProcess, stopPid, SYSTEM_PYTHON, waitForHttp, waitForPort, type StartedProcess } from "./proc";
 
-const SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin";
-/** First build of a chroot: debootstrap plus packages, a few minutes on a quiet machine. */
-export const CHROOT_BUILD_TIMEOUT_MS = 20 * 60_000;
+export { CHROOT_BUILD_TIMEOUT_MS } from "./chroot";
 
-/** The shared chroots: same names and package lists everywhere, so every test reuses one cache entry. */
-export const CHROOTS = {
-  trixie: ["edge-trixie", "trixie"],
-  sid: ["edge-sid", "sid"],
-} as const;
-const CHROOT_PACKAGES = ["nginx", "openssl", "curl", "ca-certificates", "certbot", "pebble"];
+/** The shared chroots (test/helpers/chroot.ts holds their names and package lists). */
+export const CHROOTS = { trixie: EDGE_TRIXIE, sid: EDGE_SID } as const;
 
 /** Path of a shared chroot, built on first use (needs root). */
 export function getChroot(which: keyof typeof CHROOTS): string {
-  const [name, suite] = CHROOTS[which];
-  const out = execFileSync("bash", [path.join(REPO_ROOT, "scripts", "get-chroot.sh"), name, suite, ...CHROOT_PACKAGES], {
-    encoding: "utf8",
-    stdio: ["ignore", "pipe", "inherit"],
-    timeout: CHROOT_BUILD_TIMEOUT_MS,
-  });
-  const lines = out.split("\n").filter((l) => l.trim() !== "");
-  const root = lines[lines.length - 1] ?? "";
-  if (!root.startsWith("/")) throw new Error(`get-chroot.sh printed no chroot path:\n${out}`);
-  return root;
+  return getSpecChroot(CHROOTS[which]);
 }
 
 export interface ChrootRun {
