@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# run-container.sh PORT — exec podman for one fastapi-edge app container.
+#
+# ExecStart of fastapi-edge-container@.service (PORT = instance name %i): runs
+# the app image as container fastapi-edge-app-PORT on the podman network
+# CONTAINER_NETWORK, published on 127.0.0.1:PORT only (container port 8000),
+# uvicorn inside trusting X-Forwarded-For/-Proto only from the network's
+# gateway: podman's port forwarding masquerades every connection to
+# 127.0.0.1:PORT (nginx's included) to the gateway address, so that address, and
+# not 127.0.0.1, is the proxy the app sees (measured with podman 4.3/netavark 1.4
+# and podman 5.4/netavark 1.14: docs/containers.md).
+#
+# Under systemd (NOTIFY_SOCKET set, Type=notify) the container runs detached
+# with --sdnotify=conmon --cgroups=split, as Quadlet's units do: conmon becomes
+# the main process and reports readiness. Without NOTIFY_SOCKET (tests, a
+# shell) podman runs in the foreground and forwards SIGTERM to the container.
+# --replace removes a leftover container of the same name first, so a restart
+# is idempotent; --rm removes it when it stops.
+#
+# Environment (normally from /etc/fastapi-edge/container.env):
+#   IMAGE                 image to run, present locally (never pulled here):
+#                         localhost/fastapi-edge-app:RELEASE or sha256:ID
+# Optional:
+#   CONTAINER_NETWORK     podman network (default fastapi-edge; container-network.sh creates it)
+#   FORWARDED_ALLOW_IPS   proxies trusted for X-Forwarded-*; default: the network's
+#                         gateway address(es). When set, it must include every gateway
+#                         address, or nginx's own requests would be untrusted (exit 78).
+#   APP_MODULE            ASGI app (default main:app)
+#   APP_DIR_IN_IMAGE      the app's directory in the image (default /app; not app.env's APP_DIR)
+#   APP_VERSION           passed to the app (the image's own APP_VERSION otherwise)
+#   UVICORN_KEEPALIVE     keep-alive timeout in s (default 75; above nginx's)
+#   CONTAINER_LOG_DRIVER  default passthrough (the container's stdout/stderr are the
+#                         unit's, so the journal files them under the unit); journald
+#                         and k8s-file also work. A terminal gets k8s-file (passthrough
+#                         refuses a tty).
+#   CONTAINER_ENV_FILE    extra KEY=VALUE file passed with --env-file (e.g. FASTAPI_EDGE_STATS=1)
+#   CONTAINER_MEMORY      memory limit (podman --memory, e.g. 512m)
+#   PODMAN                podman command (default podman)
+# Exit: 64 usage, 78 configuration; otherwise podman's own status.
+set -euo pipefail
+
+die() {
+  local code=$1
+  shift
+  echo "run-container.sh: error: $*" >&2
+  exit "$code"
+}
+
+[[ $# -eq 1 ]] || die 64 "usage: run-container.sh PORT (got $# arguments)"
+port=$1
+if ! [[ $port =~ ^[0-9]{1,5}$ ]] || (( 10#$port < 1 || 10#$port > 65535 )); then
+  die 64 "PORT must be an integer 1-65535, got '$port'"
+fi
+port=$((10#$port))
+
+[[ -n ${IMAGE:-} ]] || die 78 "IMAGE is not set (expected in /etc/fastapi-edge/container.env)"
+network=${CONTAINER_NETWORK:-fastapi-edge}
+[[ $network =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]] || die 78 "invalid CONTAINER_NETWORK '$network'"
+app_module=${APP_MODULE:-main:app}
+app_dir=${APP_DIR_IN_IMAGE:-/app}
+keepalive=${UVICORN_KEEPALIVE:-75}
+[[ $keepalive =~ ^[0-9]+$ ]] || die 78 "UVICORN_KEEPALIVE must be a whole number of seconds, got '$keepalive'"
+log_driver=${CONTAINER_LOG_DRIVER:-passthrough}
+[[ $log_driver =~ ^(passthrough|journald|k8s-file|none)$ ]] || die 78 "unsupported CONTAINER_LOG_DRIVER '$log_driver'"
+if [[ $log_driver == passthrough ]] && { [[ -t 0 ]] || [[ -t 1 ]] || [[ -t 2 ]]; }; then
+  log_driver=k8s-file
+fi
+
+read -r -a podman <<<"${PODMAN:-podman}"
+command -v "${podman[0]}" >/dev/null 2>&1 || die 78 "podman not found (install the podman package)"
+
+"${podman[@]}" image exists "$IMAGE" ||
+  die 78 "image '$IMAGE' is not in local storage (container-load.sh / container-pull.sh first)"
+
+gateways=$("${podman[@]}" network inspect --format '{{range .Subnets}}{{.Gateway}} {{end}}' "$network" 2>/dev/null) ||
+  die 78 "podman network '$network' does not exist (container-network.sh creates it)"
+read -r -a gateways <<<"$gateways"
+(( ${#gateways[@]} > 0 )) || die 78 "podman network '$network' has no gateway address"
+
+if [[ -z ${FORWARDED_ALLOW_IPS:-} ]]; then
+  allow=$(IFS=,; echo "${gateways[*]}")
+else
+  allow=${FORWARDED_ALLOW_IPS// /}
+  for gw in "${gateways[@]}"; do
+    [[ ",$allow," == *",$gw,"* ]] ||
+      die 78 "FORWARDED_ALLOW_IPS='$FORWARDED_ALLOW_IPS' lacks $gw, the address nginx's connections arrive from through podman's port forwarding on network '$network' (leave FORWARDED_ALLOW_IPS unset to use the gateway)"
+  done
+fi
+
+args=(
+  run --rm --replace --pull=never
+  --name "fastapi-edge-app-$port"
+  --label "io.fastapi-edge.port=$port"
+  --network "$network"
+  --publish "127.0.0.1:$port:8000"
+  --log-driver "$log_driver"
+  --read-only --tmpfs "/tmp:rw,nosuid,nodev,size=64m"
+  --cap-drop all --security-opt no-new-privileges
+  --stop-timeout 25
+  --env "APP_PORT=$port"
+  --env "FORWARDED_ALLOW_IPS=$allow"
+)
+[[ -n ${APP_VERSION:-} ]] && args+=(--env "APP_VERSION=$APP_VERSION")
+if [[ -n ${CONTAINER_ENV_FILE:-} ]]; then
+  [[ -r $CONTAINER_ENV_FILE ]] || die 78 "CONTAINER_ENV_FILE=$CONTAINER_ENV_FILE is not readable"
+  args+=(--env-file "$CONTAINER_ENV_FILE")
+fi
+[[ -n ${CONTAINER_MEMORY:-} ]] && args+=(--memory "$CONTAINER_MEMORY")
+if [[ -n ${NOTIFY_SOCKET:-} ]]; then
+  args+=(--sdnotify=conmon --cgroups=split --detach)
+fi
+
+exec "${podman[@]}" "${args[@]}" "$IMAGE" \
+  "$app_module" \
+  --app-dir "$app_dir" \
+  --host 0.0.0.0 \
+  --port 8000 \
+  --proxy-headers \
+  --forwarded-allow-ips "$allow" \
+  --timeout-keep-alive "$keepalive" \
+  --no-access-log
