@@ -59,13 +59,18 @@ if [[ -n $want_sha ]]; then
 fi
 
 # 2. which image the archive holds, before podman sees it
-manifest=$(tar -xOf "$archive" manifest.json 2>/dev/null) ||
+# Member names may carry a leading ./ (an archive repacked with tar -C DIR .).
+# awk reads the whole listing (an early exit would kill tar with SIGPIPE under pipefail).
+member() { tar -tf "$archive" | awk -v re="^(\\./)?$1\$" '!f && $0 ~ re { print; f = 1 } END { exit !f }'; }
+mname=$(member 'manifest\.json') ||
   die "$archive is not a docker-archive (no manifest.json); save it with 'podman save --format docker-archive'"
+manifest=$(tar -xOf "$archive" -- "$mname")
 mapfile -t configs < <(grep -oE '"Config"[[:space:]]*:[[:space:]]*"[^"]+"' <<<"$manifest" | sed -E 's/.*"([^"]+)"$/\1/')
 (( ${#configs[@]} == 1 )) || die "$archive holds ${#configs[@]} images, expected exactly one"
 config=${configs[0]}
 [[ $config =~ ^[A-Za-z0-9/._-]+$ && $config != *..* ]] || die "$archive names an unexpected config blob '$config'"
-got=$(tar -xOf "$archive" -- "$config" | sha256sum) || die "$archive lacks its config blob $config"
+cname=$(member "${config//./\\.}") || die "$archive lacks its config blob $config"
+got=$(tar -xOf "$archive" -- "$cname" | sha256sum)
 got=${got%% *}
 [[ $got == "$id" ]] ||
   die "image id mismatch: $archive holds image sha256:$got, expected sha256:$id (tampered, or not the archive that was built); nothing loaded, no tag changed"
