@@ -79,7 +79,9 @@ export function podmanSetup(image: string, dir: string): PodmanSetup {
   const env = { CONTAINERS_CONF: conf };
   const second = tryRun(image, env);
   if (!second.ok) {
-    throw new Error(`podman cannot run a container here.\nwith its defaults: ${first.output}\nwith runc + rlimits ${nofile}/${nproc}: ${second.output}`);
+    throw new Error(
+      `podman cannot run a container here.\nwith its defaults: ${first.output}\nwith runc + rlimits ${nofile}/${nproc}: ${second.output}`,
+    );
   }
   return {
     env,

@@ -25,7 +25,18 @@ import {
   type NetnsPeer,
   type PodmanSetup,
 } from "../helpers/container";
-import { APP_DIR, freePort, httpJson, run, script, startProcess, stopAll, stopProcess, waitForHttp, type StartedProcess } from "../helpers/proc";
+import {
+  APP_DIR,
+  freePort,
+  httpJson,
+  run,
+  script,
+  startProcess,
+  stopAll,
+  stopProcess,
+  waitForHttp,
+  type StartedProcess,
+} from "../helpers/proc";
 
 const missing = containerPrerequisiteMissing();
 if (missing !== null) console.warn(`container.test.ts skipped: ${missing}`);
@@ -61,7 +72,11 @@ function imageIdOf(ref: string): string | null {
 }
 
 /** A copy of the archive with one member rewritten by EDIT. */
-function tamper(member: (names: string[], manifest: { Config: string; Layers: string[] }) => string, edit: (file: string) => void, name: string): string {
+function tamper(
+  member: (names: string[], manifest: { Config: string; Layers: string[] }) => string,
+  edit: (file: string) => void,
+  name: string,
+): string {
   const x = path.join(dir, `x-${name}`);
   rmSync(x, { recursive: true, force: true });
   execFileSync("mkdir", ["-p", x]);
@@ -111,15 +126,19 @@ describe.skipIf(missing !== null)("container runtime (podman) on this machine", 
     if (dir !== "") rmSync(dir, { recursive: true, force: true });
   }, 120_000);
 
-  it("builds the image offline; an unchanged app gives the same image id", () => {
-    expect(built.id).toMatch(/^sha256:[0-9a-f]{64}$/);
-    expect(imageIdOf(built.ref)).toBe(built.id);
-    const again = buildAppImage(RELEASE, path.join(dir, "app.tar"), {}, appDir);
-    expect(again.baseBuilt).toBe(false);
-    expect(again.id).toBe(built.id);
-    expect(again.sha256).toBe(built.sha256);
-    console.log(`rebuild with a cached base: ${again.seconds}s`);
-  }, 10 * 60_000);
+  it(
+    "builds the image offline; an unchanged app gives the same image id",
+    () => {
+      expect(built.id).toMatch(/^sha256:[0-9a-f]{64}$/);
+      expect(imageIdOf(built.ref)).toBe(built.id);
+      const again = buildAppImage(RELEASE, path.join(dir, "app.tar"), {}, appDir);
+      expect(again.baseBuilt).toBe(false);
+      expect(again.id).toBe(built.id);
+      expect(again.sha256).toBe(built.sha256);
+      console.log(`rebuild with a cached base: ${again.seconds}s`);
+    },
+    10 * 60_000,
+  );
 
   it("container-load.sh refuses an archive whose image config was changed, before loading anything", async () => {
     const bad = tamper(
@@ -130,7 +149,9 @@ describe.skipIf(missing !== null)("container runtime (podman) on this machine", 
     const res = await run(script("container-load.sh"), [bad, built.id, RELEASE], { env: env() });
     console.log(`tampered config: exit ${res.code}: ${res.stderr.trim()}`);
     expect(res.code).toBe(1);
-    expect(res.stderr).toMatch(/image id mismatch: .* holds image sha256:[0-9a-f]{64}, expected sha256:[0-9a-f]{64} .*nothing loaded, no tag changed/);
+    expect(res.stderr).toMatch(
+      /image id mismatch: .* holds image sha256:[0-9a-f]{64}, expected sha256:[0-9a-f]{64} .*nothing loaded, no tag changed/,
+    );
     expect(res.stdout).toBe("");
     expect(imageIdOf(built.ref)).toBe(built.id);
   });
@@ -186,7 +207,9 @@ describe.skipIf(missing !== null)("container runtime (podman) on this machine", 
   }, 120_000);
 
   it("is published on 127.0.0.1 only: another local address of this machine gets no answer on PORT", async () => {
-    const ss = execFileSync("ss", ["-ltnH", `sport = :${port}`], { encoding: "utf8" }).trim().split("\n");
+    const ss = execFileSync("ss", ["-ltnH", `sport = :${port}`], { encoding: "utf8" })
+      .trim()
+      .split("\n");
     console.log(`listening on :${port}: ${ss.map((l) => l.trim().split(/\s+/)[3]).join(", ")}`);
     expect(ss.map((l) => l.trim().split(/\s+/)[3])).toEqual([`127.0.0.1:${port}`]);
 
@@ -196,14 +219,27 @@ describe.skipIf(missing !== null)("container runtime (podman) on this machine", 
     const ctlPort = (control.address() as net.AddressInfo).port;
     try {
       // Async: the control server runs in this process's event loop.
-      const ctl = await run("ip", ["netns", "exec", NETNS, "curl", "-sS", "--max-time", "5", "--http0.9", `http://${HOST_ADDR}:${ctlPort}/`]);
+      const ctl = await run("ip", [
+        "netns",
+        "exec",
+        NETNS,
+        "curl",
+        "-sS",
+        "--max-time",
+        "5",
+        "--http0.9",
+        `http://${HOST_ADDR}:${ctlPort}/`,
+      ]);
       expect(ctl.stdout + ctl.stderr).toMatch(/control/);
     } finally {
       control.close();
     }
     for (const [from, r] of [
       ["this machine", spawnSync("curl", curlArgs(`http://${HOST_ADDR}:${port}/healthz`), { encoding: "utf8" })],
-      ["the peer namespace", spawnSync("ip", ["netns", "exec", NETNS, ...curlArgs(`http://${HOST_ADDR}:${port}/healthz`)], { encoding: "utf8" })],
+      [
+        "the peer namespace",
+        spawnSync("ip", ["netns", "exec", NETNS, ...curlArgs(`http://${HOST_ADDR}:${port}/healthz`)], { encoding: "utf8" }),
+      ],
     ] as const) {
       const text = `${r.stdout}${r.stderr}`;
       console.log(`${from} -> ${HOST_ADDR}:${port}: curl exit ${r.status}: ${text.trim().replace(/\n/g, " ")}`);
@@ -241,10 +277,14 @@ describe.skipIf(missing !== null)("container runtime (podman) on this machine", 
     const loop = await run(script("run-container.sh"), [String(other)], { env: env({ ...base, FORWARDED_ALLOW_IPS: "127.0.0.1" }) });
     expect(loop.code).toBe(78);
     expect(loop.stderr).toContain(`lacks ${gateway}, the address nginx's connections arrive from`);
-    const noImage = await run(script("run-container.sh"), [String(other)], { env: env({ ...base, IMAGE: "localhost/fastapi-edge-app:nope" }) });
+    const noImage = await run(script("run-container.sh"), [String(other)], {
+      env: env({ ...base, IMAGE: "localhost/fastapi-edge-app:nope" }),
+    });
     expect(noImage.code).toBe(78);
     expect(noImage.stderr).toMatch(/is not in local storage/);
-    const noNet = await run(script("run-container.sh"), [String(other)], { env: env({ ...base, CONTAINER_NETWORK: "fastapi-edge-nonet" }) });
+    const noNet = await run(script("run-container.sh"), [String(other)], {
+      env: env({ ...base, CONTAINER_NETWORK: "fastapi-edge-nonet" }),
+    });
     expect(noNet.code).toBe(78);
     expect(noNet.stderr).toMatch(/does not exist \(container-network\.sh creates it\)/);
   });
@@ -277,7 +317,9 @@ describe.skipIf(missing !== null)("container runtime (podman) on this machine", 
     // Recorded order: livetest p1 p3 p4 p5 p6 p2 -> keep p4 p5 p6 p2.
     expect(["livetest", "p1", "p3", "p4", "p5", "p6", "p2"].map(tags)).toEqual([false, false, false, true, true, true, true]);
     expect(imageIdOf(built.id)).toBe(built.id); // still used by kept releases
-    const record = readFileSync(path.join(dir, "state", "container-releases"), "utf8").trim().split("\n");
+    const record = readFileSync(path.join(dir, "state", "container-releases"), "utf8")
+      .trim()
+      .split("\n");
     expect(record.map((l) => l.split(" ")[0])).toEqual(["p4", "p5", "p6", "p2"]);
     const again = await run(script("container-prune.sh"), [], { env: env() });
     expect(again.stderr).toMatch(/nothing to prune/);
