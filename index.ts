@@ -6,7 +6,7 @@ import { CertExpiryAlarm } from "./components/alerts";
 import { AlbFrontend } from "./components/alb";
 import { AppService } from "./components/app";
 import { HostBootstrap } from "./components/bootstrap";
-import { readConfig, readHostPrivateKey } from "./components/config";
+import { readAppRuntime, readConfig, readHostPrivateKey } from "./components/config";
 import { DnsRecord } from "./components/dns";
 import { Ec2Host } from "./components/ec2";
 import { ExistingHost } from "./components/existing-host";
@@ -16,6 +16,7 @@ import { PROJECT } from "./lib/config";
 import { omitUndefinedOutputs } from "./lib/outputs";
 
 const config = readConfig(); // validated before any resource exists
+const deps = readAppRuntime(config, __dirname); // requirements.txt / pyproject.toml: a virtualenv per release
 const stack = pulumi.getStack();
 const tags = { Project: PROJECT, Stack: stack, ManagedBy: "pulumi" };
 const alerts = Boolean(config.alertEmail);
@@ -23,14 +24,18 @@ const alerts = Boolean(config.alertEmail);
 const ec2 =
   config.hostMode === "ec2" ? new Ec2Host("host", { config, tags, publishMetrics: alerts && config.frontend === "nginx" }) : undefined;
 const host: Host = ec2 ?? new ExistingHost("host", { config, privateKey: readHostPrivateKey() });
-const bootstrap = new HostBootstrap("bootstrap", { config, target: host.target });
+const bootstrap = new HostBootstrap("bootstrap", { config, target: host.target, venv: deps !== null });
 // The ALB targets an EC2 instance (config validation refuses frontend alb without hostMode ec2).
 const albHost = config.frontend === "alb" ? ec2 : undefined;
 
 // Behind nginx uvicorn trusts forwarded headers from nginx on loopback only;
 // behind the ALB, from the VPC range (the ALB's nodes have changing addresses).
 const forwardedAllowIps = albHost ? albHost.vpcCidr : pulumi.output("127.0.0.1");
-const app = new AppService("app", { config, target: host.target, forwardedAllowIps, projectDir: __dirname }, { dependsOn: [bootstrap] });
+const app = new AppService(
+  "app",
+  { config, target: host.target, forwardedAllowIps, projectDir: __dirname, deps },
+  { dependsOn: [bootstrap] },
+);
 
 const siteUrlOutput = pulumi.output(`https://${config.domain}/`);
 let albDnsName: pulumi.Output<string> | undefined;

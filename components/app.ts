@@ -8,7 +8,8 @@ import { readdirSync, readFileSync, statSync } from "node:fs";
 import * as path from "node:path";
 import { appPorts, EdgeConfig } from "../lib/config";
 import { appDeployFiles, installedScript, rolloutSettleSeconds } from "../lib/hostfiles";
-import { uploadDir } from "../lib/hostpaths";
+import { uploadDir, wheelhouseDir } from "../lib/hostpaths";
+import { PythonDeps, UVICORN_CIDR_SINCE } from "../lib/pyapp";
 import { commandLine, stepShell } from "../lib/shell";
 import { HostTarget, hostStep } from "./remote";
 
@@ -19,9 +20,33 @@ export interface AppServiceArgs {
   forwardedAllowIps: pulumi.Input<string>;
   /** Directory the app source is read from (resolved against the project). */
   projectDir: string;
+  /** The app's dependencies file (a virtualenv per release), or null: the distribution's packages (readAppRuntime). */
+  deps: PythonDeps | null;
 }
 
-/** Hash of a directory tree's paths and contents: the release id. */
+/**
+ * The release id: the app tree's hash; with a virtualenv, also everything its content
+ * depends on (the wheelhouse's files, the index, the interpreter, whether it sees the
+ * distribution's packages), so any of them builds a new release and going back to an
+ * earlier combination finds its kept release. Without one it is the tree's hash alone,
+ * as before virtualenvs existed, so existing stacks see no change.
+ */
+export function releaseId(c: EdgeConfig, source: string, deps: PythonDeps | null, wheelhouse: string | undefined): string {
+  const tree = treeHash(source);
+  if (!deps) return tree;
+  const parts = [
+    tree,
+    "venv",
+    deps.file,
+    wheelhouse ? treeHash(wheelhouse) : "",
+    c.appPackageIndex ?? "",
+    c.appPython,
+    String(c.appVenvSystemPackages),
+  ];
+  return createHash("sha256").update(parts.join("\0")).digest("hex").slice(0, 16);
+}
+
+/** Hash of a directory tree's paths and contents. */
 export function treeHash(dir: string): string {
   const h = createHash("sha256");
   const walk = (d: string): void => {
@@ -48,7 +73,8 @@ export class AppService extends pulumi.ComponentResource {
     if (!statSync(source, { throwIfNoEntry: false })?.isDirectory()) {
       throw new Error(`fastapi-edge:appSource must be a directory (got ${JSON.stringify(c.appSource)}, resolved to ${source})`);
     }
-    this.release = treeHash(source);
+    const wheelhouse = args.deps && c.appWheelhouse ? path.resolve(args.projectDir, c.appWheelhouse) : undefined;
+    this.release = releaseId(c, source, args.deps, wheelhouse);
     const upload = uploadDir(this.release);
 
     // The release travels over SFTP; it is re-sent only when its content changes.
@@ -64,6 +90,23 @@ export class AppService extends pulumi.ComponentResource {
       },
       { parent: this },
     );
+    const uploads: pulumi.Resource[] = [copy];
+    // The wheelhouse travels beside the release, only with it, and only when configured
+    // (no new resource for stacks without one).
+    if (wheelhouse) {
+      uploads.push(
+        new command.remote.CopyToRemote(
+          `${name}-wheels`,
+          {
+            connection: args.target.connection,
+            source: new pulumi.asset.FileArchive(`${wheelhouse}/`),
+            remotePath: wheelhouseDir(this.release),
+            triggers: [args.target.machineId, this.release],
+          },
+          { parent: this },
+        ),
+      );
+    }
 
     // app-deploy.sh installs the release once, makes it live and rolls the processes onto it.
     const deploy = commandLine(
@@ -72,9 +115,10 @@ export class AppService extends pulumi.ComponentResource {
       ...["--health-path", c.appHealthPath, "--expect-version", c.appVersion, "--settle-seconds", String(rolloutSettleSeconds(c))],
       // Only when changed: the default keeps the command text, so existing stacks see no diff.
       ...(c.appStartTimeout !== 60 ? ["--health-timeout", String(c.appStartTimeout)] : []),
+      ...venvArgs(c, args.deps, wheelhouse ? wheelhouseDir(this.release) : undefined),
       ...appPorts(c).map(String),
     );
-    const stdin = pulumi.output(args.forwardedAllowIps).apply((fwd) => stepShell(appDeployFiles(c, fwd), [deploy]));
+    const stdin = pulumi.output(args.forwardedAllowIps).apply((fwd) => stepShell(appDeployFiles(c, fwd, args.deps !== null), [deploy]));
     // Names its own release: when a new release replaces this one, the engine runs this after
     // the new release is live, and it must then leave everything alone (app-remove.sh). The
     // release is 16 hex digits, so it goes unquoted, as in the text existing stacks stored.
@@ -82,8 +126,20 @@ export class AppService extends pulumi.ComponentResource {
     this.deploy = hostStep(
       `${name}-deploy`,
       { target: args.target, stdin, onDelete, triggers: [this.release] },
-      { parent: this, dependsOn: [copy] },
+      { parent: this, dependsOn: uploads },
     );
     this.registerOutputs({ release: this.release });
   }
+}
+
+/** app-deploy.sh's virtualenv options: none without a dependencies file. */
+export function venvArgs(c: EdgeConfig, deps: PythonDeps | null, wheelhouse: string | undefined): string[] {
+  if (!deps) return [];
+  return [
+    ...["--venv", deps.file, "--python", c.appPython],
+    ...(wheelhouse ? ["--wheelhouse", wheelhouse] : c.appPackageIndex ? ["--index-url", c.appPackageIndex] : []),
+    ...(c.appVenvSystemPackages ? ["--system-site-packages"] : []),
+    // Behind the ALB uvicorn trusts the VPC's block: only uvicorn 0.33+ matches a CIDR.
+    ...(c.frontend === "alb" ? ["--min-uvicorn", UVICORN_CIDR_SINCE] : []),
+  ];
 }

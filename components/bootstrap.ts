@@ -12,6 +12,8 @@ export interface HostBootstrapArgs {
   target: HostTarget;
   /** How long to keep dialling a new host before giving up. */
   sshWaitTimeout?: string;
+  /** The app has a dependencies file: each release builds a virtualenv (python3-venv). */
+  venv?: boolean;
 }
 
 /**
@@ -22,8 +24,9 @@ export interface HostBootstrapArgs {
  * covers our /var/log/nginx/fastapi-edge.access.log) but does not depend on
  * logrotate, and minimal images lack it: without it the access log grows forever.
  */
-export function hostPackages(c: EdgeConfig): string[] {
-  const base = ["curl", "ca-certificates", "openssl", ...c.appPackages];
+export function hostPackages(c: EdgeConfig, venv = false): string[] {
+  // A release virtualenv needs `python3 -m venv`, which Debian and Ubuntu package apart.
+  const base = ["curl", "ca-certificates", "openssl", ...c.appPackages, ...(venv ? ["python3-venv"] : [])];
   if (c.frontend !== "nginx") return base;
   return c.nginxSource === "nginx.org" ? ["certbot", "logrotate", ...base] : ["nginx", "certbot", "logrotate", ...base];
 }
@@ -53,7 +56,7 @@ export class HostBootstrap extends pulumi.ComponentResource {
       { parent: this, customTimeouts: { create: args.sshWaitTimeout ?? "10m" } },
     );
 
-    this.packages = hostPackages(c);
+    this.packages = hostPackages(c, args.venv ?? false);
     const stdin = stepShell([...hostInstallFiles(), ...nginxSourceFiles(c)], bootstrapCommands(c, this.packages));
     this.ready = hostStep(`${name}-install`, { target: args.target, stdin }, { parent: this, dependsOn: [wait] });
     this.registerOutputs({ packages: this.packages });

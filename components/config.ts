@@ -2,6 +2,9 @@
 // any resource is created. Pulumi stays out of lib/config.ts so the same
 // validation runs in `npm run render` and the tests.
 import * as pulumi from "@pulumi/pulumi";
+import { readdirSync, readFileSync, statSync } from "node:fs";
+import * as path from "node:path";
+import { PythonDeps, pythonDeps, runtimeErrors } from "../lib/pyapp";
 import { CONFIG_KEYS, ConfigError, EdgeConfig, parseConfig, PROJECT, RawConfig } from "../lib/config";
 
 export function readConfig(): EdgeConfig {
@@ -35,4 +38,39 @@ export function readHostPrivateKey(): pulumi.Output<string> {
     throw new ConfigError([`${PROJECT}:hostPrivateKey must be stored as a secret: pulumi config set --secret hostPrivateKey < KEYFILE`]);
   }
   return pulumi.secret(key);
+}
+
+/**
+ * The app's Python runtime, decided from its files before any resource is created:
+ * the dependencies file that gives each release a virtualenv (lib/pyapp.ts), or null
+ * for the distribution's packages. Refuses settings that need files the app lacks.
+ */
+export function readAppRuntime(c: EdgeConfig, projectDir: string): PythonDeps | null {
+  const source = path.resolve(projectDir, c.appSource);
+  if (!statSync(source, { throwIfNoEntry: false })?.isDirectory()) {
+    throw new ConfigError([`${PROJECT}:appSource must be a directory (got ${JSON.stringify(c.appSource)}, resolved to ${source})`]);
+  }
+  const read = (name: string): string | undefined => {
+    const p = path.join(source, name);
+    return statSync(p, { throwIfNoEntry: false })?.isFile() ? readFileSync(p, "utf8") : undefined;
+  };
+  const problems: string[] = [];
+  let deps: PythonDeps | null = null;
+  try {
+    deps = pythonDeps({ requirementsTxt: read("requirements.txt"), pyprojectToml: read("pyproject.toml") });
+  } catch (e) {
+    problems.push(`${PROJECT}:appSource ${c.appSource}: ${(e as Error).message}`);
+  }
+  if (c.appWheelhouse) {
+    const wh = path.resolve(projectDir, c.appWheelhouse);
+    const st = statSync(wh, { throwIfNoEntry: false });
+    if (!st?.isDirectory())
+      problems.push(`${PROJECT}:appWheelhouse must be a directory (got ${JSON.stringify(c.appWheelhouse)}, resolved to ${wh})`);
+    else if (!readdirSync(wh).some((f) => f.endsWith(".whl") || f.endsWith(".tar.gz"))) {
+      problems.push(`${PROJECT}:appWheelhouse ${c.appWheelhouse} holds no wheels (*.whl) or source archives (*.tar.gz)`);
+    }
+  }
+  problems.push(...runtimeErrors(c, deps));
+  if (problems.length) throw new ConfigError(problems);
+  return deps;
 }

@@ -283,6 +283,26 @@ export const configSchema = z
     appPackages: list(z.string().regex(/^[a-z0-9][a-z0-9.+-]+$/, msg("Debian package names")))
       .default(["python3-fastapi", "python3-uvicorn"])
       .describe("Debian/Ubuntu packages the app needs, installed with apt."),
+    appWheelhouse: z
+      .string()
+      .regex(/^[A-Za-z0-9._\/-]+$/, msg("a local directory path"))
+      .optional()
+      .describe(
+        "Local directory of wheels uploaded with each release: pip installs the app's requirements from it only (--no-index --find-links), for hosts without index access and byte-for-byte reproducible deploys. Needs a requirements.txt or pyproject.toml in the app.",
+      ),
+    appPackageIndex: z
+      .string()
+      .regex(
+        /^https:\/\/[A-Za-z0-9.-]+(:[0-9]{1,5})?(\/[A-Za-z0-9._~%\/-]*)?$/,
+        msg("an https:// URL of a package index without credentials, such as https://pypi.example.com/simple"),
+      )
+      .optional()
+      .describe("Package index pip installs the app's requirements from (pip's --index-url; unset: PyPI). Not with appWheelhouse."),
+    appVenvSystemPackages: bool
+      .default(false)
+      .describe(
+        "The release's virtualenv also sees the distribution's Python packages (appPackages; --system-site-packages), so the requirements only need what the distribution lacks. Off: the virtualenv holds exactly what the requirements resolve to.",
+      ),
     // nginx
     staticPath: urlPath
       .default("/static/")
@@ -379,6 +399,13 @@ export const configSchema = z
     if (c.acme === "custom" && !c.acmeDirectoryUrl) need("acmeDirectoryUrl", "acme is custom");
     if (c.acme !== "custom" && (c.acmeDirectoryUrl || c.acmeCaBundle)) {
       ctx.addIssue({ code: "custom", path: ["acme"], message: "must be custom when acmeDirectoryUrl or acmeCaBundle is set" });
+    }
+    if (c.appWheelhouse && c.appPackageIndex) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["appPackageIndex"],
+        message: "must be unset when appWheelhouse is set (pip installs from the wheelhouse only, with --no-index)",
+      });
     }
     if (c.http3 && c.frontend === "alb") {
       ctx.addIssue({

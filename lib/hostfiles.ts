@@ -93,10 +93,10 @@ export function bootstrapCommands(c: Pick<EdgeConfig, "nginxSource" | "frontend"
 }
 
 /** app-deploy: the systemd template unit and the app's environment. */
-export function appDeployFiles(c: EdgeConfig, forwardedAllowIps: string): HostFile[] {
+export function appDeployFiles(c: EdgeConfig, forwardedAllowIps: string, venv = false): HostFile[] {
   return [
     { path: HOST_PATHS.appUnit, content: shipped("systemd/fastapi-edge-app@.service") },
-    { path: HOST_PATHS.envFile, content: renderAppEnv(c, forwardedAllowIps) },
+    { path: HOST_PATHS.envFile, content: renderAppEnv(c, forwardedAllowIps, venv) },
   ];
 }
 

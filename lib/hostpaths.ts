@@ -37,6 +37,11 @@ export function uploadDir(release: string): string {
   return `/var/tmp/fastapi-edge-upload-${release}`;
 }
 
+/** Where a release's wheelhouse (appWheelhouse) is uploaded; removed once its virtualenv is built. */
+export function wheelhouseDir(release: string): string {
+  return `/var/tmp/fastapi-edge-wheels-${release}`;
+}
+
 /** nginx on a host answers on every address, on the standard ports. */
 export const PUBLIC_LISTEN: Listen = { address: null, http: 80, https: 443 };
 

@@ -4,12 +4,16 @@ import { appPorts, EdgeConfig } from "./config";
 import { HOST_PATHS } from "./hostpaths";
 import { workerNofile } from "./nginx";
 
+/** The release's virtualenv, inside the release directory (app-deploy.sh --venv builds it there). */
+export const APP_VENV_DIR = ".venv";
+
 /** Behind nginx uvicorn listens on loopback only; behind an ALB on all addresses (the security group admits only the ALB). */
 export function appBindAddress(c: EdgeConfig): string {
   return c.frontend === "alb" ? "0.0.0.0" : "127.0.0.1";
 }
 
-export function renderAppEnv(c: EdgeConfig, forwardedAllowIps: string): string {
+/** The app's environment; venv: uvicorn runs from the release's own virtualenv (APP_VENV), not appPython. */
+export function renderAppEnv(c: EdgeConfig, forwardedAllowIps: string, venv = false): string {
   if (!/^[0-9a-fA-F.:\/,]+$/.test(forwardedAllowIps)) {
     throw new Error(`forwarded-allow-ips must be addresses or CIDRs separated by commas (got ${JSON.stringify(forwardedAllowIps)})`);
   }
@@ -19,6 +23,7 @@ export function renderAppEnv(c: EdgeConfig, forwardedAllowIps: string): string {
     `APP_DIR=${HOST_PATHS.appDir}`,
     `STATIC_DIR=${HOST_PATHS.appDir}/${c.appStaticDir}`,
     `PYTHON=${c.appPython}`,
+    ...(venv ? [`APP_VENV=${APP_VENV_DIR}`] : []),
     `UVICORN_HOST=${appBindAddress(c)}`,
     `FORWARDED_ALLOW_IPS=${forwardedAllowIps}`,
     `APP_VERSION=${c.appVersion}`,

@@ -22,6 +22,8 @@ bash scripts/get-nginx-newer.sh >/dev/null
 bash scripts/get-chroot.sh edge-trixie trixie nginx openssl curl ca-certificates certbot pebble >/dev/null
 bash scripts/get-chroot.sh edge-sid sid nginx openssl curl ca-certificates certbot pebble >/dev/null
 bash scripts/get-chroot.sh keepalive-trixie-base trixie ca-certificates >/dev/null
+# The venv tests' wheelhouse (test/helpers/wheels.ts), built in its own sid chroot.
+bash test/helpers/build-wheels.sh "${FASTAPI_EDGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fastapi-edge}/test-wheelhouse" >/dev/null
 
 echo "== unit and live tests"
 status=0

@@ -201,4 +201,4 @@ if (( prune )); then
   (( ${#extra[@]} > 0 )) || log "no extra instances to stop"
 fi
 
-log "done: ${ports[*]}"
+log "done in ${SECONDS}s: ${ports[*]}"

@@ -8,6 +8,8 @@
 #   FORWARDED_ALLOW_IPS   proxies trusted for X-Forwarded-* (e.g. 127.0.0.1)
 # Optional:
 #   PYTHON                interpreter (default /usr/bin/python3, which has Debian's FastAPI)
+#   APP_VENV              the release's virtualenv, relative to APP_DIR (e.g. .venv):
+#                         its python runs uvicorn, and PYTHON is not used
 #   UVICORN_KEEPALIVE     keep-alive timeout in s (default 75; must exceed
 #                         nginx's upstream keepalive_timeout so nginx closes first)
 #   UVICORN_HOST          bind address (default 127.0.0.1)
@@ -36,9 +38,18 @@ done
   die 78 "required environment variable(s) not set: ${missing[*]} (expected in /etc/fastapi-edge/app.env)"
 
 [[ -d $APP_DIR ]] || die 78 "APP_DIR=$APP_DIR is not a directory"
+# APP_DIR is the symlink to the live release: resolved once here, so this process keeps
+# its own release's code and packages when a deploy points the link at a newer one.
+release_dir=$(readlink -f -- "$APP_DIR")
 
-python=${PYTHON:-/usr/bin/python3}
-command -v "$python" >/dev/null 2>&1 || die 78 "python interpreter '$python' not found (set PYTHON)"
+if [[ -n ${APP_VENV:-} ]]; then
+  [[ $APP_VENV =~ ^[A-Za-z0-9._-]+$ && $APP_VENV != .. ]] || die 78 "APP_VENV must be a directory name inside the release, got '$APP_VENV'"
+  python=$release_dir/$APP_VENV/bin/python
+  [[ -x $python ]] || die 78 "the release $release_dir has no virtualenv $APP_VENV (deployed without app-deploy.sh --venv?)"
+else
+  python=${PYTHON:-/usr/bin/python3}
+  command -v "$python" >/dev/null 2>&1 || die 78 "python interpreter '$python' not found (set PYTHON)"
+fi
 
 keepalive=${UVICORN_KEEPALIVE:-75}
 [[ $keepalive =~ ^[0-9]+$ ]] || die 78 "UVICORN_KEEPALIVE must be a whole number of seconds, got '$keepalive'"
@@ -46,7 +57,7 @@ keepalive=${UVICORN_KEEPALIVE:-75}
 export APP_PORT=$port
 
 exec "$python" -m uvicorn "$APP_MODULE" \
-  --app-dir "$APP_DIR" \
+  --app-dir "$release_dir" \
   --host "${UVICORN_HOST:-127.0.0.1}" \
   --port "$port" \
   --proxy-headers \

@@ -5,13 +5,16 @@
 //
 //  1. fresh up   2. up --expect-no-changes runs nothing on the host   3. preview --diff shows
 //  the nginx lines, up under load   4. a new app release under load, still serving a minute on
-//  5. a config nginx -t rejects   6. an interrupted up and its recovery   7. the policy pack
-//  8. certbot renew --dry-run, destroy, recreate
+//  5. a config nginx -t rejects   6. an interrupted up and its recovery   7. an app with its own
+//  requirements.txt, from a wheelhouse, in a virtualenv per release   8. a requirement pip cannot
+//  satisfy   9. rollback to the kept release   10. the policy pack   11. certbot renew --dry-run,
+//  destroy, recreate
 import { ChildProcess, spawn, spawnSync } from "node:child_process";
-import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { appendFileSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { testWheelhouse } from "../helpers/wheels";
 import { copyProject, Engine, engine, getEngine, killGroup, MIN, REPO, Run, sh } from "./engine";
 
 const ART = path.join(REPO, "test/artifacts");
@@ -67,10 +70,28 @@ async function up(name: string, extra: string[] = []): Promise<Run> {
   return r;
 }
 
+async function configRm(key: string): Promise<void> {
+  const r = await eng.pulumi(["config", "rm", key]);
+  expect(r.code, r.out).toBe(0);
+}
+
 async function config(key: string, value: string, secret = false): Promise<void> {
   const args = secret ? ["config", "set", "--secret", key] : ["config", "set", key, value];
   const r = await eng.pulumi(args, secret ? { input: value } : {});
   expect(r.code, r.out).toBe(0);
+}
+
+/** The app-deploy step's full stdout, as the state holds it (the progress display shows only a line at a time). */
+async function deployStdout(): Promise<string> {
+  // The state holds the guest's test key in plain text with --show-secrets: kept out of the e2e log.
+  const r = await eng.pulumi(["stack", "export", "--show-secrets"], { logFile: path.join(work, "stack-export.log") });
+  expect(r.code, r.out).toBe(0);
+  const state = JSON.parse(r.out.slice(r.out.indexOf("{"))) as {
+    deployment: { resources?: { urn: string; outputs?: { stdout?: string } }[] };
+  };
+  const res = (state.deployment.resources ?? []).filter((x) => x.urn.endsWith("::app-deploy"));
+  expect(res).toHaveLength(1);
+  return res[0]!.outputs?.stdout ?? "";
 }
 
 /** Resources the engine reported with an operation, e.g. "updated", from an up's progress lines. */
@@ -405,7 +426,108 @@ describe("end to end through the real Pulumi engine against a local VPS", () => 
   );
 
   it(
-    "7. the policy pack passes this stack and fails one that pushes a private key in plain text",
+    "7. an app with its own requirements.txt: a virtualenv per release from a wheelhouse, live under load",
+    async () => {
+      // The sample app plus a package no distribution ships (edge-probe, from the wheelhouse)
+      // and a uvicorn newer than Debian 13's; FastAPI stays the distribution's (system packages).
+      const app = path.join(eng.dir, "apps/venv");
+      cpSync(path.join(eng.dir, "files/app"), app, { recursive: true });
+      writeFileSync(path.join(app, "requirements.txt"), "edge-probe==1.0.0\nuvicorn>=0.33\n");
+      appendFileSync(
+        path.join(app, "main.py"),
+        [
+          "",
+          "import sys as _sys",
+          "from importlib.metadata import version as _version",
+          "import edge_probe",
+          "",
+          "",
+          '@app.get("/api/probe")',
+          "def probe() -> Dict[str, Any]:",
+          '    return {**edge_probe.describe(), "uvicorn": _version("uvicorn"), "prefix": _sys.prefix}',
+          "",
+        ].join("\n"),
+      );
+      cpSync(testWheelhouse(), path.join(eng.dir, "wheels"), { recursive: true });
+      await config("appSource", "apps/venv");
+      await config("appWheelhouse", "wheels");
+      await config("appVenvSystemPackages", "true");
+      await config("appVersion", "4");
+      const load = startWrk(900);
+      await pause(3000);
+      const r = await up("venv release up");
+      const wrk = await stopWrk(load, "venv release");
+      const out = await deployStdout();
+      expect(out).toMatch(/building the virtualenv of release [0-9a-f]{16} from requirements\.txt/);
+      expect(out).toMatch(/Successfully installed .*edge-probe-1\.0\.0/);
+      expect(touched(r.out, "created")).toContain("app-wheels");
+      expect(wrk.errors + wrk.non2xx).toBe(0);
+      const probe = await getJson<{ package: string; version: string; uvicorn: string; prefix: string }>("/api/probe");
+      const release = (await eng.pulumi(["stack", "output", "appRelease"])).out.trim();
+      expect(probe).toEqual({
+        package: "edge-probe",
+        version: "1.0.0",
+        uvicorn: "0.53.0",
+        prefix: `/opt/fastapi-edge/releases/${release}/.venv`,
+      });
+      // uvicorn 0.53 from the virtualenv still trusts only nginx: the app sees the real client and scheme.
+      await assertServing();
+      expect((await guest("ls /var/tmp | grep -c fastapi-edge-wheels || true")).out.trim()).toBe("0");
+      log("venv release", `probe ${JSON.stringify(probe)}; wrk ${JSON.stringify(wrk)}`);
+    },
+    30 * MIN,
+  );
+
+  it(
+    "8. a requirement pip cannot satisfy: up fails with pip's message, the site keeps serving the live release",
+    async () => {
+      const reqs = path.join(eng.dir, "apps/venv/requirements.txt");
+      const good = readFileSync(reqs, "utf8");
+      writeFileSync(reqs, "edge-probe==9.9\nuvicorn>=0.33\n");
+      const load = startWrk(900);
+      const bad = await timed("unresolvable up", eng.pulumi(["up", "--yes", "--skip-preview"], { timeoutMs: 20 * MIN }));
+      await pause(2000);
+      const wrk = await stopWrk(load, "unresolvable requirement");
+      expect(bad.code, bad.out).not.toBe(0);
+      expect(bad.out).toMatch(/No matching distribution found for edge-probe==9\.9/);
+      expect(bad.out).toMatch(/not made live; the live release keeps serving/);
+      expect(wrk.errors + wrk.non2xx).toBe(0);
+      expect((await getJson<{ version: string }>("/api/version")).version).toBe("4");
+      expect((await getJson<{ version: string }>("/api/probe")).version).toBe("1.0.0");
+      writeFileSync(reqs, good);
+    },
+    30 * MIN,
+  );
+
+  it(
+    "9. rollback: back to the previous app and version, the kept release goes live again with nothing rebuilt, 0 failed",
+    async () => {
+      await config("appSource", "files/app");
+      await configRm("appWheelhouse");
+      await configRm("appVenvSystemPackages");
+      await config("appVersion", "3");
+      const load = startWrk(900);
+      await pause(3000);
+      const r = await up("rollback up");
+      await pause(2000);
+      const wrk = await stopWrk(load, "rollback");
+      const out = await deployStdout();
+      expect(out).toMatch(/app-deploy\.sh: release [0-9a-f]{16} already installed/);
+      expect(out).not.toMatch(/building the virtualenv|Successfully installed/);
+      expect(wrk.errors + wrk.non2xx).toBe(0);
+      expect(wrk.requests).toBeGreaterThan(20);
+      expect((await getJson<{ version: string }>("/api/version")).version).toBe("3");
+      await assertServing();
+      // Where the rollback's time goes: the host step itself (restarting two uvicorn
+      // processes under emulation, each gated on its health route) against the whole up.
+      const rollout = /app-rollout: done in (\d+)s/.exec(out)?.[1];
+      log("rollback", `up ${r.seconds.toFixed(1)} s; rollout ${rollout ?? "?"} s; wrk ${JSON.stringify(wrk)}`);
+    },
+    30 * MIN,
+  );
+
+  it(
+    "10. the policy pack passes this stack and fails one that pushes a private key in plain text",
     async () => {
       const ok = await eng.pulumi(["preview", "--policy-pack", path.join(eng.dir, "policy")], { timeoutMs: 10 * MIN });
       expect(ok.code, ok.out).toBe(0);
@@ -428,7 +550,7 @@ describe("end to end through the real Pulumi engine against a local VPS", () => 
   );
 
   it(
-    "8. certbot renew --dry-run, then destroy and up again (the staging recreate cycle)",
+    "11. certbot renew --dry-run, then destroy and up again (the staging recreate cycle)",
     async () => {
       // --dry-run switches to Let's Encrypt staging unless --server is given again.
       const renew = await guest(

@@ -4,7 +4,9 @@ import { describe, expect, it } from "vitest";
 import { FAKE_PRIVATE_KEY, isSecretValue, runProgram, unwrap } from "../helpers/mocks";
 
 const nginxEc2 = { domain: "api.example.com", email: "ops@example.com", sshAllowedCidrs: '["198.51.100.7/32"]' };
-const albEc2 = { domain: "api.example.com", frontend: "alb", route53ZoneId: "Z0123456789ABC", wafRateLimit: "2000" };
+// ALB mode needs a uvicorn from the app's own virtualenv (a CIDR in --forwarded-allow-ips).
+const VENV_APP = "test/fixtures/app-venv";
+const albEc2 = { domain: "api.example.com", frontend: "alb", route53ZoneId: "Z0123456789ABC", wafRateLimit: "2000", appSource: VENV_APP };
 
 type Rule = {
   inputs: {
