@@ -2,7 +2,7 @@
 // what this machine lacks for podman (with the reason, for skipping), the
 // podman settings it needs, building the app image, and a network namespace
 // peer to connect from an address other than 127.0.0.1.
-import { execFileSync, spawnSync } from "node:child_process";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { REPO_ROOT } from "./proc";
@@ -101,14 +101,29 @@ export interface BuiltImage {
   seconds: number;
 }
 
-/** scripts/build-app-image.sh --out ARCHIVE [--app-dir DIR] RELEASE; its KEY=VALUE lines parsed. */
-export function buildAppImage(release: string, archive: string, env: Record<string, string> = {}, appDir?: string): BuiltImage {
+/**
+ * scripts/build-app-image.sh --out ARCHIVE [--app-dir DIR] RELEASE; its KEY=VALUE lines parsed.
+ * Asynchronous: a cold build (debootstrap) can take over a minute, and a synchronous call that
+ * long blocks the vitest worker until the run fails ("Timeout calling onTaskUpdate").
+ */
+export async function buildAppImage(
+  release: string,
+  archive: string,
+  env: Record<string, string> = {},
+  appDir?: string,
+): Promise<BuiltImage> {
   const args = ["--out", archive, ...(appDir === undefined ? [] : ["--app-dir", appDir]), release];
-  const out = execFileSync("bash", [BUILD_APP_IMAGE, ...args], {
-    encoding: "utf8",
-    env: { ...process.env, ...env },
-    stdio: ["ignore", "pipe", "inherit"],
-    timeout: IMAGE_BUILD_TIMEOUT_MS,
+  const out = await new Promise<string>((resolve, reject) => {
+    const child = spawn("bash", [BUILD_APP_IMAGE, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "inherit"] });
+    let text = "";
+    const timer = setTimeout(() => child.kill("SIGKILL"), IMAGE_BUILD_TIMEOUT_MS);
+    child.stdout.on("data", (d: Buffer) => (text += d.toString()));
+    child.on("error", reject);
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      if (code === 0) resolve(text);
+      else reject(new Error(`build-app-image.sh ${args.join(" ")} exited ${code}:\n${text}`));
+    });
   });
   const kv = parseKeyValues(out);
   const need = (k: string): string => {
