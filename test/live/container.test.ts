@@ -124,7 +124,7 @@ describe.skipIf(missing !== null)("container runtime (podman) on this machine", 
     }
     peer?.remove();
     if (dir !== "") rmSync(dir, { recursive: true, force: true });
-  }, 20 * 60_000); // a cold image build runs debootstrap
+  }, 120_000);
 
   it(
     "builds the image offline; an unchanged app gives the same image id",
