@@ -5,8 +5,9 @@ import * as pulumi from "@pulumi/pulumi";
 import { CertExpiryAlarm } from "./components/alerts";
 import { AlbFrontend } from "./components/alb";
 import { AppService } from "./components/app";
+import { ContainerAppService } from "./components/app-container";
 import { HostBootstrap } from "./components/bootstrap";
-import { readAppRuntime, readConfig, readHostPrivateKey } from "./components/config";
+import { readAppRuntime, readConfig, readHostPrivateKey, readRegistryPassword } from "./components/config";
 import { DnsRecord } from "./components/dns";
 import { Ec2Host } from "./components/ec2";
 import { ExistingHost } from "./components/existing-host";
@@ -17,6 +18,7 @@ import { omitUndefinedOutputs } from "./lib/outputs";
 
 const config = readConfig(); // validated before any resource exists
 const deps = readAppRuntime(config, __dirname); // requirements.txt / pyproject.toml: a virtualenv per release
+const registryPassword = readRegistryPassword(config); // appImage from a registry that needs a login
 const stack = pulumi.getStack();
 const tags = { Project: PROJECT, Stack: stack, ManagedBy: "pulumi" };
 const alerts = Boolean(config.alertEmail);
@@ -31,11 +33,11 @@ const albHost = config.frontend === "alb" ? ec2 : undefined;
 // Behind nginx uvicorn trusts forwarded headers from nginx on loopback only;
 // behind the ALB, from the VPC range (the ALB's nodes have changing addresses).
 const forwardedAllowIps = albHost ? albHost.vpcCidr : pulumi.output("127.0.0.1");
-const app = new AppService(
-  "app",
-  { config, target: host.target, forwardedAllowIps, projectDir: __dirname, deps },
-  { dependsOn: [bootstrap] },
-);
+// appRuntime host: uvicorn units; container: podman containers (same ports, same rollout).
+const app =
+  config.appRuntime === "container"
+    ? new ContainerAppService("app", { config, target: host.target, projectDir: __dirname, registryPassword }, { dependsOn: [bootstrap] })
+    : new AppService("app", { config, target: host.target, forwardedAllowIps, projectDir: __dirname, deps }, { dependsOn: [bootstrap] });
 
 const siteUrlOutput = pulumi.output(`https://${config.domain}/`);
 let albDnsName: pulumi.Output<string> | undefined;

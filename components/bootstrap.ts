@@ -26,7 +26,8 @@ export interface HostBootstrapArgs {
  */
 export function hostPackages(c: EdgeConfig, venv = false): string[] {
   // A release virtualenv needs `python3 -m venv`, which Debian and Ubuntu package apart.
-  const base = ["curl", "ca-certificates", "openssl", ...c.appPackages, ...(venv ? ["python3-venv"] : [])];
+  const runtime = c.appRuntime === "container" ? ["podman"] : c.appPackages;
+  const base = ["curl", "ca-certificates", "openssl", ...runtime, ...(venv ? ["python3-venv"] : [])];
   if (c.frontend !== "nginx") return base;
   return c.nginxSource === "nginx.org" ? ["certbot", "logrotate", ...base] : ["nginx", "certbot", "logrotate", ...base];
 }

@@ -74,3 +74,27 @@ export function readAppRuntime(c: EdgeConfig, projectDir: string): PythonDeps | 
   if (problems.length) throw new ConfigError(problems);
   return deps;
 }
+
+/**
+ * appRegistryPassword: the registry password or token for appImage, only as a secret,
+ * and required exactly when appRegistryUsername is set.
+ */
+export function readRegistryPassword(c: EdgeConfig): pulumi.Output<string> | undefined {
+  const key = `${PROJECT}:appRegistryPassword`;
+  const raw = pulumi.runtime.getConfig(key);
+  if (!c.appRegistryUsername) {
+    if (raw !== undefined) throw new ConfigError([`${key} is only used with appRegistryUsername (and appImage)`]);
+    return undefined;
+  }
+  if (!raw) {
+    throw new ConfigError([
+      `${key} is required when appRegistryUsername is set; set it with: pulumi config set --secret appRegistryPassword`,
+    ]);
+  }
+  if (/[\r\n]/.test(raw)) throw new ConfigError([`${key} must be one line`]);
+  const runtime = pulumi.runtime as typeof pulumi.runtime & { isConfigSecret?: (k: string) => boolean };
+  if (runtime.isConfigSecret && !runtime.isConfigSecret(key)) {
+    throw new ConfigError([`${key} must be stored as a secret: pulumi config set --secret appRegistryPassword`]);
+  }
+  return pulumi.secret(raw);
+}

@@ -283,6 +283,27 @@ export const configSchema = z
     appPackages: list(z.string().regex(/^[a-z0-9][a-z0-9.+-]+$/, msg("Debian package names")))
       .default(["python3-fastapi", "python3-uvicorn"])
       .describe("Debian/Ubuntu packages the app needs, installed with apt."),
+    appRuntime: z
+      .enum(["host", "container"], { message: "must be host or container" })
+      .default("host")
+      .describe(
+        "How the app runs: host (uvicorn from the distribution's packages, or from a virtualenv per release when the app has a requirements file) or container (an OCI image under podman, one container per port, published on 127.0.0.1 only). nginx front end only.",
+      ),
+    appImage: z
+      .string()
+      .regex(
+        /^[a-z0-9]+([._-][a-z0-9]+)*(\.[a-z0-9-]+)*(:[0-9]{1,5})?(\/[a-z0-9]+([._-][a-z0-9]+)*)+@sha256:[0-9a-f]{64}$/,
+        msg("an image reference pinned by digest, such as ghcr.io/acme/api@sha256:<64 hex> (a tag can move)"),
+      )
+      .optional()
+      .describe(
+        "appRuntime container: the image to pull from a registry, pinned by digest. Unset: the image is built from appSource where pulumi runs (scripts/build-app-image.sh, needs podman and debootstrap there) and shipped over SSH.",
+      ),
+    appRegistryUsername: z
+      .string()
+      .regex(/^[A-Za-z0-9._@+-]{1,128}$/, msg("a registry user name (letters, digits and . _ @ + -)"))
+      .optional()
+      .describe("User for appImage's registry; its password or token is the secret appRegistryPassword. Unset: an anonymous pull."),
     appWheelhouse: z
       .string()
       .regex(/^[A-Za-z0-9._\/-]+$/, msg("a local directory path"))
@@ -399,6 +420,28 @@ export const configSchema = z
     if (c.acme === "custom" && !c.acmeDirectoryUrl) need("acmeDirectoryUrl", "acme is custom");
     if (c.acme !== "custom" && (c.acmeDirectoryUrl || c.acmeCaBundle)) {
       ctx.addIssue({ code: "custom", path: ["acme"], message: "must be custom when acmeDirectoryUrl or acmeCaBundle is set" });
+    }
+    if (c.appRuntime === "container" && c.frontend === "alb") {
+      ctx.addIssue({
+        code: "custom",
+        path: ["appRuntime"],
+        message:
+          "container is for frontend nginx: behind the ALB the container would see podman's gateway as every client (its port forwarding masquerades), so use appRuntime host with the app's own virtualenv",
+      });
+    }
+    if (c.appRuntime !== "container" && c.appImage) {
+      ctx.addIssue({ code: "custom", path: ["appImage"], message: "is only used with appRuntime container" });
+    }
+    if (c.appRegistryUsername && !c.appImage) {
+      ctx.addIssue({ code: "custom", path: ["appRegistryUsername"], message: "is only used with appImage (a registry to pull from)" });
+    }
+    if (c.appRuntime === "container" && (c.appWheelhouse || c.appPackageIndex || c.appVenvSystemPackages)) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["appRuntime"],
+        message:
+          "container takes the app's packages from the image: unset appWheelhouse, appPackageIndex and appVenvSystemPackages (they build a host virtualenv)",
+      });
     }
     if (c.appWheelhouse && c.appPackageIndex) {
       ctx.addIssue({

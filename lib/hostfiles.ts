@@ -11,7 +11,7 @@ import { HOST_PATHS, hostLayout, PUBLIC_LISTEN } from "./hostpaths";
 import { durationSeconds, renderAcmeBootstrap, renderSite, StageFile } from "./nginx";
 import { commandLine } from "./shell";
 import { shipped } from "./shipped";
-import { renderAppEnv, renderCertbotDropIn, renderExpiryUnits, renderNginxDropIn } from "./units";
+import { renderAppEnv, renderCertbotDropIn, renderContainerEnv, renderExpiryUnits, renderNginxDropIn } from "./units";
 
 /**
  * Scripts from files/scripts/ that bootstrap-install puts into HOST_PATHS.binDir.
@@ -33,6 +33,16 @@ export const HOST_SCRIPTS = [
   "systemd-reload.sh",
   "nginx-remove.sh",
   "nginx-org-repo.sh",
+  // appRuntime container (installed everywhere, inert without it)
+  "container-lib.sh",
+  "release-lib.sh",
+  "container-network.sh",
+  "container-load.sh",
+  "container-pull.sh",
+  "container-prune.sh",
+  "container-deploy.sh",
+  "container-remove.sh",
+  "run-container.sh",
 ] as const;
 
 export type HostScript = (typeof HOST_SCRIPTS)[number];
@@ -97,6 +107,14 @@ export function appDeployFiles(c: EdgeConfig, forwardedAllowIps: string, venv = 
   return [
     { path: HOST_PATHS.appUnit, content: shipped("systemd/fastapi-edge-app@.service") },
     { path: HOST_PATHS.envFile, content: renderAppEnv(c, forwardedAllowIps, venv) },
+  ];
+}
+
+/** The container deploy step's files: the unit template and the containers' environment, as a candidate container-deploy.sh switches in. */
+export function containerDeployFiles(c: EdgeConfig): HostFile[] {
+  return [
+    { path: HOST_PATHS.containerUnit, content: shipped("systemd/fastapi-edge-container@.service") },
+    { path: `${HOST_PATHS.containerEnvFile}.candidate`, content: renderContainerEnv(c) },
   ];
 }
 

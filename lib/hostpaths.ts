@@ -15,6 +15,9 @@ export const HOST_PATHS = {
   envFile: "/etc/fastapi-edge/app.env",
   stateDir: "/var/lib/fastapi-edge",
   appUnit: "/etc/systemd/system/fastapi-edge-app@.service",
+  /** appRuntime container: the unit template and the containers' environment. */
+  containerUnit: "/etc/systemd/system/fastapi-edge-container@.service",
+  containerEnvFile: "/etc/fastapi-edge/container.env",
   nginxDropIn: "/etc/systemd/system/nginx.service.d/fastapi-edge.conf",
   certbotDropIn: "/etc/systemd/system/certbot.service.d/fastapi-edge.conf",
   acmeCaBundle: "/etc/fastapi-edge/acme-ca.pem",
@@ -40,6 +43,11 @@ export function uploadDir(release: string): string {
 /** Where a release's wheelhouse (appWheelhouse) is uploaded; removed once its virtualenv is built. */
 export function wheelhouseDir(release: string): string {
   return `/var/tmp/fastapi-edge-wheels-${release}`;
+}
+
+/** Where a release's image archive is uploaded (appRuntime container, built here); removed once loaded. */
+export function imageArchiveDir(release: string): string {
+  return `/var/tmp/fastapi-edge-image-${release}`;
 }
 
 /** nginx on a host answers on every address, on the standard ports. */

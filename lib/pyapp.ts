@@ -73,6 +73,8 @@ export const UVICORN_CIDR_SINCE = "0.33";
 
 export interface RuntimeSettings {
   frontend: "nginx" | "alb";
+  appRuntime?: "host" | "container" | undefined;
+  appImage?: string | undefined;
   appWheelhouse?: string | undefined;
   appPackageIndex?: string | undefined;
 }
@@ -83,6 +85,11 @@ export function runtimeErrors(c: RuntimeSettings, deps: PythonDeps | null): stri
   const none = "the app directory (appSource) has no requirements.txt and no pyproject.toml with [project].dependencies";
   if (!deps && c.appWheelhouse) errors.push(`fastapi-edge:appWheelhouse is set, but ${none}: add one or unset appWheelhouse`);
   if (!deps && c.appPackageIndex) errors.push(`fastapi-edge:appPackageIndex is set, but ${none}: add one or unset appPackageIndex`);
+  if (c.appRuntime === "container" && !c.appImage && deps) {
+    errors.push(
+      `fastapi-edge:appRuntime container builds the image from Debian's FastAPI and uvicorn, so ${deps.file} would be ignored: build an image with your dependencies and set appImage, or use appRuntime host (a virtualenv per release)`,
+    );
+  }
   if (c.frontend === "alb") {
     if (!deps) {
       errors.push(

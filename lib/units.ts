@@ -33,6 +33,21 @@ export function renderAppEnv(c: EdgeConfig, forwardedAllowIps: string, venv = fa
   ].join("\n");
 }
 
+/**
+ * The containers' environment (appRuntime container), without IMAGE: container-deploy.sh adds
+ * it once the image is loaded. FORWARDED_ALLOW_IPS stays unset: run-container.sh trusts the
+ * podman network's gateway, the address every forwarded connection arrives from.
+ */
+export function renderContainerEnv(c: EdgeConfig): string {
+  return [
+    "# Rendered by fastapi-edge: environment of every fastapi-edge-container@PORT instance.",
+    `APP_MODULE=${c.appModule}`,
+    `APP_VERSION=${c.appVersion}`,
+    "CONTAINER_NETWORK=fastapi-edge",
+    "",
+  ].join("\n");
+}
+
 export function renderNginxDropIn(c: EdgeConfig): string {
   return [
     "# Rendered by fastapi-edge: open-file limit for the nginx master (workers raise",

@@ -173,7 +173,10 @@ ln -sfn -- "$dest" "$BASE/app.new"
 mv -T -- "$BASE/app.new" "$BASE/app"
 
 # 5. roll
-HEALTH_PATH=$health_path EXPECT_VERSION=$expect_version SETTLE_SECONDS=$settle HEALTH_TIMEOUT=$health_timeout "$rollout" "$@"
+# Coming from appRuntime container: each port's container is stopped right before its uvicorn starts.
+replaces=''
+[[ -f ${UNIT_DIR:-/etc/systemd/system}/fastapi-edge-container@.service ]] && replaces=fastapi-edge-container
+REPLACES_TEMPLATE=$replaces HEALTH_PATH=$health_path EXPECT_VERSION=$expect_version SETTLE_SECONDS=$settle HEALTH_TIMEOUT=$health_timeout "$rollout" "$@"
 
 # 6. prune: newest first; the live release is never removed
 mapfile -t installed < <(find "$releases" -mindepth 1 -maxdepth 1 -type d ! -name '.*' -printf '%T@ %p\n' | sort -rn | cut -d' ' -f2-)

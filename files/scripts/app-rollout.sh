@@ -29,6 +29,11 @@
 #                    window leaves nginx no live upstream (502/503).
 #   WANTS_DIR        where enabled instances are linked
 #                    (default /etc/systemd/system/multi-user.target.wants)
+#   REPLACES_TEMPLATE the other runtime's template (fastapi-edge-container for
+#                    the uvicorn units, fastapi-edge-app for the containers): its
+#                    instance on PORT is stopped and disabled right before PORT's
+#                    restart, so a change of runtime rolls one port at a time like
+#                    any release, and prune stops its instances on other ports.
 #
 # Exit: 0 all instances healthy; 1 an instance failed (or systemctl failed); 64 usage.
 set -euo pipefail
@@ -43,6 +48,7 @@ HEALTH_INTERVAL=${HEALTH_INTERVAL:-0.5}
 JOURNAL_LINES=${JOURNAL_LINES:-50}
 SETTLE_SECONDS=${SETTLE_SECONDS:-0}
 WANTS_DIR=${WANTS_DIR:-/etc/systemd/system/multi-user.target.wants}
+REPLACES_TEMPLATE=${REPLACES_TEMPLATE:-}
 
 log() { echo "app-rollout: $*"; }
 die() {
@@ -84,6 +90,8 @@ done
 
 [[ $HEALTH_TIMEOUT =~ ^[0-9]+$ ]] || die "HEALTH_TIMEOUT must be a whole number of seconds"
 [[ $UNIT_TEMPLATE =~ ^[A-Za-z0-9_.:-]+$ ]] || die "invalid UNIT_TEMPLATE '$UNIT_TEMPLATE'"
+[[ -z $REPLACES_TEMPLATE || ($REPLACES_TEMPLATE =~ ^[A-Za-z0-9_.:-]+$ && $REPLACES_TEMPLATE != "$UNIT_TEMPLATE") ]] ||
+  die "invalid REPLACES_TEMPLATE '$REPLACES_TEMPLATE'"
 [[ $HEALTH_INTERVAL =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "HEALTH_INTERVAL must be a number of seconds"
 [[ $HEALTH_PATH == /* ]] || die "HEALTH_PATH must start with /"
 [[ $SETTLE_SECONDS =~ ^[0-9]+$ ]] || die "SETTLE_SECONDS must be a whole number of seconds"
@@ -93,6 +101,16 @@ command -v "${systemctl_cmd[0]}" >/dev/null 2>&1 || die "supervisor command '$SY
 
 unit() { printf '%s@%s.service' "$UNIT_TEMPLATE" "$1"; }
 sctl() { "${systemctl_cmd[@]}" "$@"; }
+# Stop and disable the other runtime's instance on a port, when it is there at all.
+retire_other() {
+  [[ -n $REPLACES_TEMPLATE ]] || return 0
+  local u="$REPLACES_TEMPLATE@$1.service" state
+  state=$(sctl is-enabled "$u" 2>/dev/null || true)
+  if [[ $state == enabled ]] || sctl is-active --quiet "$u" 2>/dev/null; then
+    log "stopping and disabling $u (replaced by $(unit "$1"))"
+    sctl disable --now --quiet "$u" || die "$SYSTEMCTL disable --now $u failed"
+  fi
+}
 
 show_diagnostics() {
   local u=$1
@@ -154,6 +172,7 @@ if (( restart )); then
   for p in "${ports[@]}"; do
     i=$((i + 1))
     u=$(unit "$p")
+    retire_other "$p"
     log "[$i/${#ports[@]}] restarting $u"
     start=$SECONDS
     if ! sctl restart "$u"; then
@@ -199,6 +218,11 @@ if (( prune )); then
     sctl disable --now --quiet "$u" || die "$SYSTEMCTL disable --now $u failed"
   done
   (( ${#extra[@]} > 0 )) || log "no extra instances to stop"
+  if [[ -n $REPLACES_TEMPLATE ]]; then
+    for link in "$WANTS_DIR/$REPLACES_TEMPLATE"@*.service; do
+      [[ $(basename -- "$link") =~ @([0-9]+)\.service$ ]] && retire_other "${BASH_REMATCH[1]}"
+    done
+  fi
 fi
 
 log "done in ${SECONDS}s: ${ports[*]}"
