@@ -527,6 +527,46 @@ describe("end to end through the real Pulumi engine against a local VPS", () => 
   );
 
   it(
+    "9b. appRuntime container: the app as an image built here, shipped over SSH, rolled in under load; then back to uvicorn",
+    async () => {
+      await config("appRuntime", "container");
+      await config("appVersion", "5");
+      const load = startWrk(1800);
+      await pause(3000);
+      const r = await up("container up");
+      await pause(2000);
+      const wrk = await stopWrk(load, "container release");
+      expect(touched(r.out, "created")).toEqual(expect.arrayContaining(["app-deploy", "app-image-upload", "app-upload"]));
+      expect(r.out).toMatch(/app-remove\.sh: release [0-9a-f]{16} is not live/);
+      expect(wrk.errors + wrk.non2xx).toBe(0);
+      expect((await getJson<{ version: string }>("/api/version")).version).toBe("5");
+      await assertServing(); // the container sees nginx's client and scheme through podman's gateway
+      const units = await guest(
+        "systemctl is-active fastapi-edge-container@8000 fastapi-edge-container@8001; systemctl is-active fastapi-edge-app@8000 || true; ss -Htln '( sport = :8000 )' | awk '{print $4}'",
+      );
+      expect(units.out.trim().split("\n")).toEqual(["active", "active", "inactive", "127.0.0.1:8000"]);
+      log("container release", `up ${r.seconds.toFixed(1)} s; wrk ${JSON.stringify(wrk)}`);
+
+      await configRm("appRuntime");
+      await config("appVersion", "3");
+      const back = startWrk(1800);
+      await pause(3000);
+      const b = await up("back to uvicorn up");
+      await pause(2000);
+      const wrkBack = await stopWrk(back, "back to uvicorn");
+      expect(b.out).toMatch(/container-remove\.sh: removing the app containers/);
+      expect(wrkBack.errors + wrkBack.non2xx).toBe(0);
+      expect((await getJson<{ version: string }>("/api/version")).version).toBe("3");
+      await assertServing();
+      const left = await guest(
+        "systemctl list-units --all --plain --no-legend 'fastapi-edge-container@*' | wc -l; podman image ls -q | wc -l",
+      );
+      expect(left.out.trim().split("\n")).toEqual(["0", "0"]);
+    },
+    60 * MIN,
+  );
+
+  it(
     "10. the policy pack passes this stack and fails one that pushes a private key in plain text",
     async () => {
       const ok = await eng.pulumi(["preview", "--policy-pack", path.join(eng.dir, "policy")], { timeoutMs: 10 * MIN });
