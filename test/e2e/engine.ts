@@ -75,7 +75,8 @@ export async function getEngine(logFile?: string): Promise<string> {
   return r.out.trim().split("\n").pop()!;
 }
 
-const PROJECT_FILES = ["index.ts", "Pulumi.yaml", "package.json", "tsconfig.json", "components", "lib", "files", "policy"];
+// scripts/: the program runs scripts/build-app-image.sh (appRuntime container) where pulumi runs.
+const PROJECT_FILES = ["index.ts", "Pulumi.yaml", "package.json", "tsconfig.json", "components", "lib", "files", "policy", "scripts"];
 
 /** A private copy of the program in DIR; node_modules is the checkout's. */
 export function copyProject(dir: string): void {
