@@ -9,7 +9,8 @@
 # replaced by the port; a leading "-" ignores the exit status, as systemd
 # does), then wait for the ExecStart process to end, for TimeoutStopSec (then
 # SIGKILL), as systemd does. So a change to the unit's stop sequence is what
-# the test exercises.
+# the test exercises. start/restart return once the container runs, as
+# systemd's do for the unit (Type=notify, conmon reports the container started).
 #
 # State in $FAKE_STATE: PORT.pid (the ExecStart process), PORT.log (its
 # output), enabled/UNIT, calls.log (one line per call: "restart PORT", ...).
@@ -41,10 +42,11 @@ alive() {
 }
 # unit_lines KEY: the values of KEY= in the unit file, in order.
 unit_lines() { sed -n "s/^$1=//p" "$UNIT_FILE"; }
-stop_timeout() {
+# unit_value KEY DEFAULT: the last KEY= value when it is a whole number of seconds.
+unit_value() {
   local t
-  t=$(unit_lines TimeoutStopSec | tail -n 1)
-  [[ $t =~ ^[0-9]+$ ]] && echo "$t" || echo 90
+  t=$(unit_lines "$1" | tail -n 1)
+  [[ $t =~ ^[0-9]+$ ]] && echo "$t" || echo "$2"
 }
 # exec_lines KEY PORT: run each KEY= command line of the unit, as systemd would.
 exec_lines() {
@@ -59,6 +61,8 @@ exec_lines() {
     line=${line//%i/$p}
     # Unit command lines are plain words here (no quoting, no variables).
     read -r -a argv <<<"$line"
+    # The unit's own scripts, from this checkout (installed as /opt/fastapi-edge/bin/NAME).
+    if [[ ${argv[0]} == /opt/fastapi-edge/bin/* ]]; then argv[0]=$(dirname -- "$RUN_CONTAINER")/${argv[0]##*/}; fi
     if "${argv[@]}" >>"$S/$p.log" 2>&1; then rc=0; else rc=$?; fi
     echo "=== $key exit $rc: $line ===" >>"$S/$p.log"
     if ((rc != 0 && !ignore)); then return "$rc"; fi
@@ -71,7 +75,7 @@ stop_port() {
     pid=$(<"$S/$p.pid")
     echo "=== stop $(date +%T.%3N) ===" >>"$S/$p.log"
     exec_lines ExecStop "$p" || rc=$?
-    limit=$(($(stop_timeout) * 10))
+    limit=$(($(unit_value TimeoutStopSec 90) * 10))
     for ((i = 0; i < limit; i++)); do
       alive "$p" || break
       sleep 0.1
@@ -92,6 +96,17 @@ start_port() {
   # setsid: the container outlives this short-lived command, as under systemd.
   setsid env -u NOTIFY_SOCKET "$RUN_CONTAINER" "$p" >>"$S/$p.log" 2>&1 </dev/null &
   echo $! >"$S/$p.pid"
+  # Type=notify with --sdnotify=conmon: systemd's start (and restart) returns once
+  # the container runs, not before. Wait for that too (TimeoutStartSec), so a stop
+  # right after a start finds the container.
+  local i limit
+  limit=$(($(unit_value TimeoutStartSec 90) * 10))
+  for ((i = 0; i < limit; i++)); do
+    [[ $(podman container inspect --format '{{.State.Running}}' "fastapi-edge-app-$p" 2>/dev/null) == true ]] && return 0
+    alive "$p" || return 1
+    sleep 0.1
+  done
+  return 1
 }
 now=0
 args=()
@@ -126,13 +141,19 @@ case $cmd in
     p=$(port_of "${units[0]}")
     log "restart $p"
     stop_port "$p"
-    start_port "$p"
+    start_port "$p" || {
+      log "restart $p: failed to start"
+      exit 1
+    }
     log "restart $p returned"
     ;;
   start)
     p=$(port_of "${units[0]}")
     log "start $p"
-    alive "$p" || start_port "$p"
+    alive "$p" || start_port "$p" || {
+      log "start $p: failed to start"
+      exit 1
+    }
     ;;
   stop)
     p=$(port_of "${units[0]}")
