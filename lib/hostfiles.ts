@@ -33,6 +33,14 @@ export const HOST_SCRIPTS = [
   "systemd-reload.sh",
   "nginx-remove.sh",
   "nginx-org-repo.sh",
+  // The container runtime's host side (docs/containers.md): installed everywhere, run by
+  // nothing until appRuntime container is a setting.
+  "container-lib.sh",
+  "container-network.sh",
+  "container-load.sh",
+  "container-pull.sh",
+  "container-prune.sh",
+  "run-container.sh",
 ] as const;
 
 export type HostScript = (typeof HOST_SCRIPTS)[number];
