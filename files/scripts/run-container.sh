@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # run-container.sh PORT — exec podman for one fastapi-edge app container.
+# run-container.sh --release-port PORT — take PORT out of the port guard (ExecStopPost).
 #
 # ExecStart of fastapi-edge-container@.service (PORT = instance name %i): runs
 # the app image as container fastapi-edge-app-PORT on the podman network
@@ -16,6 +17,22 @@
 # shell) podman runs in the foreground and forwards SIGTERM to the container.
 # --replace removes a leftover container of the same name first, so a restart
 # is idempotent; --rm removes it when it stops.
+#
+# The port guard (opt-in: CONTAINER_PORT_GUARD=nft). podman (rootful) keeps a
+# listening socket on 127.0.0.1:PORT in conmon for as long as the container
+# lives ("port reservation"). Normal traffic never reaches it: netavark's DNAT
+# redirects every connection to the container. A connection that is not
+# redirected while conmon listens (the DNAT rule not yet or no longer in
+# place) would be accepted by the kernel on that socket and never answered:
+# the client hangs (a curl hung 17 minutes in a Debian 13 guest), nginx waits
+# proxy_read_timeout. With the guard, before podman starts, PORT goes into an
+# nftables set whose one rule, in the output hook after NAT, resets every
+# connection to 127.0.0.1:PORT that was not redirected: it is refused at once,
+# which nginx retries on the next upstream (a POST too: nothing was sent).
+# `run-container.sh --release-port PORT` (the unit's ExecStopPost) takes the
+# port out of the set. Needs nft (package nftables). Off by default: on
+# Debian 12 (podman 4.3, netavark 1.4) conmon's socket never held a connection
+# during restarts under load (docs/containers.md); enable it where it does.
 #
 # Environment (normally from /etc/fastapi-edge/container.env):
 #   IMAGE                 image to run, present locally (never pulled here):
@@ -35,7 +52,10 @@
 #                         refuses a tty).
 #   CONTAINER_ENV_FILE    extra KEY=VALUE file passed with --env-file (e.g. FASTAPI_EDGE_STATS=1)
 #   CONTAINER_MEMORY      memory limit (podman --memory, e.g. 512m)
+#   CONTAINER_PORT_GUARD  off (default) or nft (the port guard above)
+#   CONTAINER_PORT_GUARD_TABLE  nftables table (family inet) of the guard (default fastapi_edge_ports)
 #   PODMAN                podman command (default podman)
+#   NFT                   nft command (default nft)
 # Exit: 64 usage, 78 configuration; otherwise podman's own status.
 set -euo pipefail
 
@@ -46,12 +66,49 @@ die() {
   exit "$code"
 }
 
-[[ $# -eq 1 ]] || die 64 "usage: run-container.sh PORT (got $# arguments)"
+mode=run
+if [[ ${1:-} == --release-port ]]; then
+  mode=release
+  shift
+fi
+[[ $# -eq 1 ]] || die 64 "usage: run-container.sh [--release-port] PORT (got $# arguments)"
 port=$1
 if ! [[ $port =~ ^[0-9]{1,5}$ ]] || (( 10#$port < 1 || 10#$port > 65535 )); then
   die 64 "PORT must be an integer 1-65535, got '$port'"
 fi
 port=$((10#$port))
+
+# The port guard (see the header): an nftables table with the set of guarded
+# ports and one rule, in the output hook after NAT, that answers a connection
+# to 127.0.0.1:PORT that podman's DNAT did not redirect with a TCP reset.
+guard=${CONTAINER_PORT_GUARD:-off}
+[[ $guard =~ ^(nft|off)$ ]] || die 78 "CONTAINER_PORT_GUARD must be nft or off, got '$guard'"
+guard_table=${CONTAINER_PORT_GUARD_TABLE:-fastapi_edge_ports}
+[[ $guard_table =~ ^[A-Za-z][A-Za-z0-9_]{0,63}$ ]] || die 78 "invalid CONTAINER_PORT_GUARD_TABLE '$guard_table'"
+read -r -a nft <<<"${NFT:-nft}"
+
+guard_port() {
+  command -v "${nft[0]}" >/dev/null 2>&1 ||
+    die 78 "nft not found: the port guard needs nftables (apt-get install nftables), or set CONTAINER_PORT_GUARD=off"
+  # One transaction: idempotent (add = create if missing; the chain's one rule
+  # is replaced), and atomic when several instances start at once.
+  "${nft[@]}" -f - <<EOF || die 78 "could not install the port guard for $port (nftables table inet $guard_table)"
+add table inet $guard_table
+add set inet $guard_table ports { type inet_service; }
+add chain inet $guard_table output { type filter hook output priority filter; policy accept; }
+flush chain inet $guard_table output
+add rule inet $guard_table output ip daddr 127.0.0.1 tcp dport @ports counter reject with tcp reset
+add element inet $guard_table ports { $port }
+EOF
+}
+
+if [[ $mode == release ]]; then
+  # ExecStopPost: the port is free for anything else again (e.g. the venv unit).
+  # Whatever CONTAINER_PORT_GUARD says now: it may have been nft when the port was added.
+  command -v "${nft[0]}" >/dev/null 2>&1 || exit 0
+  "${nft[@]}" delete element inet "$guard_table" ports "{ $port }" 2>/dev/null || true
+  exit 0
+fi
 
 [[ -n ${IMAGE:-} ]] || die 78 "IMAGE is not set (expected in /etc/fastapi-edge/container.env)"
 network=${CONTAINER_NETWORK:-fastapi-edge}
@@ -109,6 +166,8 @@ fi
 if [[ -n ${NOTIFY_SOCKET:-} ]]; then
   args+=(--sdnotify=conmon --cgroups=split --detach)
 fi
+
+[[ $guard == nft ]] && guard_port
 
 exec "${podman[@]}" "${args[@]}" "$IMAGE" \
   "$app_module" \

@@ -202,3 +202,31 @@ export function curlArgs(url: string, headers: Record<string, string> = {}): str
   const h = Object.entries(headers).flatMap(([k, v]) => ["-H", `${k}: ${v}`]);
   return ["curl", "-sS", "--max-time", "5", "-w", "\n%{http_code}", ...h, url];
 }
+
+export const FAKE_SYSTEMCTL_CONTAINER = path.join(REPO_ROOT, "test", "helpers", "fake-systemctl-container.sh");
+export const CONTAINER_UNIT_FILE = path.join(REPO_ROOT, "files", "systemd", "fastapi-edge-container@.service");
+
+/**
+ * Environment for fake-systemctl-container.sh (and app-rollout.sh driving it
+ * with UNIT_TEMPLATE=fastapi-edge-container): the fake's state dir, the unit
+ * file whose ExecStop/ExecStopPost it runs, run-container.sh, and podman's
+ * settings (`podmanEnv`, e.g. CONTAINERS_CONF). `extra` (IMAGE, APP_VERSION,
+ * CONTAINER_NETWORK: what container.env holds) goes on top.
+ */
+export function fakeContainerSystemdEnv(
+  state: string,
+  podmanEnv: Record<string, string>,
+  extra: Record<string, string> = {},
+): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    ...podmanEnv,
+    SYSTEMCTL: FAKE_SYSTEMCTL_CONTAINER,
+    JOURNALCTL: path.join(REPO_ROOT, "test", "helpers", "fake-journalctl.sh"),
+    UNIT_TEMPLATE: "fastapi-edge-container",
+    FAKE_STATE: state,
+    FAKE_UNIT_FILE: CONTAINER_UNIT_FILE,
+    FAKE_RUN_CONTAINER: path.join(REPO_ROOT, "files", "scripts", "run-container.sh"),
+    ...extra,
+  };
+}

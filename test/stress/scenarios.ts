@@ -336,7 +336,9 @@ export async function slowClientsScenario(o: SlowOptions = {}): Promise<SlowFigu
         { nice: 19 },
       );
       try {
-        await attacker.next("ramped", rampMs + 15_000);
+        // A readiness wait, not a measurement: the niced attacker can starve for a while on
+        // two cores shared with other work.
+        await attacker.next("ramped", rampMs + 60_000);
         const t0 = Date.now();
         let seen = 0;
         while (Date.now() - t0 < maxSettleMs) {
