@@ -69,10 +69,8 @@ export class AppService extends pulumi.ComponentResource {
   constructor(name: string, args: AppServiceArgs, opts?: pulumi.ComponentResourceOptions) {
     super("fastapi-edge:app:Service", name, {}, opts);
     const c = args.config;
+    // readAppRuntime (index.ts) has checked appSource before any resource was created.
     const source = path.resolve(args.projectDir, c.appSource);
-    if (!statSync(source, { throwIfNoEntry: false })?.isDirectory()) {
-      throw new Error(`fastapi-edge:appSource must be a directory (got ${JSON.stringify(c.appSource)}, resolved to ${source})`);
-    }
     const wheelhouse = args.deps && c.appWheelhouse ? path.resolve(args.projectDir, c.appWheelhouse) : undefined;
     this.release = releaseId(c, source, args.deps, wheelhouse);
     const upload = uploadDir(this.release);

@@ -230,6 +230,11 @@ function probeDirect(ports: number[], intervalMs = 25, hangMs = 3_000): { stop()
   };
 }
 
+/** The load every case runs: wrk over TLS through nginx, 16 connections, until stopped. */
+function startLoad(s: LiveSite): ReturnType<LiveSite["startWrk"]> {
+  return s.startWrk({ url: s.httpsUrl("/api/hello"), connections: 16, threads: 2, durationS: 600, latency: true, timeoutS: 120 });
+}
+
 describe.skipIf(missing !== null)("rolling restart of app containers behind nginx", () => {
   beforeAll(async () => {
     dir = mkdtempSync(path.join(os.tmpdir(), "fastapi-edge-ctroll-"));
@@ -289,14 +294,7 @@ describe.skipIf(missing !== null)("rolling restart of app containers behind ngin
     expect(settle).toBe(12);
     const errorLogFrom = fileSize(s.errorLog);
 
-    const wrk = await s.startWrk({
-      url: s.httpsUrl("/api/hello"),
-      connections: 16,
-      threads: 2,
-      durationS: 600,
-      latency: true,
-      timeoutS: 120,
-    });
+    const wrk = await startLoad(s);
     const probe = probeThroughNginx(s);
     // Not idempotent: nginx never retries a POST once sent, so one accepted by a socket nobody serves fails
     // (reported, not asserted: uvicorn's own shutdown can reset one, with or without containers).
@@ -394,14 +392,7 @@ describe.skipIf(missing !== null)("rolling restart of app containers behind ngin
     const pid = Number(podman(["inspect", "--format", "{{.State.Pid}}", `fastapi-edge-app-${a}`]).out);
     expect(pid).toBeGreaterThan(1);
     const errorLogFrom = fileSize(s.errorLog);
-    const wrk = await s.startWrk({
-      url: s.httpsUrl("/api/hello"),
-      connections: 16,
-      threads: 2,
-      durationS: 600,
-      latency: true,
-      timeoutS: 120,
-    });
+    const wrk = await startLoad(s);
     const probe = probeThroughNginx(s);
     const direct = probeDirect([a]);
     await sleep(2_000);
