@@ -26,10 +26,21 @@ export interface HostBootstrapArgs {
  */
 export function hostPackages(c: EdgeConfig, venv = false): string[] {
   // A release virtualenv needs `python3 -m venv`, which Debian and Ubuntu package apart.
-  const runtime = c.appRuntime === "container" ? ["podman"] : c.appPackages;
+  const runtime = c.appRuntime === "container" ? [] : c.appPackages;
   const base = ["curl", "ca-certificates", "openssl", ...runtime, ...(venv ? ["python3-venv"] : [])];
   if (c.frontend !== "nginx") return base;
   return c.nginxSource === "nginx.org" ? ["certbot", "logrotate", ...base] : ["nginx", "certbot", "logrotate", ...base];
+}
+
+/**
+ * Packages installed without their recommends: podman for appRuntime container.
+ * Its recommends (buildah, criu, cpp, gpg, an initramfs rebuild) took most of the
+ * 11 minutes `apt-get install podman` took on the emulated e2e guest; rootful
+ * podman publishing on 127.0.0.1 needs only its dependencies (conmon, crun,
+ * netavark, containers-common).
+ */
+export function leanPackages(c: EdgeConfig): string[] {
+  return c.appRuntime === "container" ? ["podman"] : [];
 }
 
 export class HostBootstrap extends pulumi.ComponentResource {
@@ -57,8 +68,12 @@ export class HostBootstrap extends pulumi.ComponentResource {
       { parent: this, customTimeouts: { create: args.sshWaitTimeout ?? "10m" } },
     );
 
-    this.packages = hostPackages(c, args.venv ?? false);
-    const stdin = stepShell([...hostInstallFiles(), ...nginxSourceFiles(c)], bootstrapCommands(c, this.packages));
+    const lean = leanPackages(c);
+    this.packages = [...hostPackages(c, args.venv ?? false), ...lean];
+    const stdin = stepShell(
+      [...hostInstallFiles(), ...nginxSourceFiles(c)],
+      bootstrapCommands(c, hostPackages(c, args.venv ?? false), lean),
+    );
     this.ready = hostStep(`${name}-install`, { target: args.target, stdin }, { parent: this, dependsOn: [wait] });
     this.registerOutputs({ packages: this.packages });
   }

@@ -93,11 +93,18 @@ export function nginxSourceFiles(c: Pick<EdgeConfig, "nginxSource" | "frontend">
  * distribution's nginx is never installed, or is replaced), then every other
  * package, then the app's user.
  */
-export function bootstrapCommands(c: Pick<EdgeConfig, "nginxSource" | "frontend">, packages: string[]): string[] {
+export function bootstrapCommands(
+  c: Pick<EdgeConfig, "nginxSource" | "frontend">,
+  packages: string[],
+  withoutRecommends: string[] = [],
+): string[] {
   return [
     `install -d -m 0755 ${HOST_PATHS.base} ${HOST_PATHS.etcDir} ${HOST_PATHS.stateDir}`,
     ...(fromNginxOrg(c) ? [commandLine(installedScript("nginx-org-repo.sh"), NGINX_ORG_STABLE, HOST_PATHS.nginxOrgKeys)] : []),
     commandLine(installedScript("install-packages.sh"), ...packages),
+    ...(withoutRecommends.length > 0
+      ? [commandLine(installedScript("install-packages.sh"), "--no-install-recommends", ...withoutRecommends)]
+      : []),
     `${installedScript("ensure-user.sh")} fastapi-edge`,
   ];
 }

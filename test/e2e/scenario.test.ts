@@ -531,24 +531,30 @@ describe("end to end through the real Pulumi engine against a local VPS", () => 
     async () => {
       await config("appRuntime", "container");
       await config("appVersion", "5");
-      const load = startWrk(1800);
-      await pause(3000);
-      const r = await up("container up");
-      await pause(2000);
-      const wrk = await stopWrk(load, "container release");
-      expect(touched(r.out, "created")).toEqual(expect.arrayContaining(["app-deploy", "app-image-upload", "app-upload"]));
-      expect(r.out).toMatch(/app-remove\.sh: release [0-9a-f]{16} is not live/);
-      expect(wrk.errors + wrk.non2xx).toBe(0);
-      expect((await getJson<{ version: string }>("/api/version")).version).toBe("5");
-      await assertServing(); // the container sees nginx's client and scheme through podman's gateway
-      const units = await guest(
-        "systemctl is-active fastapi-edge-container@8000 fastapi-edge-container@8001; systemctl is-active fastapi-edge-app@8000 || true; ss -Htln '( sport = :8000 )' | awk '{print $4}'",
-      );
-      expect(units.out.trim().split("\n")).toEqual(["active", "active", "inactive", "127.0.0.1:8000"]);
-      log("container release", `up ${r.seconds.toFixed(1)} s; wrk ${JSON.stringify(wrk)}`);
-
-      await configRm("appRuntime");
-      await config("appVersion", "3");
+      try {
+        const load = startWrk(1800);
+        await pause(3000);
+        const r = await up("container up");
+        await pause(2000);
+        const wrk = await stopWrk(load, "container release");
+        expect(touched(r.out, "created")).toEqual(expect.arrayContaining(["app-deploy", "app-image-upload", "app-upload"]));
+        expect(r.out).toMatch(/app-remove\.sh: release [0-9a-f]{16} is not live/);
+        expect(wrk.errors + wrk.non2xx).toBe(0);
+        expect((await getJson<{ version: string }>("/api/version")).version).toBe("5");
+        await assertServing(); // the container sees nginx's client and scheme through podman's gateway
+        const units = await guest(
+          "systemctl is-active fastapi-edge-container@8000 fastapi-edge-container@8001; systemctl is-active fastapi-edge-app@8000 || true; ss -Htln '( sport = :8000 )' | awk '{print $4}'",
+        );
+        expect(units.out.trim().split("\n")).toEqual(["active", "active", "inactive", "127.0.0.1:8000"]);
+        // the published port from the guest's own network address (what any other machine would reach): refused
+        const outside = await guest('curl -sS -o /dev/null -m 5 "http://$(hostname -I | awk \'{print $1}\'):8000/healthz"; echo "rc=$?"');
+        expect(outside.out).toMatch(/rc=7\b/);
+        log("container release", `up ${r.seconds.toFixed(1)} s; wrk ${JSON.stringify(wrk)}`);
+      } finally {
+        // back to the host runtime even when the container half failed, so steps 10 and 11 run on the usual stack
+        await configRm("appRuntime");
+        await config("appVersion", "3");
+      }
       const back = startWrk(1800);
       await pause(3000);
       const b = await up("back to uvicorn up");
