@@ -29,6 +29,10 @@
 #   6. Keep the three newest releases (by modification time) and the live one;
 #      a release's virtualenv goes with it. Going back to a kept release (a
 #      rollback) installs and builds nothing: it only switches and rolls.
+#      Then remove the uploads other releases left beside DIR and the wheelhouse
+#      (a refused release keeps them for a retry; once another is live, no
+#      resource refers to them).
+# Steps 1, 4 and 6 are release-lib.sh's, shared with container-deploy.sh.
 # Idempotent: a re-run installs nothing and only rolls the processes again.
 #
 # Environment: FASTAPI_EDGE_BASE (default /opt/fastapi-edge; tests), and
@@ -37,9 +41,9 @@
 set -euo pipefail
 shopt -s nullglob
 
-BASE=${FASTAPI_EDGE_BASE:-/opt/fastapi-edge}
-BASE=${BASE%/}
 KEEP=3
+# shellcheck source=files/scripts/release-lib.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/release-lib.sh"
 
 die() {
   echo "app-deploy.sh: error: $*" >&2
@@ -93,20 +97,8 @@ rollout=$(dirname -- "${BASH_SOURCE[0]}")/app-rollout.sh
 [[ -x $rollout ]] || die "$rollout is missing: app-deploy.sh and app-rollout.sh are installed together"
 
 # 1. install once
-installed_now=0
-if [[ -d $dest ]]; then
-  echo "app-deploy.sh: release $release already installed"
-else
-  [[ -d $upload ]] || die "release $release is not installed and its upload $upload is gone: upload it again (pulumi up --target-replace with the URN of the app-upload resource)"
-  install -d -m 0755 "$releases"
-  rm -rf -- "$dest.tmp"
-  cp -a -- "$upload" "$dest.tmp"
-  chown -R root:root -- "$dest.tmp"
-  chmod -R a+rX,go-w -- "$dest.tmp"
-  mv -T -- "$dest.tmp" "$dest"
-  installed_now=1
-  echo "app-deploy.sh: release $release installed"
-fi
+install_release "$release" "$upload" || exit 1
+installed_now=$RELEASE_INSTALLED_NOW
 
 # 2. the release's virtualenv
 venv=$dest/.venv
@@ -169,8 +161,7 @@ rm -rf -- "$upload"
 if [[ -n $wheelhouse ]]; then rm -rf -- "$wheelhouse"; fi
 
 # 4. switch
-ln -sfn -- "$dest" "$BASE/app.new"
-mv -T -- "$BASE/app.new" "$BASE/app"
+switch_release "$release"
 
 # 5. roll
 # Coming from appRuntime container: each port's container is stopped right before its uvicorn starts.
@@ -178,10 +169,7 @@ replaces=''
 [[ -f ${UNIT_DIR:-/etc/systemd/system}/fastapi-edge-container@.service ]] && replaces=fastapi-edge-container
 REPLACES_TEMPLATE=$replaces HEALTH_PATH=$health_path EXPECT_VERSION=$expect_version SETTLE_SECONDS=$settle HEALTH_TIMEOUT=$health_timeout "$rollout" "$@"
 
-# 6. prune: newest first; the live release is never removed
-mapfile -t installed < <(find "$releases" -mindepth 1 -maxdepth 1 -type d ! -name '.*' -printf '%T@ %p\n' | sort -rn | cut -d' ' -f2-)
-for dir in "${installed[@]:KEEP}"; do
-  [[ $dir == "$dest" ]] && continue
-  rm -rf -- "$dir"
-  echo "app-deploy.sh: removed old release ${dir##*/}"
-done
+# 6. prune: newest first; the live release is never removed. Then the uploads
+#    refused releases left behind (kept for a retry that is now moot).
+prune_releases "$release" "$KEEP"
+sweep_uploads "$release" "$upload" ${wheelhouse:+"$wheelhouse"}

@@ -83,7 +83,7 @@ candidate=$ETC_DIR/container.env.candidate
 [[ -f $candidate ]] || die "$candidate is missing: the step writes it before running this script"
 
 # 0. the release directory (static files)
-install_release "$release" "$upload" || die "cannot install release $release"
+install_release "$release" "$upload" || exit 1
 rm -rf -- "$upload"
 
 # 1. network
@@ -120,5 +120,9 @@ prune_releases "$release" 3
 install -d -m 0755 "$STATE_DIR"
 printf '%s\n' "$release" >"$STATE_DIR/container-live.tmp"
 mv -f "$STATE_DIR/container-live.tmp" "$STATE_DIR/container-live"
-[[ -z $archive ]] || rm -f -- "$archive"
+if [[ -n $archive ]]; then
+  rm -f -- "$archive"
+  rmdir -- "${archive%/*}" 2>/dev/null || true
+fi
+sweep_uploads "$release" "$upload" ${archive:+"${archive%/*}"}
 "$here/container-prune.sh" "$KEEP"

@@ -174,4 +174,16 @@ describe("app-deploy.sh", () => {
     expect(bad.code).toBe(64);
     expect(bad.stderr).toMatch(/--health-timeout must be a whole number of seconds/);
   });
+
+  it("once a release is live, removes the uploads refused releases left behind, and only those", async () => {
+    // Release 8 stands for one refused before anything went live (its upload kept for a retry, as
+    // app-venv.test.ts shows for a pip failure); a file that is no release's upload stays.
+    upload(8);
+    writeFileSync(path.join(dir, "upload-notes"), "not an upload\n");
+    upload(7);
+    const res = await deploy(7);
+    expect(res.code, `${res.stdout}\n${res.stderr}`).toBe(0);
+    expect(res.stdout).toMatch(new RegExp(`removed the upload of release ${id(8)} \\(not live\\)`));
+    expect(readdirSync(dir).filter((f) => f.startsWith("upload-"))).toEqual(["upload-notes"]);
+  });
 });
