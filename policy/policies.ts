@@ -12,6 +12,8 @@ import type {
 import {
   LISTENER_TYPES,
   TYPES,
+  autoScalingGroupFindings,
+  launchTemplateFindings,
   ebsVolumeEncryptionFindings,
   imdsv2Findings,
   instanceEncryptionFindings,
@@ -85,6 +87,23 @@ export const listenerTls12AndRedirect: ResourceValidationPolicy = {
   validateResource: forTypes(LISTENER_TYPES, (props) => listenerFindings(props)),
 };
 
+export const launchTemplateHardened: ResourceValidationPolicy = {
+  name: "launch-template-hardened",
+  description:
+    'Launch templates must require IMDSv2, encrypt every EBS volume they declare (at least the root), and set associatePublicIpAddress "false".',
+  enforcementLevel: "mandatory",
+  severity: "high",
+  validateResource: forTypes([TYPES.launchTemplate], (props) => launchTemplateFindings(props)),
+};
+
+export const asgElbHealthCheck: ResourceValidationPolicy = {
+  name: "asg-elb-health-check",
+  description: 'Auto Scaling Groups behind a load balancer must use healthCheckType "ELB".',
+  enforcementLevel: "mandatory",
+  severity: "medium",
+  validateResource: forTypes([TYPES.autoScalingGroup], (props) => autoScalingGroupFindings(props)),
+};
+
 export const noPlaintextCredentialInputs: ResourceValidationPolicy = {
   name: "no-plaintext-credential-inputs",
   description:
@@ -125,4 +144,6 @@ export const policies: (ResourceValidationPolicy | StackValidationPolicy)[] = [
   listenerTls12AndRedirect,
   noPlaintextCredentialInputs,
   noPlaintextCredentialsInState,
+  launchTemplateHardened,
+  asgElbHealthCheck,
 ];

@@ -24,6 +24,8 @@ export const TYPES = {
   ebsVolume: "aws:ebs/volume:Volume",
   lbListener: "aws:lb/listener:Listener",
   albListener: "aws:alb/listener:Listener",
+  launchTemplate: "aws:ec2/launchTemplate:LaunchTemplate",
+  autoScalingGroup: "aws:autoscaling/group:Group",
   stack: "pulumi:pulumi:Stack",
 } as const;
 
@@ -228,6 +230,78 @@ export function instanceEncryptionFindings(props: Props): string[] {
 export function ebsVolumeEncryptionFindings(props: Props): string[] {
   if (props["encrypted"] === true) return [];
   return [`encrypted is ${JSON.stringify(props["encrypted"] ?? null)}; EBS volumes must set encrypted: true.`];
+}
+
+// ---------------------------------------------------------------------------
+// (f) launch templates and Auto Scaling Groups
+// ---------------------------------------------------------------------------
+
+/** A launch template's boolean-as-string fields ("true"/"false"), or a real boolean. */
+function isTrue(v: unknown): boolean {
+  return v === true || v === "true";
+}
+
+/**
+ * aws:ec2/launchTemplate:LaunchTemplate: the instances it launches require IMDSv2,
+ * encrypt every EBS volume it declares (and declare at least one, so the root
+ * volume's encryption does not rest on the account's default), and get no public
+ * address (a network interface must say associatePublicIpAddress "false": the
+ * subnet's own setting, true in a default VPC, applies otherwise).
+ */
+export function launchTemplateFindings(props: Props): string[] {
+  const out: string[] = [];
+  const tokens = asRecord(props["metadataOptions"])?.["httpTokens"];
+  if (tokens !== "required") {
+    out.push(
+      `metadataOptions.httpTokens is ${tokens === undefined ? "not set (IMDSv1 allowed)" : JSON.stringify(tokens)}; ` +
+        `set metadataOptions: { httpTokens: "required" } so instances accept only IMDSv2 session tokens.`,
+    );
+  }
+  const ebs = asArray(props["blockDeviceMappings"])
+    .map((raw) => asRecord(raw))
+    .filter((m): m is Record<string, unknown> => m !== undefined && asRecord(m["ebs"]) !== undefined);
+  if (ebs.length === 0) {
+    out.push(
+      "blockDeviceMappings declares no EBS volume, so root-volume encryption depends on the account's EBS default; " +
+        'declare the root device with ebs: { encrypted: "true" }.',
+    );
+  }
+  for (const m of ebs) {
+    const enc = asRecord(m["ebs"])!["encrypted"];
+    if (!isTrue(enc)) {
+      out.push(
+        `blockDeviceMappings (${String(m["deviceName"] ?? "?")}) ebs.encrypted is ${JSON.stringify(enc ?? null)}; set it to "true".`,
+      );
+    }
+  }
+  const nics = asArray(props["networkInterfaces"]).map((raw) => asRecord(raw) ?? {});
+  nics.forEach((nic, i) => {
+    if (isTrue(nic["associatePublicIpAddress"])) {
+      out.push(`networkInterfaces[${i}].associatePublicIpAddress is true; instances behind a load balancer need no public address.`);
+    }
+  });
+  if (!nics.some((nic) => nic["associatePublicIpAddress"] === "false" || nic["associatePublicIpAddress"] === false)) {
+    out.push(
+      'no network interface sets associatePublicIpAddress "false", so the subnet decides (a default VPC\'s subnets assign public addresses); ' +
+        'set networkInterfaces: [{ deviceIndex: 0, associatePublicIpAddress: "false", securityGroups: [...] }].',
+    );
+  }
+  return out;
+}
+
+/** aws:autoscaling/group:Group behind a load balancer must replace instances the load balancer finds unhealthy. */
+export function autoScalingGroupFindings(props: Props): string[] {
+  const behindLb =
+    asArray(props["targetGroupArns"]).length > 0 ||
+    asArray(props["loadBalancers"]).length > 0 ||
+    asArray(props["trafficSources"]).length > 0;
+  if (!behindLb) return [];
+  const type = props["healthCheckType"];
+  if (type === "ELB") return [];
+  return [
+    `healthCheckType is ${type === undefined ? "not set (EC2: only a stopped or impaired instance is replaced)" : JSON.stringify(type)} ` +
+      'but the group is behind a load balancer; set healthCheckType: "ELB" (with a healthCheckGracePeriod) so an instance whose app fails the health check is replaced.',
+  ];
 }
 
 // ---------------------------------------------------------------------------

@@ -121,7 +121,7 @@ describe("policy pack served over the analyzer gRPC API (as `pulumi preview --po
       client!.getAnalyzerInfo(new Empty(), (err, res) => (err ? reject(err) : resolve(res)));
     });
 
-  it("announces the pack name and its six mandatory policies", async () => {
+  it("announces the pack name and its eight mandatory policies", async () => {
     const info = await analyzerInfo();
     expect(info.getName()).toBe("fastapi-edge-baseline");
     expect(info.getVersion()).toBe("0.1.0");
@@ -152,6 +152,21 @@ describe("policy pack served over the analyzer gRPC API (as `pulumi preview --po
         .map((d) => d.policy)
         .sort(),
     ).toEqual(["ebs-encrypted", "instance-requires-imdsv2"]);
+  });
+
+  it("blocks a launch template without IMDSv2, encryption or a no-public-address interface, and an ASG without ELB health checks", async () => {
+    const lt = await analyze(analyzeRequest(T.launchTemplate, "app-lt", { instanceType: "t3.small" }));
+    expect(diags(lt)).toEqual([
+      expect.objectContaining({
+        policy: "launch-template-hardened",
+        level: analyzerPb.EnforcementLevel.MANDATORY,
+        message: expect.stringMatching(/httpTokens/),
+      }),
+      expect.objectContaining({ policy: "launch-template-hardened", message: expect.stringMatching(/no EBS volume/) }),
+      expect.objectContaining({ policy: "launch-template-hardened", message: expect.stringMatching(/associatePublicIpAddress/) }),
+    ]);
+    const asg = await analyze(analyzeRequest(T.autoScalingGroup, "app-asg", { targetGroupArns: ["arn:tg"], healthCheckType: "EC2" }));
+    expect(diags(asg)).toEqual([expect.objectContaining({ policy: "asg-elb-health-check", level: analyzerPb.EnforcementLevel.MANDATORY })]);
   });
 
   it("downgrades to advisory when a checked value is unknown during preview", async () => {

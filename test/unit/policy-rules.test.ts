@@ -17,9 +17,11 @@ import type {
   StackValidationPolicy,
 } from "@pulumi/policy";
 import {
+  asgElbHealthCheck,
   ebsEncrypted,
   instanceRequiresImdsv2,
   isUnknownValueError,
+  launchTemplateHardened,
   listenerTls12AndRedirect,
   noPlaintextCredentialInputs,
   noPlaintextCredentialsInState,
@@ -124,7 +126,7 @@ async function stackViolations(
 // ---------------------------------------------------------------------------
 
 describe("policy pack shape", () => {
-  it("has the six policies, unique names, all mandatory", () => {
+  it("has the eight policies, unique names, all mandatory", () => {
     const names = policies.map((p) => p.name);
     expect(new Set(names).size).toBe(names.length);
     expect(names).toEqual([
@@ -134,6 +136,8 @@ describe("policy pack shape", () => {
       "lb-listener-tls12-and-https-redirect",
       "no-plaintext-credential-inputs",
       "no-plaintext-credentials-in-state",
+      "launch-template-hardened",
+      "asg-elb-health-check",
     ]);
     for (const p of policies) expect(p.enforcementLevel).toBe("mandatory");
   });
@@ -144,6 +148,8 @@ describe("policy pack shape", () => {
     expect(await violations(instanceRequiresImdsv2, T.ebsVolume, {})).toEqual([]);
     expect(await violations(ebsEncrypted, T.securityGroup, {})).toEqual([]);
     expect(await violations(listenerTls12AndRedirect, T.instance, { protocol: "HTTP" })).toEqual([]);
+    expect(await violations(launchTemplateHardened, T.instance, {})).toEqual([]);
+    expect(await violations(asgElbHealthCheck, T.launchTemplate, {})).toEqual([]);
   });
 });
 
@@ -286,6 +292,73 @@ describe("(c) ebs-encrypted", () => {
     expect(await violations(ebsEncrypted, T.ebsVolume, { size: 10, encrypted: true })).toEqual([]);
     expect(await violations(ebsEncrypted, T.ebsVolume, { size: 10, encrypted: false })).toHaveLength(1);
     expect(await violations(ebsEncrypted, T.ebsVolume, { size: 10 })).toHaveLength(1);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// (f) launch templates and Auto Scaling Groups
+// ---------------------------------------------------------------------------
+
+describe("(f) launch-template-hardened", () => {
+  const hardened = {
+    metadataOptions: { httpTokens: "required", httpPutResponseHopLimit: 1 },
+    blockDeviceMappings: [{ deviceName: "/dev/xvda", ebs: { volumeType: "gp3", encrypted: "true" } }],
+    networkInterfaces: [{ deviceIndex: 0, associatePublicIpAddress: "false", securityGroups: ["sg-1"] }],
+  };
+  it("passes IMDSv2, encrypted volumes and no public address", async () => {
+    expect(await violations(launchTemplateHardened, T.launchTemplate, hardened)).toEqual([]);
+    // Booleans as the provider's schema would take them elsewhere count too.
+    const booleans = {
+      ...hardened,
+      blockDeviceMappings: [{ deviceName: "/dev/xvda", ebs: { encrypted: true } }],
+      networkInterfaces: [{ associatePublicIpAddress: false }],
+    };
+    expect(await violations(launchTemplateHardened, T.launchTemplate, booleans)).toEqual([]);
+  });
+  it("flags IMDSv1", async () => {
+    const v = await violations(launchTemplateHardened, T.launchTemplate, { ...hardened, metadataOptions: { httpTokens: "optional" } });
+    expect(v).toEqual([expect.stringMatching(/httpTokens is "optional"/)]);
+    expect(await violations(launchTemplateHardened, T.launchTemplate, { ...hardened, metadataOptions: undefined })).toEqual([
+      expect.stringMatching(/not set \(IMDSv1 allowed\)/),
+    ]);
+  });
+  it("flags an unencrypted or undeclared volume", async () => {
+    const plain = {
+      ...hardened,
+      blockDeviceMappings: [
+        { deviceName: "/dev/xvda", ebs: { encrypted: "false" } },
+        { deviceName: "/dev/sdf", ebs: {} },
+      ],
+    };
+    expect(await violations(launchTemplateHardened, T.launchTemplate, plain)).toEqual([
+      expect.stringMatching(/\/dev\/xvda\) ebs.encrypted is "false"/),
+      expect.stringMatching(/\/dev\/sdf\) ebs.encrypted is null/),
+    ]);
+    expect(await violations(launchTemplateHardened, T.launchTemplate, { ...hardened, blockDeviceMappings: [] })).toEqual([
+      expect.stringMatching(/declares no EBS volume/),
+    ]);
+  });
+  it("flags a public address, asked for or left to the subnet", async () => {
+    const pub = { ...hardened, networkInterfaces: [{ deviceIndex: 0, associatePublicIpAddress: "true" }] };
+    const v = await violations(launchTemplateHardened, T.launchTemplate, pub);
+    expect(v).toEqual([expect.stringMatching(/associatePublicIpAddress is true/), expect.stringMatching(/the subnet decides/)]);
+    const { networkInterfaces: _n, ...noNic } = hardened;
+    expect(await violations(launchTemplateHardened, T.launchTemplate, noNic)).toEqual([expect.stringMatching(/the subnet decides/)]);
+  });
+});
+
+describe("(f) asg-elb-health-check", () => {
+  it("passes ELB health checks behind a load balancer, and a group behind none", async () => {
+    expect(await violations(asgElbHealthCheck, T.autoScalingGroup, { targetGroupArns: ["arn:tg"], healthCheckType: "ELB" })).toEqual([]);
+    expect(await violations(asgElbHealthCheck, T.autoScalingGroup, { healthCheckType: "EC2" })).toEqual([]);
+  });
+  it("flags EC2 (or unset) health checks behind target groups, classic load balancers or traffic sources", async () => {
+    for (const attach of [{ targetGroupArns: ["arn:tg"] }, { loadBalancers: ["clb"] }, { trafficSources: [{ identifier: "arn:tg" }] }]) {
+      expect(await violations(asgElbHealthCheck, T.autoScalingGroup, { ...attach, healthCheckType: "EC2" })).toEqual([
+        expect.stringMatching(/healthCheckType is "EC2" but the group is behind a load balancer/),
+      ]);
+      expect(await violations(asgElbHealthCheck, T.autoScalingGroup, attach)).toEqual([expect.stringMatching(/not set/)]);
+    }
   });
 });
 
