@@ -19,6 +19,43 @@ function ipRule(cidr: string): { cidrIpv4: string } | { cidrIpv6: string } {
   return cidr.includes(":") ? { cidrIpv6: cidr } : { cidrIpv4: cidr };
 }
 
+/** The default VPC, its block and its default subnets (one per AZ): where the host, the ALB and the ALB's targets live. */
+export interface DefaultVpc {
+  vpcId: pulumi.Output<string>;
+  vpcCidr: pulumi.Output<string>;
+  subnetIds: pulumi.Output<string[]>;
+}
+
+export function defaultVpc(opts: pulumi.InvokeOutputOptions): DefaultVpc {
+  const vpc = aws.ec2.getVpcOutput({ default: true }, opts);
+  const subnetIds = aws.ec2.getSubnetsOutput(
+    {
+      filters: [
+        { name: "vpc-id", values: [vpc.id] },
+        { name: "default-for-az", values: ["true"] },
+      ],
+    },
+    opts,
+  ).ids;
+  return { vpcId: vpc.id, vpcCidr: vpc.cidrBlock, subnetIds };
+}
+
+/** The newest image of hostOs from its publisher (amiId unset). */
+export function hostOsAmi(c: EdgeConfig, opts: pulumi.InvokeOutputOptions): pulumi.Output<aws.ec2.GetAmiResult> {
+  return aws.ec2.getAmiOutput(
+    {
+      owners: [HOST_OS[c.hostOs].ami.owner],
+      mostRecent: true,
+      filters: [
+        { name: "name", values: [HOST_OS[c.hostOs].ami.name] },
+        { name: "virtualization-type", values: ["hvm"] },
+        { name: "architecture", values: ["x86_64"] },
+      ],
+    },
+    opts,
+  );
+}
+
 export class Ec2Host extends pulumi.ComponentResource implements Host {
   readonly target: HostTarget;
   readonly instance: aws.ec2.Instance;
@@ -37,33 +74,12 @@ export class Ec2Host extends pulumi.ComponentResource implements Host {
     const parent = { parent: this };
     const protect = { parent: this, protect: c.protect };
 
-    const vpc = aws.ec2.getVpcOutput({ default: true }, parent);
-    this.vpcId = vpc.id;
-    this.vpcCidr = vpc.cidrBlock;
-    this.subnetIds = aws.ec2.getSubnetsOutput(
-      {
-        filters: [
-          { name: "vpc-id", values: [vpc.id] },
-          { name: "default-for-az", values: ["true"] },
-        ],
-      },
-      parent,
-    ).ids;
+    const vpc = defaultVpc(parent);
+    this.vpcId = vpc.vpcId;
+    this.vpcCidr = vpc.vpcCidr;
+    this.subnetIds = vpc.subnetIds;
 
-    const amiId = c.amiId
-      ? pulumi.output(c.amiId)
-      : aws.ec2.getAmiOutput(
-          {
-            owners: [HOST_OS[c.hostOs].ami.owner],
-            mostRecent: true,
-            filters: [
-              { name: "name", values: [HOST_OS[c.hostOs].ami.name] },
-              { name: "virtualization-type", values: ["hvm"] },
-              { name: "architecture", values: ["x86_64"] },
-            ],
-          },
-          parent,
-        ).id;
+    const amiId = c.amiId ? pulumi.output(c.amiId) : hostOsAmi(c, parent).id;
 
     // SSH key: the configured public key, or one generated here whose private
     // half lives only in the (encrypted) Pulumi state as a secret.
@@ -84,7 +100,7 @@ export class Ec2Host extends pulumi.ComponentResource implements Host {
     this.securityGroup = new aws.ec2.SecurityGroup(
       `${name}-sg`,
       {
-        vpcId: vpc.id,
+        vpcId: vpc.vpcId,
         description: `${PROJECT} host: ${c.frontend === "nginx" ? "HTTP/HTTPS from anywhere" : "app ports from the ALB only"}, SSH from allowed CIDRs only`,
         tags: args.tags,
       },
