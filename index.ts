@@ -5,11 +5,12 @@ import * as pulumi from "@pulumi/pulumi";
 import { CertExpiryAlarm } from "./components/alerts";
 import { AlbFrontend } from "./components/alb";
 import { AppService } from "./components/app";
+import { AutoScalingFleet } from "./components/asg";
 import { ContainerAppService } from "./components/app-container";
 import { HostBootstrap } from "./components/bootstrap";
 import { readAppRuntime, readConfig, readHostPrivateKey, readRegistryPassword } from "./components/config";
 import { DnsRecord } from "./components/dns";
-import { Ec2Host } from "./components/ec2";
+import { defaultVpc, Ec2Host } from "./components/ec2";
 import { ExistingHost } from "./components/existing-host";
 import { NginxFrontend } from "./components/nginx";
 import { Host } from "./components/remote";
@@ -23,10 +24,15 @@ const stack = pulumi.getStack();
 const tags = { Project: PROJECT, Stack: stack, ManagedBy: "pulumi" };
 const alerts = Boolean(config.alertEmail);
 
+// albAutoScaling: an Auto Scaling Group behind the ALB instead of one host (config
+// validation allows it with frontend alb only; the ALB always has an app virtualenv).
+const fleetDeps = config.albAutoScaling ? deps : null;
 const ec2 =
-  config.hostMode === "ec2" ? new Ec2Host("host", { config, tags, publishMetrics: alerts && config.frontend === "nginx" }) : undefined;
-const host: Host = ec2 ?? new ExistingHost("host", { config, privateKey: readHostPrivateKey() });
-const bootstrap = new HostBootstrap("bootstrap", { config, target: host.target, venv: deps !== null });
+  config.hostMode === "ec2" && !fleetDeps
+    ? new Ec2Host("host", { config, tags, publishMetrics: alerts && config.frontend === "nginx" })
+    : undefined;
+const host: Host | undefined = fleetDeps ? undefined : (ec2 ?? new ExistingHost("host", { config, privateKey: readHostPrivateKey() }));
+const bootstrap = host ? new HostBootstrap("bootstrap", { config, target: host.target, venv: deps !== null }) : undefined;
 // The ALB targets an EC2 instance (config validation refuses frontend alb without hostMode ec2).
 const albHost = config.frontend === "alb" ? ec2 : undefined;
 
@@ -34,24 +40,41 @@ const albHost = config.frontend === "alb" ? ec2 : undefined;
 // behind the ALB, from the VPC range (the ALB's nodes have changing addresses).
 const forwardedAllowIps = albHost ? albHost.vpcCidr : pulumi.output("127.0.0.1");
 // appRuntime host: uvicorn units; container: podman containers (same ports, same rollout).
-const app =
-  config.appRuntime === "container"
-    ? new ContainerAppService("app", { config, target: host.target, projectDir: __dirname, registryPassword }, { dependsOn: [bootstrap] })
-    : new AppService("app", { config, target: host.target, forwardedAllowIps, projectDir: __dirname, deps }, { dependsOn: [bootstrap] });
+const app = !host
+  ? undefined
+  : config.appRuntime === "container"
+    ? new ContainerAppService("app", { config, target: host.target, projectDir: __dirname, registryPassword }, { dependsOn: [bootstrap!] })
+    : new AppService("app", { config, target: host.target, forwardedAllowIps, projectDir: __dirname, deps }, { dependsOn: [bootstrap!] });
 
 const siteUrlOutput = pulumi.output(`https://${config.domain}/`);
 let albDnsName: pulumi.Output<string> | undefined;
 let acmCertificateArn: pulumi.Output<string> | undefined;
 let nginx: NginxFrontend | undefined;
-if (albHost) {
+let fleet: AutoScalingFleet | undefined;
+if (albHost || fleetDeps) {
+  const vpc = albHost ?? defaultVpc({});
   const alb = new AlbFrontend("alb", {
     config,
-    vpcId: albHost.vpcId,
-    subnetIds: albHost.subnetIds,
-    instanceId: albHost.instance.id,
-    instanceSecurityGroupId: albHost.securityGroup.id,
+    vpcId: vpc.vpcId,
+    subnetIds: vpc.subnetIds,
+    target: albHost
+      ? { kind: "instance", instanceId: albHost.instance.id, securityGroupId: albHost.securityGroup.id }
+      : { kind: "autoScalingGroup" },
     tags,
   });
+  if (fleetDeps) {
+    fleet = new AutoScalingFleet("asg", {
+      config,
+      tags,
+      projectDir: __dirname,
+      deps: fleetDeps,
+      vpcId: vpc.vpcId,
+      vpcCidr: vpc.vpcCidr,
+      albSecurityGroupId: alb.securityGroup.id,
+      targetGroups: alb.targetGroups,
+      loadBalancer: alb.loadBalancer,
+    });
+  }
   albDnsName = alb.dnsName;
   acmCertificateArn = alb.certificate.arn;
   if (config.route53ZoneId) {
@@ -61,7 +84,7 @@ if (albHost) {
       target: { kind: "alias", dnsName: alb.dnsName, zoneId: alb.zoneId },
     });
   }
-} else {
+} else if (host && app) {
   nginx = new NginxFrontend("nginx", { config, target: host.target, projectDir: __dirname }, { dependsOn: [app] });
   if (config.route53ZoneId && ec2) {
     new DnsRecord("dns", { zoneId: config.route53ZoneId, domain: config.domain, target: { kind: "ip", address: ec2.publicAddress } });
@@ -75,7 +98,7 @@ if (alerts) {
       config,
       tags,
       region: aws.config.region ?? "us-east-1",
-      ...(acmCertificateArn ? { acmCertificateArn } : { target: host.target }),
+      ...(acmCertificateArn ? { acmCertificateArn } : { target: host!.target }),
     },
     nginx ? { dependsOn: [nginx] } : {},
   );
@@ -83,11 +106,14 @@ if (alerts) {
 
 export const frontend = config.frontend;
 export const url = siteUrlOutput;
-export const publicIp = host.publicAddress;
+export const publicIp = host?.publicAddress;
 export const loadBalancerDnsName = albDnsName;
-export const sshCommand = host.sshCommand;
-export const appRelease = app.release;
+export const sshCommand = host?.sshCommand;
+export const appRelease = fleet?.release ?? app!.release;
+/** albAutoScaling: the bucket holding the release bundles, and the group's name. */
+export const releaseBucket = fleet?.bucket.bucket;
+export const autoScalingGroupName = fleet?.group.name;
 /** The generated SSH private key (secret), when no sshPublicKey was configured. */
 export const sshPrivateKey = ec2?.privateKey;
 
-omitUndefinedOutputs(exports, ["loadBalancerDnsName", "sshPrivateKey"]);
+omitUndefinedOutputs(exports, ["publicIp", "sshCommand", "loadBalancerDnsName", "releaseBucket", "autoScalingGroupName", "sshPrivateKey"]);

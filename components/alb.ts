@@ -16,12 +16,21 @@ import { appPorts, EdgeConfig, PROJECT } from "../lib/config";
  */
 export const ALB_TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-Res-PQ-2025-09";
 
+/**
+ * What the ALB forwards to: the one EC2 instance (every app port registered in one target
+ * group, and the instance's group opened to the ALB here), or an Auto Scaling Group
+ * (albAutoScaling), which registers its instances itself: an ASG registers an instance on a
+ * target group's own port only, so there is one target group per app port, and
+ * components/asg.ts opens its group to the ALB's.
+ */
+export type AlbTarget =
+  { kind: "instance"; instanceId: pulumi.Input<string>; securityGroupId: pulumi.Input<string> } | { kind: "autoScalingGroup" };
+
 export interface AlbFrontendArgs {
   config: EdgeConfig;
   vpcId: pulumi.Input<string>;
   subnetIds: pulumi.Input<string[]>;
-  instanceId: pulumi.Input<string>;
-  instanceSecurityGroupId: pulumi.Input<string>;
+  target: AlbTarget;
   tags: Record<string, string>;
 }
 
@@ -30,7 +39,11 @@ export class AlbFrontend extends pulumi.ComponentResource {
   readonly certificate: aws.acm.Certificate;
   readonly httpsListener: aws.lb.Listener;
   readonly httpListener: aws.lb.Listener;
+  /** The first app port's target group (the only one with target kind instance). */
   readonly targetGroup: aws.lb.TargetGroup;
+  /** One per app port with an Auto Scaling Group; [targetGroup] otherwise. */
+  readonly targetGroups: aws.lb.TargetGroup[];
+  readonly securityGroup: aws.ec2.SecurityGroup;
   readonly dnsName: pulumi.Output<string>;
   readonly zoneId: pulumi.Output<string>;
   readonly webAcl?: aws.wafv2.WebAcl;
@@ -58,29 +71,34 @@ export class AlbFrontend extends pulumi.ComponentResource {
         parent,
       );
     }
-    // One rule, seen from both groups: the ALB sends to the app ports, and
-    // the instance admits them from the ALB's group and nothing else.
-    const appPortRange = { ipProtocol: "tcp", fromPort: ports[0]!, toPort: ports[ports.length - 1]! };
-    new aws.vpc.SecurityGroupEgressRule(
-      `${name}-to-app`,
-      {
-        securityGroupId: albSg.id,
-        ...appPortRange,
-        referencedSecurityGroupId: args.instanceSecurityGroupId,
-        description: "to the app processes",
-      },
-      parent,
-    );
-    new aws.vpc.SecurityGroupIngressRule(
-      `${name}-app-from-alb`,
-      {
-        securityGroupId: args.instanceSecurityGroupId,
-        ...appPortRange,
-        referencedSecurityGroupId: albSg.id,
-        description: "app ports from the ALB only",
-      },
-      parent,
-    );
+    this.securityGroup = albSg;
+    const target = args.target;
+    if (target.kind === "instance") {
+      // One rule, seen from both groups: the ALB sends to the app ports, and
+      // the instance admits them from the ALB's group and nothing else.
+      // (With an Auto Scaling Group, components/asg.ts makes the same pair.)
+      const appPortRange = { ipProtocol: "tcp", fromPort: ports[0]!, toPort: ports[ports.length - 1]! };
+      new aws.vpc.SecurityGroupEgressRule(
+        `${name}-to-app`,
+        {
+          securityGroupId: albSg.id,
+          ...appPortRange,
+          referencedSecurityGroupId: target.securityGroupId,
+          description: "to the app processes",
+        },
+        parent,
+      );
+      new aws.vpc.SecurityGroupIngressRule(
+        `${name}-app-from-alb`,
+        {
+          securityGroupId: target.securityGroupId,
+          ...appPortRange,
+          referencedSecurityGroupId: albSg.id,
+          description: "app ports from the ALB only",
+        },
+        parent,
+      );
+    }
 
     this.loadBalancer = new aws.lb.LoadBalancer(
       `${name}-lb`,
@@ -122,26 +140,38 @@ export class AlbFrontend extends pulumi.ComponentResource {
       parent,
     );
 
-    this.targetGroup = new aws.lb.TargetGroup(
-      `${name}-tg`,
-      {
-        vpcId: args.vpcId,
-        targetType: "instance",
-        protocol: "HTTP",
-        port: ports[0]!,
-        deregistrationDelay: c.albDeregistrationDelay,
-        healthCheck: { path: c.appHealthPath, matcher: "200", interval: 10, timeout: 5, healthyThreshold: 2, unhealthyThreshold: 2 },
-        tags: args.tags,
-      },
-      parent,
-    );
-    ports.forEach((port) => {
-      new aws.lb.TargetGroupAttachment(
-        `${name}-target-${port}`,
-        { targetGroupArn: this.targetGroup.arn, targetId: args.instanceId, port },
+    const targetGroup = (suffix: string, port: number) =>
+      new aws.lb.TargetGroup(
+        `${name}-${suffix}`,
+        {
+          vpcId: args.vpcId,
+          targetType: "instance",
+          protocol: "HTTP",
+          port,
+          deregistrationDelay: c.albDeregistrationDelay,
+          healthCheck: { path: c.appHealthPath, matcher: "200", interval: 10, timeout: 5, healthyThreshold: 2, unhealthyThreshold: 2 },
+          tags: args.tags,
+        },
         parent,
       );
-    });
+    this.targetGroup = targetGroup("tg", ports[0]!);
+    if (target.kind === "instance") {
+      this.targetGroups = [this.targetGroup];
+      ports.forEach((port) => {
+        new aws.lb.TargetGroupAttachment(
+          `${name}-target-${port}`,
+          { targetGroupArn: this.targetGroup.arn, targetId: target.instanceId, port },
+          parent,
+        );
+      });
+    } else {
+      this.targetGroups = [this.targetGroup, ...ports.slice(1).map((port) => targetGroup(`tg-${port}`, port))];
+    }
+    // One target group: forward to it, as always. One per port: spread evenly over them.
+    const forward: aws.types.input.lb.ListenerDefaultAction =
+      this.targetGroups.length === 1
+        ? { type: "forward", targetGroupArn: this.targetGroup.arn }
+        : { type: "forward", forward: { targetGroups: this.targetGroups.map((tg) => ({ arn: tg.arn, weight: 1 })) } };
 
     // Both listeners are on this load balancer, with the stack's tags.
     const listener = (suffix: string, settings: Omit<aws.lb.ListenerArgs, "loadBalancerArn" | "tags">) =>
@@ -156,7 +186,7 @@ export class AlbFrontend extends pulumi.ComponentResource {
       protocol: "HTTPS",
       sslPolicy: ALB_TLS_POLICY,
       certificateArn: validation.certificateArn,
-      defaultActions: [{ type: "forward", targetGroupArn: this.targetGroup.arn }],
+      defaultActions: [forward],
     });
 
     if (c.wafRateLimit > 0) {

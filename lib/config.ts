@@ -24,6 +24,7 @@ const SSH_PUBKEY_RE = /^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Z
 const AMI_RE = /^ami-[0-9a-f]{8,17}$/;
 const INSTANCE_TYPE_RE = /^[a-z][a-z0-9-]*\.[a-z0-9]+$/;
 const ZONE_ID_RE = /^Z[A-Z0-9]{1,31}$/;
+const SUBNET_ID_RE = /^subnet-[0-9a-f]{8,17}$/;
 const UNIX_USER_RE = /^[a-z_][a-z0-9_-]{0,31}$/;
 const PY_MODULE_RE = /^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$/;
 const VERSION_STR_RE = /^[A-Za-z0-9._+-]{1,64}$/;
@@ -393,6 +394,37 @@ export const configSchema = z
     wafRateLimit: int(0, 2000000000)
       .default(0)
       .describe("ALB mode: requests per 5 minutes per client address before WAF blocks (0: no WAF)."),
+    // ALB: an Auto Scaling Group instead of the one instance (components/asg.ts, docs/asg.md)
+    albAutoScaling: bool
+      .default(false)
+      .describe(
+        "frontend alb: serve from an Auto Scaling Group (launch template, release from an S3 bucket the program creates, instance refresh on a release change, target tracking on requests per target) instead of the one EC2 instance. See docs/asg.md. Off: the single instance, as before.",
+      ),
+    albAsgSubnetIds: list(z.string().regex(SUBNET_ID_RE, msg("a subnet id such as subnet-0123456789abcdef0")))
+      .default([])
+      .describe(
+        "albAutoScaling: the default VPC's subnets the instances run in (several AZs). The instances have no public address, so these must reach apt and S3 through a NAT gateway (or VPC endpoints); the default subnets do not. Required with albAutoScaling.",
+      ),
+    albAsgMinSize: int(1, 100).default(2).describe("albAutoScaling: fewest instances."),
+    albAsgMaxSize: int(1, 100).default(4).describe("albAutoScaling: most instances (at least albAsgMinSize)."),
+    albAsgDesiredCapacity: int(1, 100)
+      .default(2)
+      .describe("albAutoScaling: instances at creation, from albAsgMinSize to albAsgMaxSize (target tracking moves it afterwards)."),
+    albAsgTargetRequests: int(1, 1000000)
+      .default(1000)
+      .describe(
+        "albAutoScaling: requests per minute per target (one app process: ALBRequestCountPerTarget) the target-tracking policy holds by adding or removing instances.",
+      ),
+    albAsgHealthCheckGracePeriod: int(60, 7200)
+      .default(600)
+      .describe(
+        "albAutoScaling: seconds a new instance has before failed ELB health checks replace it (first boot installs packages and builds the virtualenv); also the instance warm-up of scaling and instance refresh.",
+      ),
+    albAsgMinHealthyPercentage: int(0, 100)
+      .default(100)
+      .describe(
+        "albAutoScaling: capacity an instance refresh keeps in service, in percent; at 100 new instances are launched and healthy before old ones go (up to twice the capacity for a while).",
+      ),
     // DNS and alerts
     route53ZoneId: z
       .string()
@@ -468,6 +500,7 @@ export const configSchema = z
       }
     }
     checkFront(c, ctx);
+    checkAutoScaling(c, ctx);
     if (
       c.nginxSource === "nginx.org" &&
       c.nginxVersion &&
@@ -512,6 +545,70 @@ export const configSchema = z
       seen.add(p);
     }
   });
+
+type AutoScalingSettings = {
+  frontend: "nginx" | "alb";
+  albAutoScaling: boolean;
+  albAsgSubnetIds: string[];
+  albAsgMinSize: number;
+  albAsgMaxSize: number;
+  albAsgDesiredCapacity: number;
+  albAsgTargetRequests: number;
+  albAsgHealthCheckGracePeriod: number;
+  albAsgMinHealthyPercentage: number;
+  sshAllowedCidrs: string[];
+  sshPublicKey?: string | undefined;
+};
+
+/** The defaults of the albAsg* keys: a changed one without albAutoScaling is refused (it would do nothing). */
+const ASG_DEFAULTS = {
+  albAsgMinSize: 2,
+  albAsgMaxSize: 4,
+  albAsgDesiredCapacity: 2,
+  albAsgTargetRequests: 1000,
+  albAsgHealthCheckGracePeriod: 600,
+  albAsgMinHealthyPercentage: 100,
+} as const;
+
+/** The cross-key rules of albAutoScaling. */
+function checkAutoScaling(c: AutoScalingSettings, ctx: z.RefinementCtx): void {
+  const issue = (key: string, message: string) => ctx.addIssue({ code: "custom", path: [key], message });
+  if (!c.albAutoScaling) {
+    if (c.albAsgSubnetIds.length) issue("albAsgSubnetIds", "is only used with albAutoScaling true");
+    for (const [key, def] of Object.entries(ASG_DEFAULTS)) {
+      if (c[key as keyof typeof ASG_DEFAULTS] !== def) issue(key, "is only used with albAutoScaling true");
+    }
+    return;
+  }
+  if (c.frontend !== "alb") {
+    issue("albAutoScaling", "needs frontend alb (the Auto Scaling Group is the ALB's target; behind nginx there is one host)");
+  }
+  if (!c.albAsgSubnetIds.length) {
+    issue(
+      "albAsgSubnetIds",
+      "is required when albAutoScaling is true: subnet ids (subnet-...) of the default VPC whose route reaches the internet through a NAT gateway (the instances have no public address)",
+    );
+  } else if (new Set(c.albAsgSubnetIds).size !== c.albAsgSubnetIds.length) {
+    issue("albAsgSubnetIds", "must not name a subnet twice");
+  }
+  if (c.albAsgMinSize > c.albAsgMaxSize) {
+    issue("albAsgMinSize", `must be at most albAsgMaxSize (${c.albAsgMinSize} > ${c.albAsgMaxSize})`);
+  } else if (c.albAsgDesiredCapacity < c.albAsgMinSize || c.albAsgDesiredCapacity > c.albAsgMaxSize) {
+    issue(
+      "albAsgDesiredCapacity",
+      `must be from albAsgMinSize to albAsgMaxSize (${c.albAsgMinSize} to ${c.albAsgMaxSize}, got ${c.albAsgDesiredCapacity})`,
+    );
+  }
+  if (c.sshAllowedCidrs.length) {
+    issue(
+      "sshAllowedCidrs",
+      "must be empty with albAutoScaling: the group's instances take no SSH (no key, no public address, no port 22)",
+    );
+  }
+  if (c.sshPublicKey) {
+    issue("sshPublicKey", "must be unset with albAutoScaling: the group's instances get no SSH key");
+  }
+}
 
 type FrontSettings = {
   frontend: "nginx" | "alb";

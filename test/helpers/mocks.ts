@@ -46,6 +46,23 @@ export async function runProgram(
             state.dnsName = "alb-123.eu-west-1.elb.amazonaws.com";
             state.zoneId = "Z32O12XQLNTSW2";
             state.arn = `arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/app/${args.name}`;
+            state.arnSuffix = `app/${args.name}/50dc6c495c0c9188`;
+            break;
+          case "aws:lb/targetGroup:TargetGroup":
+            state.arn = `arn:mock:${args.type}:${args.name}`;
+            state.name = args.name;
+            state.arnSuffix = `targetgroup/${args.name}/943f017f100becff`;
+            break;
+          case "aws:s3/bucket:Bucket":
+            state.bucket = `${String(args.inputs.bucketPrefix ?? "")}20261130`;
+            state.arn = `arn:aws:s3:::${String(state.bucket)}`;
+            state.region = "eu-west-1";
+            break;
+          case "aws:s3/bucketObjectv2:BucketObjectv2":
+            state.versionId = "3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY";
+            break;
+          case "aws:ec2/launchTemplate:LaunchTemplate":
+            state.latestVersion = 1;
             break;
           case "aws:acm/certificate:Certificate":
             state.arn = "arn:aws:acm:eu-west-1:123456789012:certificate/abc";
@@ -74,7 +91,7 @@ export async function runProgram(
           case "aws:ec2/getSubnets:getSubnets":
             return { ids: ["subnet-b", "subnet-a"] };
           case "aws:ec2/getAmi:getAmi":
-            return { id: "ami-0123456789abcdef0", name: "ubuntu-noble" };
+            return { id: "ami-0123456789abcdef0", name: "ubuntu-noble", rootDeviceName: "/dev/xvda" };
           default:
             return args.inputs;
         }

@@ -85,6 +85,7 @@ describe("shipped scripts", () => {
       "certbot-deploy-hook.sh": "nginx-certificate, as certbot's deploy hook",
       "wait-for-boot.sh": "bootstrap-wait-ssh, as its stdin (it runs before anything is installed)",
       "log-window.sh": "npm run logs, as the stdin of its SSH command (read-only, never installed)",
+      "asg-user-data.sh": "albAutoScaling: the launch template's user data (components/asg.ts), run by cloud-init on first boot",
     };
     const scripts = readdirSync(path.join(REPO, "files", "scripts")).filter((f) => f.endsWith(".sh"));
     for (const s of scripts)
