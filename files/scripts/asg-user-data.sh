@@ -6,8 +6,8 @@
 #
 # EC2 runs it as the launch template's user data (cloud-init, as root, once per
 # instance). components/asg.ts renders it by writing the settings below in as
-# assignments right after the first line, so `pulumi preview --diff` shows them;
-# outside AWS (a test guest) the same settings come from the environment.
+# assignments right after the first line, so each launch template version
+# carries its own; outside AWS (a test guest) they come from the environment.
 #
 # Settings:
 #   RELEASE_ID          the release, 16 hex digits
