@@ -32,19 +32,22 @@ const ec2 =
     ? new Ec2Host("host", { config, tags, publishMetrics: alerts && config.frontend === "nginx" })
     : undefined;
 const host: Host | undefined = fleetDeps ? undefined : (ec2 ?? new ExistingHost("host", { config, privateKey: readHostPrivateKey() }));
-const bootstrap = host ? new HostBootstrap("bootstrap", { config, target: host.target, venv: deps !== null }) : undefined;
 // The ALB targets an EC2 instance (config validation refuses frontend alb without hostMode ec2).
 const albHost = config.frontend === "alb" ? ec2 : undefined;
 
 // Behind nginx uvicorn trusts forwarded headers from nginx on loopback only;
 // behind the ALB, from the VPC range (the ALB's nodes have changing addresses).
 const forwardedAllowIps = albHost ? albHost.vpcCidr : pulumi.output("127.0.0.1");
+// The app on the one host (the group's instances install it themselves).
 // appRuntime host: uvicorn units; container: podman containers (same ports, same rollout).
-const app = !host
-  ? undefined
-  : config.appRuntime === "container"
-    ? new ContainerAppService("app", { config, target: host.target, projectDir: __dirname, registryPassword }, { dependsOn: [bootstrap!] })
-    : new AppService("app", { config, target: host.target, forwardedAllowIps, projectDir: __dirname, deps }, { dependsOn: [bootstrap!] });
+let app: AppService | ContainerAppService | undefined;
+if (host) {
+  const bootstrap = new HostBootstrap("bootstrap", { config, target: host.target, venv: deps !== null });
+  app =
+    config.appRuntime === "container"
+      ? new ContainerAppService("app", { config, target: host.target, projectDir: __dirname, registryPassword }, { dependsOn: [bootstrap] })
+      : new AppService("app", { config, target: host.target, forwardedAllowIps, projectDir: __dirname, deps }, { dependsOn: [bootstrap] });
+}
 
 const siteUrlOutput = pulumi.output(`https://${config.domain}/`);
 let albDnsName: pulumi.Output<string> | undefined;
@@ -98,7 +101,7 @@ if (alerts) {
       config,
       tags,
       region: aws.config.region ?? "us-east-1",
-      ...(acmCertificateArn ? { acmCertificateArn } : { target: host!.target }),
+      ...(acmCertificateArn ? { acmCertificateArn } : host ? { target: host.target } : {}),
     },
     nginx ? { dependsOn: [nginx] } : {},
   );
@@ -109,7 +112,7 @@ export const url = siteUrlOutput;
 export const publicIp = host?.publicAddress;
 export const loadBalancerDnsName = albDnsName;
 export const sshCommand = host?.sshCommand;
-export const appRelease = fleet?.release ?? app!.release;
+export const appRelease = fleet?.release ?? app?.release;
 /** albAutoScaling: the bucket holding the release bundles, and the group's name. */
 export const releaseBucket = fleet?.bucket.bucket;
 export const autoScalingGroupName = fleet?.group.name;
