@@ -212,9 +212,8 @@ export class AutoScalingFleet extends pulumi.ComponentResource {
     );
 
     // ------------------------------------------------------ the launch template
-    const ami = c.amiId
-      ? aws.ec2.getAmiOutput({ owners: ["self", "amazon", "aws-marketplace"], filters: [{ name: "image-id", values: [c.amiId] }] }, parent)
-      : hostOsAmi(c, parent);
+    // Looked up by id too (whoever owns it: Debian's images are in Debian's account), for its root device's name.
+    const ami = c.amiId ? aws.ec2.getAmiOutput({ filters: [{ name: "image-id", values: [c.amiId] }] }, parent) : hostOsAmi(c, parent);
     const userData = pulumi
       .all([args.vpcCidr, this.bundle.versionId, this.bucket.bucket, this.bucket.region])
       .apply(([cidr, versionId, bucketName, region]) =>

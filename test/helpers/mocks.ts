@@ -90,8 +90,15 @@ export async function runProgram(
             return { id: "vpc-123", cidrBlock: "172.31.0.0/16" };
           case "aws:ec2/getSubnets:getSubnets":
             return { ids: ["subnet-b", "subnet-a"] };
-          case "aws:ec2/getAmi:getAmi":
-            return { id: "ami-0123456789abcdef0", name: "ubuntu-noble", rootDeviceName: "/dev/xvda" };
+          case "aws:ec2/getAmi:getAmi": {
+            // A lookup by id (albAutoScaling with amiId) finds that image.
+            const byId = (args.inputs.filters as { name: string; values: string[] }[] | undefined)?.find((f) => f.name === "image-id");
+            return {
+              id: byId?.values[0] ?? "ami-0123456789abcdef0",
+              name: "ubuntu-noble",
+              rootDeviceName: byId ? "/dev/sda1" : "/dev/xvda",
+            };
+          }
           default:
             return args.inputs;
         }

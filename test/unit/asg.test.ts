@@ -75,6 +75,15 @@ describe("albAutoScaling on (mocks)", () => {
     expect(lt.updateDefaultVersion).toBe(true);
   });
 
+  it("amiId: the launch template boots that image, with the root volume on its own root device", async () => {
+    const run = await runProgram({ ...asgOn, amiId: "ami-0aaaaaaaaaaaaaaaa", instanceType: "t3.medium", rootVolumeGb: "30" });
+    const lt = inputs(run, "aws:ec2/launchTemplate:LaunchTemplate");
+    expect(lt).toMatchObject({ imageId: "ami-0aaaaaaaaaaaaaaaa", instanceType: "t3.medium" });
+    expect(lt.blockDeviceMappings).toEqual([
+      { deviceName: "/dev/sda1", ebs: { volumeType: "gp3", volumeSize: 30, encrypted: "true", deleteOnTermination: "true" } },
+    ]);
+  });
+
   it("user data: the shipped script with the release's key, sha256 and version, the ports, the VPC block and the health path", async () => {
     const run = await program();
     const text = userData(run);
