@@ -301,8 +301,8 @@ export class AutoScalingFleet extends pulumi.ComponentResource {
       `${name}-requests`,
       {
         autoscalingGroupName: this.group.name,
+        // The warm-up is the group's defaultInstanceWarmup (a policy's own would override it).
         policyType: "TargetTrackingScaling",
-        estimatedInstanceWarmup: grace,
         targetTrackingConfiguration: {
           predefinedMetricSpecification: {
             predefinedMetricType: "ALBRequestCountPerTarget",

@@ -120,6 +120,7 @@ describe("albAutoScaling on (mocks)", () => {
       targetGroupArns: ["arn:mock:aws:lb/targetGroup:TargetGroup:alb-tg", "arn:mock:aws:lb/targetGroup:TargetGroup:alb-tg-8001"],
       healthCheckType: "ELB",
       healthCheckGracePeriod: 600,
+      defaultInstanceWarmup: 600,
       // The version number (the mock's latestVersion), so a new version starts a refresh.
       launchTemplate: { id: "asg-lt-id", version: "1" },
       instanceRefresh: {
@@ -134,7 +135,6 @@ describe("albAutoScaling on (mocks)", () => {
     expect(inputs(run, "aws:autoscaling/policy:Policy")).toEqual({
       autoscalingGroupName: "asg-group",
       policyType: "TargetTrackingScaling",
-      estimatedInstanceWarmup: 600,
       targetTrackingConfiguration: {
         predefinedMetricSpecification: {
           predefinedMetricType: "ALBRequestCountPerTarget",
