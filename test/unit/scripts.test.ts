@@ -42,6 +42,7 @@ const EXPECTED_SCRIPTS = [
   "app-deploy.sh",
   "app-remove.sh",
   "app-rollout.sh",
+  "asg-user-data.sh",
   "cert-expiry-check.sh",
   "cert-expiry-timer.sh",
   "certbot-deploy-hook.sh",
