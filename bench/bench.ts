@@ -157,6 +157,9 @@ function lever(s: Sites, key: string): LiveSite {
   return site;
 }
 
+/** Rounds a lever needs before the report calls it a win or a loss (one busy round swung every lever both ways). */
+const MIN_VERDICT_ROUNDS = 3;
+
 /** A JSON body the size of the app's /api/hello answer, for the trivial upstream. */
 const CEILING_BODY = '{"message":"hello, world","version":"0.1.0","time":1764460968.1234567}';
 
@@ -588,7 +591,8 @@ async function main(): Promise<number> {
     lines.push(
       "Each lever is its own nginx (the rendered config with one change) proxying to the same app process as ours, " +
         "except the unix-socket lever, which has its own uvicorn on its socket. A lever wins when it is ahead of plain " +
-        "ours in every round and by at least 2% in the median of the per-round ratios; it loses when behind in every round.",
+        "ours in every round and by at least 2% in the median of the per-round ratios; it loses when behind in every round; " +
+        `fewer than ${MIN_VERDICT_ROUNDS} rounds give no verdict.`,
       "",
       "| lever | change | req/s per round | ours req/s per round | lever / ours per round | median | verdict |",
       "| --- | --- | --- | --- | --- | --- | --- |",
@@ -597,12 +601,15 @@ async function main(): Promise<number> {
       if (!v.lever) continue;
       const rs = roundRatios(v.key, v.lever.base);
       const mr = median(rs);
+      const pct = `${mr >= 1 ? "+" : ""}${fmt((mr - 1) * 100, 1)}%`;
       const verdict =
-        rs.length > 0 && rs.every((x) => x > 1) && mr >= 1.02
-          ? `wins by ${fmt((mr - 1) * 100, 1)}%`
-          : rs.length > 0 && rs.every((x) => x < 1)
-            ? `loses by ${fmt((1 - mr) * 100, 1)}%`
-            : `no clear difference (${mr >= 1 ? "+" : ""}${fmt((mr - 1) * 100, 1)}%)`;
+        rs.length < MIN_VERDICT_ROUNDS
+          ? `no verdict from ${rs.length} round(s) (${pct})`
+          : rs.every((x) => x > 1) && mr >= 1.02
+            ? `wins by ${fmt((mr - 1) * 100, 1)}%`
+            : rs.every((x) => x < 1)
+              ? `loses by ${fmt((1 - mr) * 100, 1)}%`
+              : `no clear difference (${pct})`;
       lines.push(
         `| ${v.key} | ${v.lever.change} | ${perRound(v.key)
           .map((x) => fmt(x))
@@ -611,7 +618,9 @@ async function main(): Promise<number> {
           .join(", ")} | ${rs.map((x) => `${fmt(x, 2)}x`).join(", ")} | ${fmt(mr, 2)}x | ${verdict} |`,
       );
     }
-    if (a.rounds < 3) lines.push("", `Only ${a.rounds} round(s): a verdict needs several rounds on a quiet machine.`);
+    if (a.rounds < MIN_VERDICT_ROUNDS) {
+      lines.push("", `Only ${a.rounds} round(s): a verdict needs at least ${MIN_VERDICT_ROUNDS} rounds, on a quiet machine.`);
+    }
   }
   lines.push(
     "",
