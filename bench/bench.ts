@@ -12,19 +12,37 @@
 //   - static 50 KB and 1 MB: nginx (TLS) vs FastAPI StaticFiles on direct
 //     uvicorn (goal >= 10x at 50 KB, >= 4x at 1 MB);
 //   - new upstream connections per 1,000 proxied requests, from the app's
-//     /_stats (goal <= 2 for ours), ours vs the seed.
+//     /_stats (goal <= 2 for ours), ours vs the seed;
+//   - the ceiling: the same rendered nginx proxying to a trivial upstream (a
+//     one-worker nginx answering `return 200` with a JSON body like the
+//     app's), i.e. what the proxy itself carries here, beside direct uvicorn
+//     and the proxied app; HTTP/2 over TLS with h2load (nghttp2-client) next
+//     to wrk's HTTP/1.1, through ours and through the ceiling (skipped, and
+//     said so, when h2load is missing);
+//   - with --levers, one site per lever, each compared with the plain
+//     rendered site in the same round: the app on a unix socket (uvicorn
+//     --uds), ssl_buffer_size 4k, worker_processes 1, worker_cpu_affinity auto.
 // Full mode writes bench/RESULTS.md; quick mode (1 short round) writes
 // bench/out/quick.md and exits non-zero only when a variant produced no
 // requests or any error.
 import { spawnSync } from "node:child_process";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { startLiveSite, staticPayload, wrkFailures, type LiveSite, type WrkResult } from "../test/helpers/live-site";
-import { sleep, SYSTEM_PYTHON } from "../test/helpers/proc";
+import {
+  startLiveSite,
+  staticPayload,
+  stopNginx,
+  wrkFailures,
+  type LiveSite,
+  type LiveSiteOptions,
+  type WrkResult,
+} from "../test/helpers/live-site";
+import { freePorts, run, sleep, startProcess, SYSTEM_PYTHON, waitForHttp } from "../test/helpers/proc";
 
 interface Args {
   quick: boolean;
+  levers: boolean;
   rounds: number;
   durationS: number;
   threads: number;
@@ -42,6 +60,7 @@ function parseArgs(argv: string[]): Args {
   };
   return {
     quick,
+    levers: argv.includes("--levers"),
     rounds: num("--rounds", quick ? 1 : 5),
     durationS: num("--duration", quick ? 2 : 10),
     threads: num("--threads", 2),
@@ -53,6 +72,10 @@ interface Variant {
   key: string;
   label: string;
   url: (s: Sites) => string;
+  /** Load generator: wrk (HTTP/1.1, default) or h2load (HTTP/2 over TLS). */
+  tool?: "wrk" | "h2load";
+  /** A lever: compared round by round with the variant `base` (plain ours). */
+  lever?: { base: string; change: string };
   /** wrk connections (and threads) override: 1 for the unsaturated latency pair. */
   connections?: number;
   /** Site whose nginx proxies to the app (counts upstream connections). */
@@ -62,10 +85,17 @@ interface Variant {
 interface Sites {
   ours: LiveSite;
   seed: LiveSite;
+  /** The rendered site proxying to the trivial upstream. */
+  ceiling: LiveSite;
+  /** Lever sites (--levers), by lever key. */
+  levers: Map<string, LiveSite>;
 }
 
 interface Sample {
+  /** wrk's result, or h2load's in the same shape (latencyMs null). */
   wrk: WrkResult;
+  /** h2load's mean time per request in ms (null for wrk). */
+  meanMs: number | null;
   /** App connections seen during the run (stats reset just before it). */
   newConns: number | null;
   proxied: number | null;
@@ -74,9 +104,95 @@ interface Sample {
   steadyProxied: number | null;
 }
 
-const VARIANTS: Variant[] = [
+/** Levers (--levers): one rendered site each, the app's processes shared except for the unix socket's. */
+interface Lever {
+  key: string;
+  label: string;
+  change: string;
+  site: LiveSiteOptions;
+}
+
+/** Edit one rendered file, failing loudly when the text to replace is not there (a lever must not silently be a no-op). */
+function edit(file: string, from: string, to: string): (rel: string, content: string) => string {
+  return (rel, content) => {
+    if (rel !== file) return content;
+    if (!content.includes(from)) throw new Error(`lever: no "${from}" in ${rel}`);
+    return content.replace(from, to);
+  };
+}
+
+const LEVERS: Lever[] = [
+  {
+    key: "lever-uds",
+    label: "JSON /api/hello, nginx rendered (TLS), app on a unix socket",
+    change: "upstream `server unix:…` to uvicorn --uds (its own process) instead of 127.0.0.1:PORT",
+    // A unix socket peer has no address: "*" makes uvicorn apply the forwarded headers as it does for 127.0.0.1.
+    site: { appUds: true, appEnv: { FORWARDED_ALLOW_IPS: "*" } },
+  },
+  {
+    key: "lever-buf4k",
+    label: "JSON /api/hello, nginx rendered (TLS), ssl_buffer_size 4k",
+    change: "`ssl_buffer_size 4k` (default 16k)",
+    site: {
+      transformConf: edit("fastapi-edge/snippets/tls.conf", "ssl_session_timeout 1d;", "ssl_session_timeout 1d;\nssl_buffer_size 4k;"),
+    },
+  },
+  {
+    key: "lever-w1",
+    label: "JSON /api/hello, nginx rendered (TLS), worker_processes 1",
+    change: `\`worker_processes 1\` (rendered: auto = ${os.cpus().length} here)`,
+    site: { transformConf: edit("nginx.conf", "worker_processes auto;", "worker_processes 1;") },
+  },
+  {
+    key: "lever-affinity",
+    label: "JSON /api/hello, nginx rendered (TLS), worker_cpu_affinity auto",
+    change: "`worker_cpu_affinity auto` (workers pinned one per CPU; rendered: no affinity)",
+    site: { transformConf: edit("nginx.conf", "worker_processes auto;", "worker_processes auto;\nworker_cpu_affinity auto;") },
+  },
+];
+
+function lever(s: Sites, key: string): LiveSite {
+  const site = s.levers.get(key);
+  if (!site) throw new Error(`lever site ${key} is not running`);
+  return site;
+}
+
+/** Rounds a lever needs before the report calls it a win or a loss (one busy round swung every lever both ways). */
+const MIN_VERDICT_ROUNDS = 3;
+
+/** A JSON body the size of the app's /api/hello answer, for the trivial upstream. */
+const CEILING_BODY = '{"message":"hello, world","version":"0.1.0","time":1764460968.1234567}';
+
+const JSON_VARIANTS: Variant[] = [
   { key: "json-direct", label: "JSON /api/hello, direct uvicorn (HTTP)", url: (s) => s.ours.appUrl("/api/hello") },
   { key: "json-ours", label: "JSON /api/hello, nginx rendered (TLS)", url: (s) => s.ours.httpsUrl("/api/hello"), proxiedBy: (s) => s.ours },
+  {
+    key: "json-ceiling",
+    label: "JSON, nginx rendered (TLS) to a trivial nginx upstream (ceiling)",
+    url: (s) => s.ceiling.httpsUrl("/api/hello"),
+  },
+];
+const LEVER_VARIANTS: Variant[] = LEVERS.map((l) => ({
+  key: l.key,
+  label: l.label,
+  url: (s: Sites) => lever(s, l.key).httpsUrl("/api/hello"),
+  lever: { base: "json-ours", change: l.change },
+}));
+const H2_VARIANTS: Variant[] = [
+  {
+    key: "h2-ours",
+    label: "JSON /api/hello, nginx rendered, HTTP/2 (TLS, h2load)",
+    url: (s) => s.ours.httpsUrl("/api/hello"),
+    tool: "h2load",
+  },
+  {
+    key: "h2-ceiling",
+    label: "JSON, nginx rendered to the trivial upstream, HTTP/2 (TLS, h2load)",
+    url: (s) => s.ceiling.httpsUrl("/api/hello"),
+    tool: "h2load",
+  },
+];
+const OTHER_VARIANTS: Variant[] = [
   {
     key: "json-seed",
     label: "JSON /api/hello, nginx seed config (TLS)",
@@ -100,6 +216,11 @@ const VARIANTS: Variant[] = [
   { key: "s1m-nginx", label: "static 1 MB, nginx rendered (TLS)", url: (s) => s.ours.httpsUrl("/static/bench-1m.bin") },
   { key: "s1m-app", label: "static 1 MB, StaticFiles direct uvicorn", url: (s) => s.ours.appUrl("/static/bench-1m.bin") },
 ];
+
+/** The variants of this run, in the order each round runs them. */
+function variantsFor(a: Args, haveH2load: boolean): Variant[] {
+  return [...JSON_VARIANTS, ...(a.levers ? LEVER_VARIANTS : []), ...(haveH2load ? H2_VARIANTS : []), ...OTHER_VARIANTS];
+}
 
 function median(xs: number[]): number {
   const v = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
@@ -138,7 +259,129 @@ function machine(): Record<string, string> {
     wrk: sh("wrk", ["-v"])
       .split("\n")[0]!
       .replace(/ Copyright.*/, ""),
+    h2load: haveH2load() ? sh("h2load", ["--version"]) : "not installed (Debian nghttp2-client): HTTP/2 variants skipped",
     node: process.version,
+  };
+}
+
+function haveH2load(): boolean {
+  return spawnSync("h2load", ["--version"], { encoding: "utf8" }).status === 0;
+}
+
+// ------------------------------------------------------------ h2load
+
+function parseH2Duration(s: string): number {
+  const m = /^([0-9.]+)(us|ms|s)$/.exec(s);
+  if (!m) return NaN;
+  const n = Number(m[1]);
+  return m[2] === "us" ? n / 1000 : m[2] === "ms" ? n : n * 1000;
+}
+
+/** h2load's summary in wrk's shape: succeeded requests, failed ones as read errors, non-2xx as status errors. */
+export function parseH2load(out: string): { result: WrkResult; meanMs: number } {
+  const fin = /finished in ([0-9.]+)(s|ms), ([0-9.]+) req\/s, ([0-9.]+[A-Za-z]+)\/s/.exec(out);
+  const req =
+    /requests: ([0-9]+) total, ([0-9]+) started, ([0-9]+) done, ([0-9]+) succeeded, ([0-9]+) failed, ([0-9]+) errored, ([0-9]+) timeout/.exec(
+      out,
+    );
+  const status = /status codes: ([0-9]+) 2xx, ([0-9]+) 3xx, ([0-9]+) 4xx, ([0-9]+) 5xx/.exec(out);
+  if (!fin || !req || !status) throw new Error(`cannot parse h2load output:\n${out}`);
+  // h2load falls back to HTTP/1.1 when ALPN does not offer h2: that would not be an HTTP/2 figure.
+  if (!/Application protocol: h2\b/.test(out)) throw new Error(`h2load did not negotiate HTTP/2:\n${out}`);
+  const time = /time for request:\s+([0-9.]+(?:us|ms|s))\s+([0-9.]+(?:us|ms|s))\s+([0-9.]+(?:us|ms|s))/.exec(out);
+  const durationS = fin[2] === "ms" ? Number(fin[1]) / 1000 : Number(fin[1]);
+  return {
+    result: {
+      requests: Number(req[4]),
+      durationS,
+      rps: Number(fin[3]),
+      bytesRead: fin[4]!,
+      errors: {
+        connect: 0,
+        read: Number(req[5]),
+        write: 0,
+        timeout: Number(req[7]),
+        status: Number(status[2]) + Number(status[3]) + Number(status[4]),
+      },
+      latencyMs: null,
+      raw: out,
+    },
+    meanMs: time ? parseH2Duration(time[3]!) : NaN,
+  };
+}
+
+/**
+ * HTTP/2 over TLS with h2load: one stream per connection at a time (-m 1, as
+ * wrk's one request per connection), for a duration. The URL keeps the
+ * site's name (SNI, :authority); --connect-to sends it to 127.0.0.1.
+ */
+async function h2load(
+  url: string,
+  o: { threads: number; connections: number; durationS: number },
+): Promise<{ result: WrkResult; meanMs: number }> {
+  const u = new URL(url);
+  const args = [
+    "-D",
+    String(o.durationS),
+    "-c",
+    String(o.connections),
+    "-m",
+    "1",
+    "-t",
+    String(o.threads),
+    `--connect-to=127.0.0.1:${u.port}`,
+    url,
+  ];
+  const res = await run("h2load", args, { timeoutMs: (o.durationS + 60) * 1000 });
+  if (res.code !== 0) throw new Error(`h2load exited ${res.code}:\n${res.stdout}\n${res.stderr}`);
+  return parseH2load(res.stdout);
+}
+
+// ------------------------------------------------------------ ceiling
+
+/**
+ * The trivial upstream of the ceiling variant: a one-worker nginx on a free
+ * 127.0.0.1 port answering every request with CEILING_BODY as
+ * application/json, keepalive like uvicorn's (no closing after N requests).
+ */
+async function startTrivialUpstream(): Promise<{ port: number; stop: () => Promise<void> }> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "fe-ceiling-"));
+  const [port] = await freePorts(1);
+  const conf = path.join(dir, "nginx.conf");
+  const temp = (n: string): string => `${n}_temp_path ${path.join(dir, n)};`;
+  writeFileSync(
+    conf,
+    [
+      "worker_processes 1;",
+      `pid ${path.join(dir, "nginx.pid")};`,
+      `error_log ${path.join(dir, "error.log")} warn;`,
+      "events { worker_connections 4096; }",
+      "http {",
+      "    access_log off;",
+      `    ${temp("client_body")} ${temp("proxy")} ${temp("fastcgi")} ${temp("uwsgi")} ${temp("scgi")}`,
+      "    keepalive_timeout 75s;",
+      "    keepalive_requests 1000000;",
+      "    server {",
+      `        listen 127.0.0.1:${port!};`,
+      `        location / { default_type application/json; return 200 '${CEILING_BODY}'; }`,
+      "    }",
+      "}",
+      "",
+    ].join("\n"),
+  );
+  const proc = startProcess("nginx", ["-e", "stderr", "-c", conf, "-g", "daemon off;"]);
+  try {
+    await waitForHttp(`http://127.0.0.1:${port!}/api/hello`, 15_000, 200, proc);
+  } catch (e) {
+    await stopNginx(proc.pid);
+    throw e;
+  }
+  return {
+    port: port!,
+    stop: async () => {
+      await stopNginx(proc.pid);
+      rmSync(dir, { recursive: true, force: true });
+    },
   };
 }
 
@@ -155,9 +398,13 @@ async function runVariant(v: Variant, sites: Sites, a: Args): Promise<Sample> {
   const connections = v.connections ?? a.connections;
   const threads = Math.min(a.threads, connections);
   const o = { url: v.url(sites), threads, connections, durationS: a.durationS, latency: true, timeoutS: 30 };
+  if (v.tool === "h2load") {
+    const h = await h2load(o.url, o);
+    return { wrk: h.result, meanMs: h.meanMs, newConns: null, proxied: null, steadyConns: null, steadyProxied: null };
+  }
   if (!proxiedBy) {
     const wrk = await sites.ours.wrk(o);
-    return { wrk, newConns: null, proxied: null, steadyConns: null, steadyProxied: null };
+    return { wrk, meanMs: null, newConns: null, proxied: null, steadyConns: null, steadyProxied: null };
   }
   // Proxied JSON: reset the app's counters, run wrk for the duration, and
   // read the counters after the first quarter (pool formed) and at the end.
@@ -171,6 +418,7 @@ async function runVariant(v: Variant, sites: Sites, a: Args): Promise<Sample> {
   const wrk = await running.stop();
   return {
     wrk,
+    meanMs: null,
     newConns: s1.connections,
     proxied: s1.requests,
     steadyConns: s1.connections - s0.connections,
@@ -182,17 +430,29 @@ async function main(): Promise<number> {
   const a = parseArgs(process.argv.slice(2));
   const started = new Date();
   const m = machine();
+  const h2 = haveH2load();
+  const VARIANTS = variantsFor(a, h2);
   const cmd = `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(" ")}` : ""}`;
   console.log(
-    `fastapi-edge bench: ${a.rounds} round(s) x ${VARIANTS.length} variants x ${a.durationS} s, wrk -t${a.threads} -c${a.connections}`,
+    `fastapi-edge bench: ${a.rounds} round(s) x ${VARIANTS.length} variants x ${a.durationS} s, wrk -t${a.threads} -c${a.connections}` +
+      (h2 ? `, h2load -t${a.threads} -c${a.connections} -m1` : ""),
   );
+  if (!h2) console.log("  h2load not found (Debian package nghttp2-client): skipping the HTTP/2 variants");
+  if (!a.levers) console.log("  levers not run (add --levers)");
   for (const [k, val] of Object.entries(m)) console.log(`  ${k}: ${val}`);
   const loadBefore = loadavg();
   console.log(`  load average (1 min) before: ${loadBefore}`);
   if (loadBefore > 0.5) console.log("  warning: the machine is busy; other processes share the CPUs and skew the figures");
 
   const sites: Partial<Sites> = {};
+  const leverSites = new Map<string, LiveSite>();
+  let trivial: { port: number; stop: () => Promise<void> } | null = null;
   const stopAll = async (): Promise<void> => {
+    for (const l of leverSites.values()) await l.stop();
+    leverSites.clear();
+    await sites.ceiling?.stop();
+    await trivial?.stop();
+    trivial = null;
     await sites.seed?.stop();
     await sites.ours?.stop();
   };
@@ -206,7 +466,16 @@ async function main(): Promise<number> {
       staticFiles: { "bench-50k.bin": staticPayload(50 * 1024, "50k"), "bench-1m.bin": staticPayload(1024 * 1024, "1m") },
     });
     sites.seed = await startLiveSite({ variant: "seed", reuseAppPorts: sites.ours.appPorts });
-    const s: Sites = { ours: sites.ours, seed: sites.seed };
+    trivial = await startTrivialUpstream();
+    sites.ceiling = await startLiveSite({ reuseAppPorts: [trivial.port], stats: false });
+    if (a.levers) {
+      for (const l of LEVERS) {
+        // The unix-socket lever starts its own app process (on its socket); the others proxy to ours.
+        const own = l.site.appUds === true;
+        leverSites.set(l.key, await startLiveSite({ ...l.site, ...(own ? {} : { reuseAppPorts: sites.ours.appPorts }) }));
+      }
+    }
+    const s: Sites = { ours: sites.ours, seed: sites.seed, ceiling: sites.ceiling, levers: leverSites };
     for (let r = 1; r <= a.rounds; r++) {
       for (const v of VARIANTS) {
         const sample = await runVariant(v, s, a);
@@ -216,7 +485,7 @@ async function main(): Promise<number> {
             ? ""
             : `, app connections ${sample.newConns} / ${sample.proxied} proxied (after the first quarter: ${sample.steadyConns} / ${sample.steadyProxied})`;
         console.log(
-          `round ${r} ${v.key.padEnd(11)} ${fmt(sample.wrk.rps).padStart(7)} req/s  p50 ${fmt(sample.wrk.latencyMs?.p50 ?? NaN, 2)} ms  p99 ${fmt(sample.wrk.latencyMs?.p99 ?? NaN, 2)} ms  errors ${wrkFailures(sample.wrk)}${conn}`,
+          `round ${r} ${v.key.padEnd(14)} ${fmt(sample.wrk.rps).padStart(7)} req/s  ${sample.meanMs === null ? `p50 ${fmt(sample.wrk.latencyMs?.p50 ?? NaN, 2)} ms  p99 ${fmt(sample.wrk.latencyMs?.p99 ?? NaN, 2)} ms` : `mean ${fmt(sample.meanMs, 2)} ms`}  errors ${wrkFailures(sample.wrk)}${conn}`,
         );
       }
     }
@@ -284,17 +553,93 @@ async function main(): Promise<number> {
   lines.push(`| app connections per 1,000 requests, seed config, whole run | ${fmt(seedK, 0)} | (comparison) | |`);
   lines.push(`| app connections per 1,000 requests, seed config, after the first quarter | ${fmt(seedSteady, 0)} | (comparison) | |`);
   lines.push(`| JSON req/s, seed config / ours | ${fmt(seedVsOurs, 2)}x | (comparison) | |`);
+
+  // Ratios round by round (same round, so the same machine state), and their median.
+  const has = (k: string): boolean => (samples.get(k)?.length ?? 0) > 0;
+  const perRound = (k: string): number[] => (samples.get(k) ?? []).map((x) => x.wrk.rps);
+  const roundRatios = (num: string, den: string): number[] => perRound(num).map((x, i) => ratio(x, perRound(den)[i] ?? NaN));
+  const ratioRow = (what: string, num: string, den: string): string => {
+    const rs = roundRatios(num, den);
+    return `| ${what} | ${fmt(median(rs), 2)}x | ${rs.map((x) => `${fmt(x, 2)}x`).join(", ")} | ${fmt(rps(num))} / ${fmt(rps(den))} |`;
+  };
+  lines.push(
+    "",
+    "## The proxy's price: the ceiling and HTTP/2",
+    "",
+    "The ceiling is the same rendered nginx proxying to a trivial upstream (a one-worker nginx on 127.0.0.1 answering " +
+      "`return 200` with a JSON body of the app's size): what the proxy itself carries on this machine. Ratios are " +
+      "taken round by round, then the median.",
+    "",
+    "| comparison | median of per-round ratios | per round | median req/s |",
+    "| --- | --- | --- | --- |",
+  );
+  lines.push(ratioRow("HTTP/1.1 (wrk): ours / direct uvicorn", "json-ours", "json-direct"));
+  lines.push(ratioRow("HTTP/1.1 (wrk): ceiling / direct uvicorn", "json-ceiling", "json-direct"));
+  lines.push(ratioRow("HTTP/1.1 (wrk): ours / ceiling", "json-ours", "json-ceiling"));
+  if (has("h2-ours")) {
+    lines.push(ratioRow("HTTP/2 (h2load): ours / direct uvicorn (HTTP/1.1, wrk)", "h2-ours", "json-direct"));
+    lines.push(ratioRow("HTTP/2 (h2load): ours / ceiling", "h2-ours", "h2-ceiling"));
+    lines.push(ratioRow("ours: HTTP/2 (h2load) / HTTP/1.1 (wrk)", "h2-ours", "json-ours"));
+  } else {
+    lines.push("", "HTTP/2 variants skipped: h2load is not installed (Debian package nghttp2-client).");
+  }
+
+  lines.push("", "## Levers (each against the plain rendered site in the same round)", "");
+  if (!a.levers) {
+    lines.push("Not run in this run: add `--levers` (`npm run bench -- --levers`).");
+  } else {
+    lines.push(
+      "Each lever is its own nginx (the rendered config with one change) proxying to the same app process as ours, " +
+        "except the unix-socket lever, which has its own uvicorn on its socket. A lever wins when it is ahead of plain " +
+        "ours in every round and by at least 2% in the median of the per-round ratios; it loses when behind in every round; " +
+        `fewer than ${MIN_VERDICT_ROUNDS} rounds give no verdict.`,
+      "",
+      "| lever | change | req/s per round | ours req/s per round | lever / ours per round | median | verdict |",
+      "| --- | --- | --- | --- | --- | --- | --- |",
+    );
+    for (const v of VARIANTS) {
+      if (!v.lever) continue;
+      const rs = roundRatios(v.key, v.lever.base);
+      const mr = median(rs);
+      const pct = `${mr >= 1 ? "+" : ""}${fmt((mr - 1) * 100, 1)}%`;
+      const verdict =
+        rs.length < MIN_VERDICT_ROUNDS
+          ? `no verdict from ${rs.length} round(s) (${pct})`
+          : rs.every((x) => x > 1) && mr >= 1.02
+            ? `wins by ${fmt((mr - 1) * 100, 1)}%`
+            : rs.every((x) => x < 1)
+              ? `loses by ${fmt((1 - mr) * 100, 1)}%`
+              : `no clear difference (${pct})`;
+      lines.push(
+        `| ${v.key} | ${v.lever.change} | ${perRound(v.key)
+          .map((x) => fmt(x))
+          .join(", ")} | ${perRound(v.lever.base)
+          .map((x) => fmt(x))
+          .join(", ")} | ${rs.map((x) => `${fmt(x, 2)}x`).join(", ")} | ${fmt(mr, 2)}x | ${verdict} |`,
+      );
+    }
+    if (a.rounds < MIN_VERDICT_ROUNDS) {
+      lines.push("", `Only ${a.rounds} round(s): a verdict needs at least ${MIN_VERDICT_ROUNDS} rounds, on a quiet machine.`);
+    }
+  }
   lines.push(
     "",
     "## Per variant (medians over rounds)",
     "",
-    "| variant | req/s | p50 ms | p99 ms | req/s per round | errors |",
-    "| --- | --- | --- | --- | --- | --- |",
+    "| variant | req/s | p50 ms | p99 ms | mean ms (h2load) | req/s per round | errors |",
+    "| --- | --- | --- | --- | --- | --- | --- |",
   );
   for (const v of VARIANTS) {
     const xs = samples.get(v.key)!;
+    const mean =
+      v.tool === "h2load"
+        ? fmt(
+            med(v.key, (x) => x.meanMs ?? NaN),
+            2,
+          )
+        : "";
     lines.push(
-      `| ${v.label} | ${fmt(rps(v.key))} | ${fmt(p50(v.key), 2)} | ${fmt(p99(v.key), 2)} | ${xs.map((x) => fmt(x.wrk.rps)).join(", ")} | ${xs.reduce((n, x) => n + wrkFailures(x.wrk), 0)} |`,
+      `| ${v.label} | ${fmt(rps(v.key))} | ${fmt(p50(v.key), 2)} | ${fmt(p99(v.key), 2)} | ${mean} | ${xs.map((x) => fmt(x.wrk.rps)).join(", ")} | ${xs.reduce((n, x) => n + wrkFailures(x.wrk), 0)} |`,
     );
   }
   lines.push(
@@ -317,6 +662,10 @@ async function main(): Promise<number> {
       a.connections +
       " every variant saturates the machine, so latency there is mostly queueing; the " +
       "1-connection pair measures what nginx adds to one request. All processes, wrk included, share the CPUs.",
+    "- h2load (HTTP/2 over TLS) runs with the same connection count, one stream per connection at a time (-m 1), " +
+      "so each connection has one request in flight as with wrk; it prints no percentiles, only the mean time per request.",
+    "- The ceiling's upstream is itself a process on the same CPUs, much cheaper than uvicorn: ours / ceiling is the " +
+      "share of what the proxy could carry that the app leaves it.",
     "- Quick mode (`--quick`, CI) runs one 2 s round: the figures are noisy and only prove the harness works.",
     "",
   );

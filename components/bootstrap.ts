@@ -36,11 +36,16 @@ export function hostPackages(c: EdgeConfig, venv = false): string[] {
  * Packages installed without their recommends: podman for appRuntime container.
  * Its recommends (buildah, criu, cpp, gpg, an initramfs rebuild) took most of the
  * 11 minutes `apt-get install podman` took on the emulated e2e guest; rootful
- * podman publishing on 127.0.0.1 needs only its dependencies (conmon, crun,
- * netavark, containers-common).
+ * podman publishing on 127.0.0.1 needs only its dependencies plus what podman
+ * merely recommends but its networking needs: netavark (Debian 12 and Ubuntu
+ * 24.04 would otherwise satisfy container-network-stack with the CNI plugins) and
+ * both firewall front ends netavark may drive: iptables (netavark 1.4, Debian 12,
+ * Ubuntu 24.04) and nftables (netavark 1.14, Debian 13: without nft every
+ * container start fails with "netavark: nftables error: unable to execute nft",
+ * found by the e2e). nftables also serves run-container.sh's opt-in port guard.
  */
 export function leanPackages(c: EdgeConfig): string[] {
-  return c.appRuntime === "container" ? ["podman"] : [];
+  return c.appRuntime === "container" ? ["podman", "netavark", "iptables", "nftables"] : [];
 }
 
 export class HostBootstrap extends pulumi.ComponentResource {

@@ -34,6 +34,10 @@
 #                    instance on PORT is stopped and disabled right before PORT's
 #                    restart, so a change of runtime rolls one port at a time like
 #                    any release, and prune stops its instances on other ports.
+#                    When PORT's new instance then fails (it does not start, or is
+#                    not healthy in time), it is stopped and disabled and the
+#                    retired instance is enabled and started again, so the port
+#                    keeps serving the old runtime; the rollout still exits 1.
 #
 # Exit: 0 all instances healthy; 1 an instance failed (or systemctl failed); 64 usage.
 set -euo pipefail
@@ -102,13 +106,31 @@ command -v "${systemctl_cmd[0]}" >/dev/null 2>&1 || die "supervisor command '$SY
 unit() { printf '%s@%s.service' "$UNIT_TEMPLATE" "$1"; }
 sctl() { "${systemctl_cmd[@]}" "$@"; }
 # Stop and disable the other runtime's instance on a port, when it is there at all.
+# Sets retired=1 when it did.
+retired=0
 retire_other() {
+  retired=0
   [[ -n $REPLACES_TEMPLATE ]] || return 0
   local u="$REPLACES_TEMPLATE@$1.service" state
   state=$(sctl is-enabled "$u" 2>/dev/null || true)
   if [[ $state == enabled ]] || sctl is-active --quiet "$u" 2>/dev/null; then
     log "stopping and disabling $u (replaced by $(unit "$1"))"
     sctl disable --now --quiet "$u" || die "$SYSTEMCTL disable --now $u failed"
+    retired=1
+  fi
+}
+# The new runtime failed on a port whose old instance retire_other stopped: stop the
+# new one (systemd would keep restarting it) and bring the old one back, so the port
+# keeps serving what it served before. Best effort: the rollout fails either way.
+reinstate_other() {
+  ((retired)) || return 0
+  local old="$REPLACES_TEMPLATE@$1.service"
+  log "putting $old back on port $1 ($(unit "$1") failed)"
+  sctl disable --now --quiet "$(unit "$1")" || log "warning: $SYSTEMCTL disable --now $(unit "$1") failed"
+  if sctl enable --quiet "$old" && sctl start "$old" && EXPECT_VERSION='' wait_healthy "$1"; then
+    log "$old is serving port $1 again"
+  else
+    log "warning: $old did not come back on port $1"
   fi
 }
 
@@ -177,10 +199,12 @@ if (( restart )); then
     start=$SECONDS
     if ! sctl restart "$u"; then
       show_diagnostics "$u"
+      reinstate_other "$p"
       die "$SYSTEMCTL restart $u failed; rollout stopped (remaining ports untouched)"
     fi
     if ! wait_healthy "$p"; then
       show_diagnostics "$u"
+      reinstate_other "$p"
       die "rollout stopped at $u (remaining ports untouched)"
     fi
     log "[$i/${#ports[@]}] $u healthy after $((SECONDS - start))s${EXPECT_VERSION:+ (version $EXPECT_VERSION)}"

@@ -92,8 +92,11 @@ rm -rf -- "$upload"
 # 2. image
 if [[ -n $ref ]]; then
   "$here/container-pull.sh" "$ref" "$release" ${image_id:+"$image_id"} >/dev/null
-elif [[ -n $(podman image ls --quiet --filter "reference=$IMAGE_REPO:$release" 2>/dev/null) && ! -f $archive ]]; then
-  # A re-run after the archive was removed: the image is loaded and tagged already.
+elif [[ ! -f $archive ]] && tagged=$(podman image inspect --format '{{.Id}}' "$IMAGE_REPO:$release" 2>/dev/null); then
+  # A re-run after the archive was removed: the image is loaded and tagged already;
+  # the tag must still be the image --image-id names (nothing else checks it then).
+  [[ sha256:$tagged == "sha256:${image_id#sha256:}" ]] ||
+    die "$IMAGE_REPO:$release is image sha256:$tagged, not sha256:${image_id#sha256:}, and the archive $archive is gone: upload it again (pulumi up --target-replace with the URN of the app-image-upload resource)"
   echo "container-deploy.sh: release $release already loaded"
 else
   [[ -f $archive ]] || die "release $release is not loaded and its archive $archive is gone: upload it again (pulumi up --target-replace with the URN of the app-image-upload resource)"

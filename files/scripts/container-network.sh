@@ -11,7 +11,10 @@
 # another subnet is an error (containers may be attached: remove it by hand).
 #
 # stdout: NETWORK=NAME and GATEWAY=ADDRESS (the FORWARDED_ALLOW_IPS value).
-# Environment: PODMAN (default podman). Exit: 0 ok, 1 failure, 64 usage.
+# Environment: PODMAN (default podman); CONTAINER_NETWORK and CONTAINER_SUBNET,
+# NAME and SUBNET when not given (container-deploy.sh runs this without
+# arguments; a test points it at a network of its own).
+# Exit: 0 ok, 1 failure, 64 usage.
 set -euo pipefail
 
 die() {
@@ -24,8 +27,8 @@ usage() {
 }
 
 (( $# <= 2 )) || usage
-name=${1:-fastapi-edge}
-subnet=${2:-10.89.77.0/24}
+name=${1:-${CONTAINER_NETWORK:-fastapi-edge}}
+subnet=${2:-${CONTAINER_SUBNET:-10.89.77.0/24}}
 [[ $name =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]] || usage
 [[ $subnet =~ ^([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})/([0-9]{1,2})$ ]] || usage
 for i in 1 2 3 4; do (( BASH_REMATCH[i] <= 255 )) || usage; done

@@ -13,6 +13,11 @@
 #   UVICORN_KEEPALIVE     keep-alive timeout in s (default 75; must exceed
 #                         nginx's upstream keepalive_timeout so nginx closes first)
 #   UVICORN_HOST          bind address (default 127.0.0.1)
+#   APP_UDS               absolute path of a unix socket to serve on instead of
+#                         UVICORN_HOST:PORT (uvicorn --uds; PORT is still required and
+#                         exported as APP_PORT). Used by the benchmark's unix-socket lever;
+#                         FORWARDED_ALLOW_IPS must then be "*" for --proxy-headers to
+#                         apply (a unix socket peer has no address)
 # Exit: 64 usage error, 78 configuration error; otherwise uvicorn's own status.
 set -euo pipefail
 
@@ -54,12 +59,19 @@ fi
 keepalive=${UVICORN_KEEPALIVE:-75}
 [[ $keepalive =~ ^[0-9]+$ ]] || die 78 "UVICORN_KEEPALIVE must be a whole number of seconds, got '$keepalive'"
 
+if [[ -n ${APP_UDS:-} ]]; then
+  [[ $APP_UDS == /* ]] || die 78 "APP_UDS must be an absolute path, got '$APP_UDS'"
+  [[ -d $(dirname -- "$APP_UDS") ]] || die 78 "APP_UDS=$APP_UDS: its directory does not exist"
+  bind=(--uds "$APP_UDS")
+else
+  bind=(--host "${UVICORN_HOST:-127.0.0.1}" --port "$port")
+fi
+
 export APP_PORT=$port
 
 exec "$python" -m uvicorn "$APP_MODULE" \
   --app-dir "$release_dir" \
-  --host "${UVICORN_HOST:-127.0.0.1}" \
-  --port "$port" \
+  "${bind[@]}" \
   --proxy-headers \
   --forwarded-allow-ips "$FORWARDED_ALLOW_IPS" \
   --timeout-keep-alive "$keepalive" \

@@ -18,7 +18,11 @@
 # IMAGE, APP_VERSION, CONTAINER_NETWORK, ... and CONTAINERS_CONF where podman
 # needs it. FAKE_RUN_CONTAINER is the path of run-container.sh, FAKE_UNIT_FILE
 # that of fastapi-edge-container@.service. Optional: WANTS_DIR (where
-# `disable` also removes the unit's link).
+# `disable` also removes the unit's link); FAKE_ETC_DIR: the unit's
+# EnvironmentFile= lines are read at each start, as systemd does, with
+# /etc/fastapi-edge replaced by FAKE_ETC_DIR (plain KEY=VALUE lines, as the
+# rendered files are; they override the caller's environment), so a start runs
+# what container-deploy.sh switched in (test/live/container-deploy.test.ts).
 set -euo pipefail
 S=${FAKE_STATE:?FAKE_STATE not set}
 UNIT_FILE=${FAKE_UNIT_FILE:?FAKE_UNIT_FILE not set}
@@ -90,11 +94,34 @@ stop_port() {
   rm -f "$S/$p.pid"
   return "$rc"
 }
+# unit_env: the KEY=VALUE lines of the unit's EnvironmentFile= files (FAKE_ETC_DIR set).
+unit_env() {
+  local f optional kv
+  [[ -n ${FAKE_ETC_DIR:-} ]] || return 0
+  while IFS= read -r f; do
+    optional=0
+    if [[ $f == -* ]]; then
+      optional=1
+      f=${f#-}
+    fi
+    f=${f/#\/etc\/fastapi-edge/$FAKE_ETC_DIR}
+    if [[ ! -r $f ]]; then
+      ((optional)) && continue
+      echo "fake systemctl: EnvironmentFile $f is missing" >&2
+      return 1
+    fi
+    while IFS= read -r kv || [[ -n $kv ]]; do
+      if [[ $kv =~ ^[A-Za-z_][A-Za-z0-9_]*= ]]; then printf '%s\n' "$kv"; fi
+    done <"$f"
+  done < <(unit_lines EnvironmentFile)
+}
 start_port() {
-  local p=$1
-  echo "=== start $(date +%T.%3N) image ${IMAGE:-} version ${APP_VERSION:-} ===" >>"$S/$p.log"
+  local p=$1 text vars=()
+  text=$(unit_env) || return 1
+  [[ -z $text ]] || mapfile -t vars <<<"$text"
+  echo "=== start $(date +%T.%3N) image ${IMAGE:-} version ${APP_VERSION:-} ${vars[*]} ===" >>"$S/$p.log"
   # setsid: the container outlives this short-lived command, as under systemd.
-  setsid env -u NOTIFY_SOCKET "$RUN_CONTAINER" "$p" >>"$S/$p.log" 2>&1 </dev/null &
+  setsid env -u NOTIFY_SOCKET "${vars[@]}" "$RUN_CONTAINER" "$p" >>"$S/$p.log" 2>&1 </dev/null &
   echo $! >"$S/$p.pid"
   # Type=notify with --sdnotify=conmon: systemd's start (and restart) returns once
   # the container runs, not before. Wait for that too (TimeoutStartSec), so a stop

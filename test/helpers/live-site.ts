@@ -114,6 +114,19 @@ export interface LiveSiteOptions {
   chroot?: string;
   /** Take every port from [lo, hi] (default: any free port). */
   portRange?: [number, number];
+  /**
+   * Edit the installed nginx files before nginx starts: called with each
+   * file's path relative to the config dir and its content, returns the new
+   * content (the benchmark's levers: worker count, ssl_buffer_size, ...).
+   */
+  transformConf?: (relPath: string, content: string) => string;
+  /**
+   * Serve each app process on a unix socket (run-app.sh APP_UDS, uvicorn
+   * --uds) under the tree instead of its port; the upstream's
+   * `server 127.0.0.1:PORT` lines become `server unix:SOCKET`. The ports are
+   * still allocated (APP_PORT); stats and health checks go over the sockets.
+   */
+  appUds?: boolean;
 }
 
 export type Response = HttpResponse;
@@ -279,6 +292,19 @@ export function httpsRequest(
 
 export function plainRequest(port: number, p: string, opts: RequestOptions & { host: string }): Promise<Response> {
   return send(http.request, {}, port, p, opts, "http");
+}
+
+/** One HTTP request over a unix socket (an app started with APP_UDS). */
+export function unixRequest(socketPath: string, p: string, opts: RequestOptions & { host: string }): Promise<Response> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      { socketPath, path: p, method: opts.method ?? "GET", agent: false, headers: { Host: opts.host, ...(opts.headers ?? {}) } },
+      (res) => collectResponse(res, resolve, reject),
+    );
+    req.setTimeout(opts.timeoutMs ?? 15_000, () => req.destroy(new Error(`timeout: unix ${socketPath} ${p}`)));
+    req.on("error", reject);
+    req.end(opts.body);
+  });
 }
 
 /** One request to 127.0.0.1:port with a fresh connection (no agent). */
@@ -570,6 +596,43 @@ export async function startLiveSite(opts: LiveSiteOptions = {}): Promise<LiveSit
     installFiles(L, renderSeed(fixture, httpPort, httpsPort, appPorts));
   }
 
+  // App sockets (appUds): one per process, under the tree (short enough for sun_path).
+  const udsDir = path.join(root, "run", "app");
+  const socketOf = (port: number): string | null => (opts.appUds ? path.join(udsDir, `app-${port}.sock`) : null);
+  if (opts.appUds) {
+    if (chroot) throw new Error("appUds runs on the host's nginx only");
+    mkdirSync(udsDir, { recursive: true });
+  }
+  const transforms: ((relPath: string, content: string) => string)[] = [];
+  if (opts.appUds) {
+    transforms.push((rel, content) => {
+      if (!/upstream fastapi_edge_app \{/.test(content)) return content;
+      let out = content;
+      for (const p of appPorts) {
+        const from = `server 127.0.0.1:${p} `;
+        if (!out.includes(from)) throw new Error(`appUds: no "${from}" in ${rel}`);
+        out = out.replace(from, `server unix:${socketOf(p)!} `);
+      }
+      return out;
+    });
+  }
+  if (opts.transformConf) transforms.push(opts.transformConf);
+  if (transforms.length) {
+    const confRoot = at(L.nginxConfDir);
+    const walk = (d: string): void => {
+      for (const ent of readdirSync(d, { withFileTypes: true })) {
+        const p = path.join(d, ent.name);
+        if (ent.isDirectory()) walk(p);
+        else if (ent.isFile() && ent.name !== "mime.types") {
+          const before = readFileSync(p, "utf8");
+          const after = transforms.reduce((c, t) => t(path.relative(confRoot, p), c), before);
+          if (after !== before) writeFileSync(p, after);
+        }
+      }
+    };
+    walk(confRoot);
+  }
+
   const confFile = path.join(L.nginxConfDir, "nginx.conf");
   const accessLog = at(variant === "seed" ? path.join(L.logDir, "access.log") : path.join(L.logDir, "fastapi-edge.access.log"));
   const errorLog = at(path.join(L.logDir, "error.log"));
@@ -592,14 +655,36 @@ export async function startLiveSite(opts: LiveSiteOptions = {}): Promise<LiveSit
     PYTHONDONTWRITEBYTECODE: "1",
     PYTHONPYCACHEPREFIX: pycache,
     ...(opts.stats === false ? {} : { FASTAPI_EDGE_STATS: "1" }),
+    ...(opts.appUds ? { APP_UDS: socketOf(port)! } : {}),
     ...(opts.appEnv ?? {}),
   });
+  /** A request straight to app process `port` (its socket with appUds). */
+  const appRequest = (port: number, p: string, o: RequestOptions = {}): Promise<Response> => {
+    const sock = socketOf(port);
+    const host = o.host ?? `127.0.0.1:${port}`;
+    return sock ? unixRequest(sock, p, { ...o, host }) : plainRequest(port, p, { ...o, host });
+  };
 
   const startOneApp = async (port: number): Promise<void> => {
     const proc = startProcess(script("run-app.sh"), [String(port)], { env: appEnv(port) });
     track(proc.pid);
     apps.set(port, proc);
-    await waitForHttp(`http://127.0.0.1:${port}/healthz`, startTimeoutMs, 200, proc);
+    if (!opts.appUds) {
+      await waitForHttp(`http://127.0.0.1:${port}/healthz`, startTimeoutMs, 200, proc);
+      return;
+    }
+    await waitFor(
+      async () => {
+        if (!isAlive(proc.pid)) throw new Error(`app ${port} exited before its socket answered:\n${proc.output()}`);
+        try {
+          return (await appRequest(port, "/healthz", { timeoutMs: 2000 })).status === 200;
+        } catch {
+          return false;
+        }
+      },
+      `app ${port} to answer on ${socketOf(port)!}`,
+      startTimeoutMs,
+    );
   };
   const stopOneApp = async (port: number): Promise<void> => {
     const proc = apps.get(port);
@@ -701,7 +786,7 @@ export async function startLiveSite(opts: LiveSiteOptions = {}): Promise<LiveSit
       let connections = 0;
       let requests = 0;
       for (const p of appPorts) {
-        const r = await plainRequest(p, "/_stats", { host: `127.0.0.1:${p}` });
+        const r = await appRequest(p, "/_stats");
         if (r.status !== 200) throw new Error(`app ${p} /_stats: ${r.status} (is FASTAPI_EDGE_STATS=1?)`);
         const s = JSON.parse(r.text) as AppStats;
         connections += s.connections;
@@ -710,7 +795,7 @@ export async function startLiveSite(opts: LiveSiteOptions = {}): Promise<LiveSit
       return { connections, requests };
     },
     async resetStats() {
-      for (const p of appPorts) await plainRequest(p, "/_stats", { method: "DELETE", host: `127.0.0.1:${p}` });
+      for (const p of appPorts) await appRequest(p, "/_stats", { method: "DELETE" });
     },
     async stopApp(index) {
       if (!ownsApps) throw new Error("this site reuses another site's app processes");

@@ -50,7 +50,9 @@ describe.skipIf(missing !== null)("appRuntime container, image built where pulum
     const installs = boot.split("\n").filter((l) => l.startsWith("/opt/fastapi-edge/bin/install-packages.sh "));
     expect(installs).toHaveLength(2);
     expect(installs[0]).not.toMatch(/podman|python3-fastapi/);
-    expect(installs[1]?.replace(/'/g, "")).toBe("/opt/fastapi-edge/bin/install-packages.sh --no-install-recommends podman");
+    expect(installs[1]?.replace(/'/g, "")).toBe(
+      "/opt/fastapi-edge/bin/install-packages.sh --no-install-recommends podman netavark iptables nftables",
+    );
   }, 600_000);
 });
 

@@ -157,6 +157,13 @@ describe("argument and environment validation", () => {
     const badDir = await run(script("run-app.sh"), ["8000"], { env: { ...env, APP_DIR: "/nonexistent" } });
     expect(badDir.code).toBe(78);
     expect(badDir.stderr).toMatch(/APP_DIR=\/nonexistent is not a directory/);
+    // APP_UDS (the benchmark's unix-socket lever): an absolute path in an existing directory.
+    const relUds = await run(script("run-app.sh"), ["8000"], { env: { ...env, APP_UDS: "app.sock" } });
+    expect(relUds.code).toBe(78);
+    expect(relUds.stderr).toMatch(/APP_UDS must be an absolute path/);
+    const noDir = await run(script("run-app.sh"), ["8000"], { env: { ...env, APP_UDS: "/nonexistent/app.sock" } });
+    expect(noDir.code).toBe(78);
+    expect(noDir.stderr).toMatch(/APP_UDS=\/nonexistent\/app\.sock: its directory does not exist/);
   });
 
   it("install-packages.sh skips everything when all packages are installed", async () => {
