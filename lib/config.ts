@@ -87,6 +87,42 @@ const list = <T extends z.ZodType>(item: T) =>
     z.array(item, { message: "must be a list (YAML array, JSON array or comma-separated)" }),
   );
 
+/** An app host behind the nginx edge (appHosts): reached over SSH through the edge. */
+export interface AppHost {
+  /** Private IPv4 address: uvicorn binds it, nginx's upstream names it, SSH dials it from the edge. */
+  address: string;
+  /** SSH user; unset: hostUser's value (the edge's user). */
+  sshUser?: string;
+  sshPort: number;
+}
+
+/** RFC 1918 blocks: an app host is reached from the edge inside a private network only. */
+export function isPrivateIpv4(a: string): boolean {
+  const o = a.split(".").map(Number);
+  if (o.length !== 4 || o.some((n) => !Number.isInteger(n) || n < 0 || n > 255)) return false;
+  return o[0] === 10 || (o[0] === 172 && o[1]! >= 16 && o[1]! <= 31) || (o[0] === 192 && o[1] === 168);
+}
+
+const IPV4_RE = /^(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}$/;
+const APP_HOST_RE = /^(?:([a-z_][a-z0-9_-]{0,31})@)?([0-9.]+)(?::([0-9]{1,5}))?$/;
+const APP_HOST_FORM =
+  "[USER@]ADDRESS[:SSHPORT] with a private IPv4 address (10/8, 172.16/12, 192.168/16), such as 10.0.1.11 or admin@10.0.1.12:2222";
+const appHost = z
+  .string()
+  .refine((s) => {
+    const m = APP_HOST_RE.exec(s);
+    if (!m || !IPV4_RE.test(m[2]!) || !isPrivateIpv4(m[2]!)) return false;
+    return m[3] === undefined || (Number(m[3]) >= 1 && Number(m[3]) <= 65535);
+  }, msg(APP_HOST_FORM))
+  .transform((s): AppHost => {
+    // The refinement above guarantees the match.
+    const m = APP_HOST_RE.exec(s)!;
+    return { address: m[2]!, ...(m[1] !== undefined ? { sshUser: m[1] } : {}), sshPort: m[3] !== undefined ? Number(m[3]) : 22 };
+  });
+const privateIpv4 = z
+  .string()
+  .refine((a) => IPV4_RE.test(a) && isPrivateIpv4(a), msg("a private IPv4 address (10/8, 172.16/12, 192.168/16) such as 10.0.1.10"));
+
 export interface RateLimit {
   path: string;
   rate: string;
@@ -425,6 +461,27 @@ export const configSchema = z
       .describe(
         "albAutoScaling: capacity an instance refresh keeps in service, in percent; at 100 new instances are launched and healthy before old ones go (up to twice the capacity for a while).",
       ),
+    // nginx: several app hosts behind the edge (docs/multi-host.md)
+    appHosts: list(appHost)
+      .default([])
+      .describe(
+        "frontend nginx: existing app servers behind the edge, as [USER@]ADDRESS[:SSHPORT] with a private IPv4 address (10.0.1.11, admin@10.0.1.12:2222). Each gets the host bootstrap and the app, uvicorn bound to ADDRESS; nginx on the edge (the host of hostMode) proxies to every ADDRESS:port and runs no app process in the upstream. SSH reaches them through the edge (same key and, unless given, hostUser). Not with appHostCount, frontend alb or appRuntime container. Empty: the app runs on the edge, as before. See docs/multi-host.md.",
+      ),
+    appHostCount: int(0, 16)
+      .default(0)
+      .describe(
+        "hostMode ec2, frontend nginx: create this many EC2 app instances (instanceType, hostOs, the edge's key) in appHostSubnetIds with no public address, admitting the app ports and SSH only from the edge's security group. 0: none. Not with appHosts. See docs/multi-host.md.",
+      ),
+    appHostSubnetIds: list(z.string().regex(SUBNET_ID_RE, msg("a subnet id such as subnet-0123456789abcdef0")))
+      .default([])
+      .describe(
+        "appHostCount: subnets of the default VPC the app instances run in, taken in turn. The instances have no public address, so these must reach apt through a NAT gateway (or a mirror); the default subnets do not. Required with appHostCount.",
+      ),
+    edgePrivateAddress: privateIpv4
+      .optional()
+      .describe(
+        "appHosts with hostMode existing: the edge's private IPv4 address, the one its connections to the app hosts come from: the app hosts' uvicorn trusts X-Forwarded-* from it alone, and SSH is proxied through it. hostMode ec2 takes the instance's own private address (leave unset).",
+      ),
     // DNS and alerts
     route53ZoneId: z
       .string()
@@ -501,6 +558,7 @@ export const configSchema = z
     }
     checkFront(c, ctx);
     checkAutoScaling(c, ctx);
+    checkAppHosts(c, ctx);
     if (
       c.nginxSource === "nginx.org" &&
       c.nginxVersion &&
@@ -607,6 +665,76 @@ function checkAutoScaling(c: AutoScalingSettings, ctx: z.RefinementCtx): void {
   }
   if (c.sshPublicKey) {
     issue("sshPublicKey", "must be unset with albAutoScaling: the group's instances get no SSH key");
+  }
+}
+
+type AppHostSettings = {
+  frontend: "nginx" | "alb";
+  hostMode: "ec2" | "existing";
+  appRuntime: "host" | "container";
+  appHosts: AppHost[];
+  appHostCount: number;
+  appHostSubnetIds: string[];
+  edgePrivateAddress?: string | undefined;
+  hostAddress?: string | undefined;
+};
+
+/** The cross-key rules of appHosts and appHostCount. */
+function checkAppHosts(c: AppHostSettings, ctx: z.RefinementCtx): void {
+  const issue = (key: string, message: string) => ctx.addIssue({ code: "custom", path: [key], message });
+  const listed = c.appHosts.length > 0;
+  const created = c.appHostCount > 0;
+  if (!listed && !created) {
+    if (c.appHostSubnetIds.length) issue("appHostSubnetIds", "is only used with appHostCount above 0");
+    if (c.edgePrivateAddress) issue("edgePrivateAddress", "is only used with appHosts (and hostMode existing)");
+    return;
+  }
+  const key = listed ? "appHosts" : "appHostCount";
+  if (listed && created)
+    issue("appHostCount", "must be 0 when appHosts is set: list existing servers or let the program create instances, not both");
+  if (c.frontend === "alb") {
+    issue(key, "is for frontend nginx: behind the ALB several app servers are albAutoScaling's Auto Scaling Group (docs/asg.md)");
+  }
+  if (c.appRuntime === "container") {
+    issue(
+      key,
+      "needs appRuntime host for now: the containers publish their ports on 127.0.0.1 only and trust podman's gateway as the proxy, so nginx on another machine could not reach them and the client address would be lost",
+    );
+  }
+  if (listed) {
+    const seen = new Set<string>();
+    for (const h of c.appHosts) {
+      if (seen.has(h.address)) issue("appHosts", `names ${h.address} twice (each app host once)`);
+      seen.add(h.address);
+      if (h.address === c.edgePrivateAddress || h.address === c.hostAddress) {
+        issue("appHosts", `must not name the edge itself (${h.address}): the edge runs nginx; leave appHosts empty to run the app there`);
+      }
+    }
+    if (c.hostMode === "existing" && !c.edgePrivateAddress) {
+      issue(
+        "edgePrivateAddress",
+        "is required when appHosts is set with hostMode existing: the edge's private IPv4 address, which the app hosts trust forwarded headers from",
+      );
+    }
+    if (c.hostMode === "ec2" && c.edgePrivateAddress) {
+      issue("edgePrivateAddress", "must be unset with hostMode ec2 (the edge instance's own private address is used)");
+    }
+    if (c.appHostSubnetIds.length) issue("appHostSubnetIds", "is only used with appHostCount (appHosts are existing servers)");
+  }
+  if (created && !listed) {
+    if (c.hostMode !== "ec2") {
+      issue("appHostCount", "needs hostMode ec2 (it creates EC2 instances); list existing servers in appHosts instead");
+    }
+    if (!c.appHostSubnetIds.length) {
+      issue(
+        "appHostSubnetIds",
+        "is required when appHostCount is above 0: subnet ids (subnet-...) of the default VPC whose route reaches the internet through a NAT gateway (the app instances have no public address)",
+      );
+    } else if (new Set(c.appHostSubnetIds).size !== c.appHostSubnetIds.length) {
+      issue("appHostSubnetIds", "must not name a subnet twice");
+    }
+    if (c.edgePrivateAddress)
+      issue("edgePrivateAddress", "must be unset with appHostCount (the edge instance's own private address is used)");
   }
 }
 
