@@ -8,10 +8,12 @@ import { HostLayout, StageFile } from "./types";
 export function commonStageFiles(
   layout: Pick<HostLayout, "maintenanceDir">,
   upstreamPorts: number[],
+  /** Number of app hosts (appHosts / appHostCount); 1: the app on the edge. */
+  hostCount = 1,
 ): { proxyHeaders: StageFile; proxy: StageFile; maintenance: StageFile } {
   return {
     proxyHeaders: { path: "conf/fastapi-edge/snippets/proxy-headers.conf", content: shipped("nginx/proxy-headers.conf") },
-    proxy: { path: "conf/fastapi-edge/snippets/proxy.conf", content: renderProxySnippet(upstreamPorts) },
+    proxy: { path: "conf/fastapi-edge/snippets/proxy.conf", content: renderProxySnippet(upstreamPorts, hostCount) },
     maintenance: { path: `extra${layout.maintenanceDir}/maintenance.html`, content: shipped("maintenance/maintenance.html") },
   };
 }

@@ -23,8 +23,13 @@ export type HttpSettings = Pick<
 
 export interface HttpOptions {
   layout: Pick<HostLayout, "logDir" | "tempDir">;
-  /** App ports, one upstream server each. */
+  /** App ports, one upstream server each (on every upstream host). */
   upstreamPorts: number[];
+  /**
+   * App hosts' addresses (appHosts / appHostCount): every host:port is an
+   * upstream server. Unset: the app on the edge, 127.0.0.1:port.
+   */
+  upstreamHosts?: string[];
   /**
    * The site has TLS servers: include the TLS settings (snippets/tls.conf) and
    * set the key-exchange groups the target's OpenSSL (major.minor) supports.
@@ -109,14 +114,26 @@ export function renderHttpConf(s: HttpSettings, o: HttpOptions): string {
   if (s.limitConnPerIp > 0) {
     lines.push("limit_conn_zone $binary_remote_addr zone=fastapi_edge_conn:10m;", "limit_conn_status 429;", "");
   }
-  lines.push(...upstreamBlock(s, o.upstreamPorts), "");
+  lines.push(...upstreamBlock(s, o.upstreamPorts, o.upstreamHosts), "");
   return lines.join("\n");
 }
 
-function upstreamBlock(s: HttpSettings, ports: number[]): string[] {
+/**
+ * The upstream's servers, as address:port. With app hosts, port by port across
+ * the hosts (h1:p1, h2:p1, h1:p2, h2:p2): round-robin walks the list in order
+ * and a retry takes the next server, so consecutive picks and a failed
+ * request's next try land on another host, not on a sibling process of a host
+ * that may be down as a whole.
+ */
+export function upstreamServers(ports: number[], hosts?: string[]): string[] {
+  if (hosts === undefined) return ports.map((p) => `127.0.0.1:${p}`);
+  return ports.flatMap((p) => hosts.map((h) => `${h}:${p}`));
+}
+
+function upstreamBlock(s: HttpSettings, ports: number[], hosts: string[] | undefined): string[] {
   return [
     "upstream fastapi_edge_app {",
-    ...ports.map((p) => `    server 127.0.0.1:${p} max_fails=${s.upstreamMaxFails} fail_timeout=${s.upstreamFailTimeout};`),
+    ...upstreamServers(ports, hosts).map((a) => `    server ${a} max_fails=${s.upstreamMaxFails} fail_timeout=${s.upstreamFailTimeout};`),
     ...(s.upstreamKeepalive > 0
       ? [
           "    # Idle connections kept open to the app. This only engages because every",

@@ -43,6 +43,8 @@ export interface SiteOptions {
   opensslVersion?: string;
   /** Upstream app ports; defaults to those derived from config. */
   upstreamPorts?: number[];
+  /** App hosts' private addresses (appHosts / appHostCount); unset: the app on the edge (127.0.0.1). */
+  upstreamHosts?: string[];
   /** Retry-After seconds on the maintenance page. */
   retryAfter?: number;
   /** The origin-pull CA's PEM text (hostfiles.ts readOriginPullCa), required when config sets originPullCaFile. */
@@ -53,7 +55,8 @@ export interface SiteOptions {
 export function renderSite(c: EdgeConfig, o: SiteOptions): StageFile[] {
   const ports = o.upstreamPorts ?? appPorts(c);
   const nginxVersion = o.nginxVersion ?? targetNginxVersion(c);
-  const common = commonStageFiles(o.layout, ports);
+  const hosts = o.upstreamHosts?.length ? o.upstreamHosts : undefined;
+  const common = commonStageFiles(o.layout, ports, hosts?.length ?? 1);
   if (c.originPullCaFile && o.originPullCaPem === undefined) {
     throw new Error(`originPullCaFile is set (${c.originPullCaFile}) but its PEM text was not read (readOriginPullCa)`);
   }
@@ -77,6 +80,7 @@ export function renderSite(c: EdgeConfig, o: SiteOptions): StageFile[] {
       content: renderHttpConf(c, {
         layout: o.layout,
         upstreamPorts: ports,
+        ...(hosts ? { upstreamHosts: hosts } : {}),
         tls: { opensslVersion: o.opensslVersion ?? targetOpenSslVersion(c) },
         realIp: real !== null,
         nginxVersion,
