@@ -22,6 +22,11 @@ export interface AppServiceArgs {
   projectDir: string;
   /** The app's dependencies file (a virtualenv per release), or null: the distribution's packages (readAppRuntime). */
   deps: PythonDeps | null;
+  /**
+   * An app host behind the edge (appHosts): uvicorn binds this private address instead of
+   * 127.0.0.1, and the rollout's health checks dial it (HEALTH_HOST). Unset: as before.
+   */
+  bindAddress?: pulumi.Input<string>;
 }
 
 /**
@@ -116,7 +121,14 @@ export class AppService extends pulumi.ComponentResource {
       ...venvArgs(c, args.deps, wheelhouse ? wheelhouseDir(this.release) : undefined),
       ...appPorts(c).map(String),
     );
-    const stdin = pulumi.output(args.forwardedAllowIps).apply((fwd) => stepShell(appDeployFiles(c, fwd, args.deps !== null), [deploy]));
+    const stdin =
+      args.bindAddress === undefined
+        ? pulumi.output(args.forwardedAllowIps).apply((fwd) => stepShell(appDeployFiles(c, fwd, args.deps !== null), [deploy]))
+        : pulumi.all([args.forwardedAllowIps, args.bindAddress]).apply(([fwd, bind]) => {
+            // renderAppEnv refuses anything but an IPv4 address, so the prefix is a plain assignment.
+            const files = appDeployFiles(c, fwd, args.deps !== null, bind);
+            return stepShell(files, [`HEALTH_HOST=${bind} ${deploy}`]);
+          });
     // Names its own release: when a new release replaces this one, the engine runs this after
     // the new release is live, and it must then leave everything alone (app-remove.sh). The
     // release is 16 hex digits, so it goes unquoted, as in the text existing stacks stored.

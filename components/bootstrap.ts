@@ -14,7 +14,12 @@ export interface HostBootstrapArgs {
   sshWaitTimeout?: string;
   /** The app has a dependencies file: each release builds a virtualenv (python3-venv). */
   venv?: boolean;
+  /** edge (default): the host of hostMode, nginx included; app: an app host behind the edge (appHosts), no nginx. */
+  role?: HostRole;
 }
+
+/** What a host is for: the edge (nginx, and the app unless there are app hosts) or an app host behind it. */
+export type HostRole = "edge" | "app";
 
 /**
  * Packages a host needs for the chosen front end, installed by
@@ -24,11 +29,11 @@ export interface HostBootstrapArgs {
  * covers our /var/log/nginx/fastapi-edge.access.log) but does not depend on
  * logrotate, and minimal images lack it: without it the access log grows forever.
  */
-export function hostPackages(c: EdgeConfig, venv = false): string[] {
+export function hostPackages(c: EdgeConfig, venv = false, role: HostRole = "edge"): string[] {
   // A release virtualenv needs `python3 -m venv`, which Debian and Ubuntu package apart.
   const runtime = c.appRuntime === "container" ? [] : c.appPackages;
   const base = ["curl", "ca-certificates", "openssl", ...runtime, ...(venv ? ["python3-venv"] : [])];
-  if (c.frontend !== "nginx") return base;
+  if (c.frontend !== "nginx" || role === "app") return base;
   return c.nginxSource === "nginx.org" ? ["certbot", "logrotate", ...base] : ["nginx", "certbot", "logrotate", ...base];
 }
 
@@ -74,11 +79,12 @@ export class HostBootstrap extends pulumi.ComponentResource {
     );
 
     const lean = leanPackages(c);
-    this.packages = [...hostPackages(c, args.venv ?? false), ...lean];
-    const stdin = stepShell(
-      [...hostInstallFiles(), ...nginxSourceFiles(c)],
-      bootstrapCommands(c, hostPackages(c, args.venv ?? false), lean),
-    );
+    const role = args.role ?? "edge";
+    const packages = hostPackages(c, args.venv ?? false, role);
+    this.packages = [...packages, ...lean];
+    // An app host takes no nginx, so no nginx.org repository either.
+    const source = role === "app" ? { frontend: c.frontend, nginxSource: "distribution" as const } : c;
+    const stdin = stepShell([...hostInstallFiles(), ...nginxSourceFiles(source)], bootstrapCommands(source, packages, lean));
     this.ready = hostStep(`${name}-install`, { target: args.target, stdin }, { parent: this, dependsOn: [wait] });
     this.registerOutputs({ packages: this.packages });
   }

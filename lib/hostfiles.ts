@@ -110,10 +110,10 @@ export function bootstrapCommands(
 }
 
 /** app-deploy: the systemd template unit and the app's environment. */
-export function appDeployFiles(c: EdgeConfig, forwardedAllowIps: string, venv = false): HostFile[] {
+export function appDeployFiles(c: EdgeConfig, forwardedAllowIps: string, venv = false, bindAddress?: string): HostFile[] {
   return [
     { path: HOST_PATHS.appUnit, content: shipped("systemd/fastapi-edge-app@.service") },
-    { path: HOST_PATHS.envFile, content: renderAppEnv(c, forwardedAllowIps, venv) },
+    { path: HOST_PATHS.envFile, content: renderAppEnv(c, forwardedAllowIps, venv, bindAddress) },
   ];
 }
 
@@ -198,10 +198,15 @@ export function readOriginPullCa(c: EdgeConfig, projectDir: string): string | un
 }
 
 /** nginx-site: the nginx.service drop-in, and the full nginx stage (with the origin-pull CA when configured). */
-export function siteFiles(c: EdgeConfig, originPullCaPem?: string): { dropIn: HostFile; stage: StageFile[] } {
+export function siteFiles(c: EdgeConfig, originPullCaPem?: string, upstreamHosts?: string[]): { dropIn: HostFile; stage: StageFile[] } {
   return {
     dropIn: { path: HOST_PATHS.nginxDropIn, content: renderNginxDropIn(c) },
-    stage: renderSite(c, { layout: hostLayout(c), listen: PUBLIC_LISTEN, ...(originPullCaPem !== undefined ? { originPullCaPem } : {}) }),
+    stage: renderSite(c, {
+      layout: hostLayout(c),
+      listen: PUBLIC_LISTEN,
+      ...(originPullCaPem !== undefined ? { originPullCaPem } : {}),
+      ...(upstreamHosts?.length ? { upstreamHosts } : {}),
+    }),
   };
 }
 

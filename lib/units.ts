@@ -12,10 +12,16 @@ export function appBindAddress(c: EdgeConfig): string {
   return c.frontend === "alb" ? "0.0.0.0" : "127.0.0.1";
 }
 
-/** The app's environment; venv: uvicorn runs from the release's own virtualenv (APP_VENV), not appPython. */
-export function renderAppEnv(c: EdgeConfig, forwardedAllowIps: string, venv = false): string {
+/**
+ * The app's environment; venv: uvicorn runs from the release's own virtualenv (APP_VENV), not appPython.
+ * bindAddress: an app host's private address (appHosts), which uvicorn binds; unset: appBindAddress's choice.
+ */
+export function renderAppEnv(c: EdgeConfig, forwardedAllowIps: string, venv = false, bindAddress?: string): string {
   if (!/^[0-9a-fA-F.:\/,]+$/.test(forwardedAllowIps)) {
     throw new Error(`forwarded-allow-ips must be addresses or CIDRs separated by commas (got ${JSON.stringify(forwardedAllowIps)})`);
+  }
+  if (bindAddress !== undefined && !/^[0-9.]+$/.test(bindAddress)) {
+    throw new Error(`the app bind address must be an IPv4 address (got ${JSON.stringify(bindAddress)})`);
   }
   return [
     "# Rendered by fastapi-edge: environment of every fastapi-edge-app@PORT instance.",
@@ -24,7 +30,7 @@ export function renderAppEnv(c: EdgeConfig, forwardedAllowIps: string, venv = fa
     `STATIC_DIR=${HOST_PATHS.appDir}/${c.appStaticDir}`,
     `PYTHON=${c.appPython}`,
     ...(venv ? [`APP_VENV=${APP_VENV_DIR}`] : []),
-    `UVICORN_HOST=${appBindAddress(c)}`,
+    `UVICORN_HOST=${bindAddress ?? appBindAddress(c)}`,
     `FORWARDED_ALLOW_IPS=${forwardedAllowIps}`,
     `APP_VERSION=${c.appVersion}`,
     `APP_PORTS=${appPorts(c).join(" ")}`,

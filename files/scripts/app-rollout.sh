@@ -5,7 +5,7 @@
 # fastapi-edge-app@.service, one instance per port), one at a time:
 #   1. systemctl daemon-reload; systemctl enable every fastapi-edge-app@PORT
 #   2. for each PORT in order: systemctl restart fastapi-edge-app@PORT, then poll
-#      http://127.0.0.1:PORT$HEALTH_PATH until HTTP 200 (and, if EXPECT_VERSION
+#      http://$HEALTH_HOST:PORT$HEALTH_PATH until HTTP 200 (and, if EXPECT_VERSION
 #      is set, until the JSON "version" equals it) within HEALTH_TIMEOUT seconds.
 #      On timeout: print the unit's status and journal tail, exit 1 and leave
 #      the remaining ports untouched.
@@ -17,6 +17,8 @@
 #   JOURNALCTL       journal command for failure output (default journalctl)
 #   UNIT_TEMPLATE    template name (default fastapi-edge-app)
 #   HEALTH_PATH      health URL path (default /healthz)
+#   HEALTH_HOST      IPv4 address the instances listen on (default 127.0.0.1; an
+#                    app host behind the edge binds its private address only)
 #   HEALTH_TIMEOUT   seconds to wait per instance (default 60)
 #   HEALTH_INTERVAL  seconds between polls (default 0.5)
 #   EXPECT_VERSION   when set, the "version" field the health JSON must report
@@ -47,6 +49,7 @@ SYSTEMCTL=${SYSTEMCTL:-systemctl}
 JOURNALCTL=${JOURNALCTL:-journalctl}
 UNIT_TEMPLATE=${UNIT_TEMPLATE:-fastapi-edge-app}
 HEALTH_PATH=${HEALTH_PATH:-/healthz}
+HEALTH_HOST=${HEALTH_HOST:-127.0.0.1}
 HEALTH_TIMEOUT=${HEALTH_TIMEOUT:-60}
 HEALTH_INTERVAL=${HEALTH_INTERVAL:-0.5}
 JOURNAL_LINES=${JOURNAL_LINES:-50}
@@ -98,6 +101,7 @@ done
   die "invalid REPLACES_TEMPLATE '$REPLACES_TEMPLATE'"
 [[ $HEALTH_INTERVAL =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "HEALTH_INTERVAL must be a number of seconds"
 [[ $HEALTH_PATH == /* ]] || die "HEALTH_PATH must start with /"
+[[ $HEALTH_HOST =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}$ ]] || die "HEALTH_HOST must be an IPv4 address"
 [[ $SETTLE_SECONDS =~ ^[0-9]+$ ]] || die "SETTLE_SECONDS must be a whole number of seconds"
 command -v curl >/dev/null 2>&1 || die "curl is required"
 read -r -a systemctl_cmd <<<"$SYSTEMCTL"
@@ -151,7 +155,7 @@ show_diagnostics() {
 # Poll until healthy; prints the last observation on failure.
 wait_healthy() {
   local port=$1 url body code rc version deadline last
-  url="http://127.0.0.1:$port$HEALTH_PATH"
+  url="http://$HEALTH_HOST:$port$HEALTH_PATH"
   # Microseconds from EPOCHREALTIME: $SECONDS counts whole seconds, so a deadline of
   # SECONDS + N could expire after N - 1 seconds and some.
   deadline=$((${EPOCHREALTIME/[.,]/} + HEALTH_TIMEOUT * 1000000))
