@@ -5,12 +5,14 @@ import * as pulumi from "@pulumi/pulumi";
 import { CertExpiryAlarm } from "./components/alerts";
 import { AlbFrontend } from "./components/alb";
 import { AppService } from "./components/app";
+import { AppHosts, listedAppHosts } from "./components/app-hosts";
 import { AutoScalingFleet } from "./components/asg";
 import { ContainerAppService } from "./components/app-container";
 import { HostBootstrap } from "./components/bootstrap";
 import { readAppRuntime, readConfig, readHostPrivateKey, readRegistryPassword } from "./components/config";
 import { DnsRecord } from "./components/dns";
 import { defaultVpc, Ec2Host } from "./components/ec2";
+import { Ec2AppHosts } from "./components/ec2-app-hosts";
 import { ExistingHost } from "./components/existing-host";
 import { NginxFrontend } from "./components/nginx";
 import { Host } from "./components/remote";
@@ -47,6 +49,30 @@ if (host) {
     config.appRuntime === "container"
       ? new ContainerAppService("app", { config, target: host.target, projectDir: __dirname, registryPassword }, { dependsOn: [bootstrap] })
       : new AppService("app", { config, target: host.target, forwardedAllowIps, projectDir: __dirname, deps }, { dependsOn: [bootstrap] });
+}
+
+// appHosts / appHostCount (frontend nginx, appRuntime host: config validation): the host
+// above is the edge, and the app also runs on each app host behind it, reached through
+// the edge. The edge keeps its own release: nginx serves the static files from it.
+let appHosts: AppHosts | undefined;
+if (host && app && (config.appHosts.length > 0 || config.appHostCount > 0)) {
+  const edgePrivateAddress = ec2 ? ec2.privateAddress : pulumi.output(config.edgePrivateAddress!);
+  const hosts =
+    ec2 && config.appHostCount > 0
+      ? new Ec2AppHosts("app-instance", {
+          config,
+          tags,
+          vpcId: ec2.vpcId,
+          edgeSecurityGroupId: ec2.securityGroup.id,
+          keyName: ec2.keyName,
+          amiId: ec2.amiId,
+        }).hosts
+      : listedAppHosts(config, host.target.user);
+  appHosts = new AppHosts(
+    "app-host",
+    { config, edge: host.target, edgePrivateAddress, hosts, projectDir: __dirname, deps },
+    { dependsOn: [app] },
+  );
 }
 
 const siteUrlOutput = pulumi.output(`https://${config.domain}/`);
@@ -88,7 +114,13 @@ if (albHost || fleetDeps) {
     });
   }
 } else if (host && app) {
-  nginx = new NginxFrontend("nginx", { config, target: host.target, projectDir: __dirname }, { dependsOn: [app] });
+  nginx = appHosts
+    ? new NginxFrontend(
+        "nginx",
+        { config, target: host.target, projectDir: __dirname, upstreamHosts: appHosts.addresses },
+        { dependsOn: [app, ...appHosts.apps] },
+      )
+    : new NginxFrontend("nginx", { config, target: host.target, projectDir: __dirname }, { dependsOn: [app] });
   if (config.route53ZoneId && ec2) {
     new DnsRecord("dns", { zoneId: config.route53ZoneId, domain: config.domain, target: { kind: "ip", address: ec2.publicAddress } });
   }
@@ -113,10 +145,20 @@ export const publicIp = host?.publicAddress;
 export const loadBalancerDnsName = albDnsName;
 export const sshCommand = host?.sshCommand;
 export const appRelease = fleet?.release ?? app?.release;
+/** appHosts / appHostCount: the app hosts' private addresses, in the upstream's order. */
+export const appHostAddresses = appHosts?.addresses;
 /** albAutoScaling: the bucket holding the release bundles, and the group's name. */
 export const releaseBucket = fleet?.bucket.bucket;
 export const autoScalingGroupName = fleet?.group.name;
 /** The generated SSH private key (secret), when no sshPublicKey was configured. */
 export const sshPrivateKey = ec2?.privateKey;
 
-omitUndefinedOutputs(exports, ["publicIp", "sshCommand", "loadBalancerDnsName", "releaseBucket", "autoScalingGroupName", "sshPrivateKey"]);
+omitUndefinedOutputs(exports, [
+  "appHostAddresses",
+  "publicIp",
+  "sshCommand",
+  "loadBalancerDnsName",
+  "releaseBucket",
+  "autoScalingGroupName",
+  "sshPrivateKey",
+]);

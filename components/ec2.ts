@@ -67,6 +67,11 @@ export class Ec2Host extends pulumi.ComponentResource implements Host {
   readonly sshCommand: pulumi.Output<string>;
   /** Generated private key (secret) when no sshPublicKey is configured. */
   readonly privateKey?: pulumi.Output<string>;
+  /** The instance's private address (app hosts trust forwarded headers from it and are reached through it). */
+  readonly privateAddress: pulumi.Output<string>;
+  /** The key pair's name and the image: app instances (appHostCount) take the same. */
+  readonly keyName: pulumi.Output<string>;
+  readonly amiId: pulumi.Output<string>;
 
   constructor(name: string, args: Ec2HostArgs, opts?: pulumi.ComponentResourceOptions) {
     super("fastapi-edge:host:Ec2", name, {}, opts);
@@ -80,6 +85,7 @@ export class Ec2Host extends pulumi.ComponentResource implements Host {
     this.subnetIds = vpc.subnetIds;
 
     const amiId = c.amiId ? pulumi.output(c.amiId) : hostOsAmi(c, parent).id;
+    this.amiId = amiId;
 
     // SSH key: the configured public key, or one generated here whose private
     // half lives only in the (encrypted) Pulumi state as a secret.
@@ -96,6 +102,7 @@ export class Ec2Host extends pulumi.ComponentResource implements Host {
       this.privateKey = pulumi.secret(key.privateKeyOpenssh);
     }
     const keyPair = new aws.ec2.KeyPair(`${name}-key`, { publicKey, tags: args.tags }, parent);
+    this.keyName = keyPair.keyName;
 
     this.securityGroup = new aws.ec2.SecurityGroup(
       `${name}-sg`,
@@ -227,6 +234,7 @@ export class Ec2Host extends pulumi.ComponentResource implements Host {
     );
     const eip = new aws.ec2.Eip(`${name}-eip`, { domain: "vpc", instance: this.instance.id, tags: args.tags }, protect);
     this.publicAddress = eip.publicIp;
+    this.privateAddress = this.instance.privateIp;
 
     const user = c.hostUser ?? HOST_OS[c.hostOs].ec2User;
     const connection: Connection = {

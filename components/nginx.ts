@@ -19,13 +19,18 @@ export interface NginxFrontendArgs {
   config: EdgeConfig;
   target: HostTarget;
   projectDir: string;
+  /**
+   * App hosts' private addresses (appHosts / appHostCount): the upstream lists every
+   * ADDRESS:port. Unset: the app on this host, 127.0.0.1:port, as before.
+   */
+  upstreamHosts?: pulumi.Input<string[]>;
 }
 
 export class NginxFrontend extends pulumi.ComponentResource {
   readonly site: command.remote.Command;
   readonly certificate: command.remote.Command;
   /** The rendered site text, as pushed (for tests and `pulumi stack output`). */
-  readonly renderedSite: string;
+  readonly renderedSite: pulumi.Output<string>;
 
   constructor(name: string, args: NginxFrontendArgs, opts?: pulumi.ComponentResourceOptions) {
     super("fastapi-edge:nginx:Frontend", name, {}, opts);
@@ -77,13 +82,16 @@ export class NginxFrontend extends pulumi.ComponentResource {
     // nginx.service drop-in (LimitNOFILE for the master) applies from nginx's
     // next start. With originPullCaFile the CA travels in the stage, so the
     // candidate tree's nginx -t checks it together with the config.
-    const site = siteFiles(c, readOriginPullCa(c, args.projectDir));
-    this.renderedSite = site.stage.map((f) => `# ${f.path}\n${f.content}`).join("\n");
+    const originPullCa = readOriginPullCa(c, args.projectDir);
+    const site = pulumi.output(args.upstreamHosts ?? []).apply((hosts) => siteFiles(c, originPullCa, hosts));
+    this.renderedSite = site.apply((s) => s.stage.map((f) => `# ${f.path}\n${f.content}`).join("\n"));
     this.site = hostStep(
       `${name}-site`,
       {
         target: args.target,
-        stdin: stageShell(site.stage, installedScript("nginx-apply.sh"), [...fileWriteLines([site.dropIn]), commandLine(systemdReload)]),
+        stdin: site.apply((s) =>
+          stageShell(s.stage, installedScript("nginx-apply.sh"), [...fileWriteLines([s.dropIn]), commandLine(systemdReload)]),
+        ),
         onDelete: commandLine(installedScript("nginx-remove.sh"), "--drop-in", HOST_PATHS.nginxDropIn),
       },
       { parent: this, dependsOn: [this.certificate] },

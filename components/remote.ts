@@ -63,3 +63,38 @@ export function hostStep(name: string, args: HostStepArgs, opts: pulumi.CustomRe
     opts,
   );
 }
+
+/** An app host behind the edge: its private address and how to log in there. */
+export interface PrivateHost {
+  /** Private IPv4 address, dialled from the edge. */
+  address: pulumi.Input<string>;
+  user: pulumi.Input<string>;
+  port: number;
+  /** Changes when the machine is replaced (an instance id, or ADDRESS:PORT for a listed server). */
+  machineId: pulumi.Input<string>;
+}
+
+/**
+ * Where host steps run on an app host that has no public address: SSH to its private
+ * address through the edge as a bastion (the command provider's `proxy` connection),
+ * with the edge's key for both hops. The edge's host key pin (hostKey) applies to the
+ * bastion hop only.
+ */
+export function bastionTarget(edge: HostTarget, host: PrivateHost): HostTarget {
+  const e = edge.connection;
+  const proxy: command.types.input.remote.ProxyConnectionArgs = {
+    host: e.host,
+    ...(e.port !== undefined ? { port: e.port } : {}),
+    ...(e.user !== undefined ? { user: e.user } : {}),
+    ...(e.privateKey !== undefined ? { privateKey: e.privateKey } : {}),
+    ...(e.hostKey !== undefined ? { hostKey: e.hostKey } : {}),
+  };
+  const connection: Connection = {
+    host: host.address,
+    port: host.port,
+    user: host.user,
+    ...(e.privateKey !== undefined ? { privateKey: e.privateKey } : {}),
+    proxy,
+  };
+  return { connection, user: host.user, machineId: host.machineId };
+}

@@ -1,0 +1,77 @@
+// Several app hosts behind the nginx edge (appHosts, appHostCount): each gets
+// the host bootstrap and the app, as the single host does, with uvicorn bound
+// to its private address and trusting forwarded headers from the edge alone.
+// Host steps reach them through the edge (bastionTarget). The app steps are
+// chained, so a release rolls host by host (and, inside a host, process by
+// process): at most one host is restarting at any time.
+import * as pulumi from "@pulumi/pulumi";
+import { EdgeConfig } from "../lib/config";
+import { PythonDeps } from "../lib/pyapp";
+import { AppService } from "./app";
+import { HostBootstrap } from "./bootstrap";
+import { bastionTarget, HostTarget, PrivateHost } from "./remote";
+
+export interface AppHostsArgs {
+  config: EdgeConfig;
+  /** The edge: the bastion every host step goes through. */
+  edge: HostTarget;
+  /** The edge's private address: FORWARDED_ALLOW_IPS on every app host. */
+  edgePrivateAddress: pulumi.Input<string>;
+  /** The hosts, in rollout order, each with a stable key for its resource names. */
+  hosts: { key: string; host: PrivateHost }[];
+  projectDir: string;
+  deps: PythonDeps | null;
+}
+
+export class AppHosts extends pulumi.ComponentResource {
+  /** Every host's app, in rollout order (the last one finishes the rollout). */
+  readonly apps: AppService[] = [];
+  /** Every host's private address, in the upstream's order. */
+  readonly addresses: pulumi.Output<string[]>;
+
+  constructor(name: string, args: AppHostsArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("fastapi-edge:app:Hosts", name, {}, opts);
+    let previous: AppService | undefined;
+    for (const { key, host } of args.hosts) {
+      const target = bastionTarget(args.edge, host);
+      const bootstrap = new HostBootstrap(
+        `${name}-${key}-bootstrap`,
+        { config: args.config, target, venv: args.deps !== null, role: "app" },
+        { parent: this },
+      );
+      const app: AppService = new AppService(
+        `${name}-${key}`,
+        {
+          config: args.config,
+          target,
+          forwardedAllowIps: args.edgePrivateAddress,
+          bindAddress: host.address,
+          projectDir: args.projectDir,
+          deps: args.deps,
+        },
+        // Host by host: this host's deploy starts once the previous host's is live.
+        { parent: this, dependsOn: previous ? [bootstrap, previous] : [bootstrap] },
+      );
+      this.apps.push(app);
+      previous = app;
+    }
+    this.addresses = pulumi.all(args.hosts.map((h) => pulumi.output(h.host.address)));
+    this.registerOutputs({ addresses: this.addresses });
+  }
+}
+
+/** A listed server's key in resource names: its address with dashes (10.0.1.11 -> 10-0-1-11). */
+export function appHostKey(address: string): string {
+  return address.replace(/\./g, "-");
+}
+
+/**
+ * appHosts as app hosts: named after their address, so adding or removing one leaves
+ * the others' resources alone; the edge's SSH user unless one is given.
+ */
+export function listedAppHosts(c: EdgeConfig, edgeUser: pulumi.Input<string>): { key: string; host: PrivateHost }[] {
+  return c.appHosts.map((h) => ({
+    key: appHostKey(h.address),
+    host: { address: h.address, user: h.sshUser ?? edgeUser, port: h.sshPort, machineId: `${h.address}:${h.sshPort}` },
+  }));
+}
