@@ -16,6 +16,8 @@ export interface ProgramRun {
   outputs: Record<string, unknown>;
   ofType(type: string): MockResource[];
   one(type: string, nameIncludes?: string): MockResource;
+  /** The names of the resources a resource was registered to depend on (dependsOn, and through its inputs). */
+  dependencies(name: string): string[];
 }
 
 const FAKE_PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
@@ -39,6 +41,12 @@ export async function runProgram(
           case "aws:ec2/keyPair:KeyPair":
             state.keyName = `${args.name}-keyname`;
             break;
+          case "aws:ec2/instance:Instance": {
+            // The edge (host-instance) and the app instances (app-instance-N) in 172.31.0.0/16.
+            const n = /-(\d+)$/.exec(args.name);
+            state.privateIp = n ? `172.31.1.${11 + Number(n[1])}` : "172.31.0.10";
+            break;
+          }
           case "aws:ec2/eip:Eip":
             state.publicIp = "203.0.113.10";
             break;
@@ -108,6 +116,18 @@ export async function runProgram(
     opts.stack ?? "test",
     false,
   );
+  // Record each registration's dependencies (URNs), which the mocks' newResource is not given.
+  const deps = new Map<string, string[]>();
+  type Req = { getName(): string; getDependenciesList(): string[] };
+  type Monitor = { registerResource(req: Req, cb: unknown): unknown };
+  const monitor = pulumi.runtime.getMonitor() as unknown as Monitor | undefined;
+  if (monitor) {
+    const register = monitor.registerResource.bind(monitor);
+    monitor.registerResource = (req, cb) => {
+      deps.set(req.getName(), req.getDependenciesList());
+      return register(req, cb);
+    };
+  }
   const all: Record<string, string> = {};
   for (const [k, v] of Object.entries(config)) all[`fastapi-edge:${k}`] = v;
   all["aws:region"] = "eu-west-1";
@@ -129,6 +149,7 @@ export async function runProgram(
     resources,
     outputs,
     ofType: (type) => resources.filter((r) => r.type === type),
+    dependencies: (name) => (deps.get(name) ?? []).map((urn) => urn.slice(urn.lastIndexOf("::") + 2)),
     one(type, nameIncludes) {
       const found = resources.filter((r) => r.type === type && (!nameIncludes || r.name.includes(nameIncludes)));
       if (found.length !== 1)

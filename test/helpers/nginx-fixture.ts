@@ -157,6 +157,8 @@ export function makeNginxFixture(
     nginxVersion?: string;
     opensslVersion?: string;
     upstreamPorts?: number[];
+    /** App hosts' addresses (appHosts): the upstream lists every host:port. */
+    upstreamHosts?: string[];
     retryAfter?: number;
     /** Build the tree under this chroot's /tmp, with paths as nginx inside the chroot sees them. */
     chroot?: string;
@@ -174,6 +176,7 @@ export function makeNginxFixture(
     ...(opts.nginxVersion ? { nginxVersion: opts.nginxVersion } : {}),
     ...(opts.opensslVersion ? { opensslVersion: opts.opensslVersion } : {}),
     ...(opts.upstreamPorts ? { upstreamPorts: opts.upstreamPorts } : {}),
+    ...(opts.upstreamHosts ? { upstreamHosts: opts.upstreamHosts } : {}),
     ...(opts.retryAfter ? { retryAfter: opts.retryAfter } : {}),
     ...(opts.originPullCaPem !== undefined ? { originPullCaPem: opts.originPullCaPem } : {}),
   });
