@@ -1,12 +1,17 @@
 // Several app hosts behind the nginx edge (appHosts, appHostCount; docs/multi-host.md):
 // the graph under mocks, the rendered upstream, and the config refusals.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import { ConfigError, parseConfig } from "../../lib/config";
 import { renderSite } from "../../lib/nginx";
 import { upstreamServers } from "../../lib/nginx/http";
 import { nextUpstreamTries } from "../../lib/nginx/proxy";
 import { FAKE_PRIVATE_KEY, runProgram, unwrap, type MockResource, type ProgramRun } from "../helpers/mocks";
+import { fakeSystemdEnv } from "../helpers/fake-systemd";
 import { makeNginxFixture, nginxTest } from "../helpers/nginx-fixture";
+import { freePorts, httpJson, run as runCmd, script, stopPidFiles } from "../helpers/proc";
 
 const base = { domain: "api.example.com", email: "ops@example.com" };
 const existing = { ...base, hostMode: "existing", hostAddress: "203.0.113.5", hostUser: "admin", edgePrivateAddress: "10.0.1.10" };
@@ -342,4 +347,38 @@ describe("config refusals name the key", () => {
   it("refuses before any resource exists", async () => {
     await expect(runProgram({ ...twoHosts, appRuntime: "container" }, secrets)).rejects.toThrow(/appHosts needs appRuntime host/);
   });
+});
+
+describe("app-rollout.sh on an app host: health checks dial the bind address", () => {
+  it("waits on HEALTH_HOST when uvicorn binds a non-loopback-default address, and fails on 127.0.0.1", async () => {
+    const state = mkdtempSync(path.join(tmpdir(), "fe-multi-"));
+    const [port] = await freePorts(1);
+    // 127.0.0.2 stands in for a private address: uvicorn binds it alone, as UVICORN_HOST says.
+    const env = fakeSystemdEnv(state, {
+      UVICORN_HOST: "127.0.0.2",
+      APP_VERSION: "m1",
+      HEALTH_INTERVAL: "0.2",
+      WANTS_DIR: path.join(state, "wants"),
+    });
+    try {
+      const ok = await runCmd(script("app-rollout.sh"), ["--no-prune", String(port)], {
+        env: { ...env, HEALTH_HOST: "127.0.0.2", HEALTH_TIMEOUT: "60" },
+        timeoutMs: 90_000,
+      });
+      expect(ok.code, `${ok.stdout}\n${ok.stderr}`).toBe(0);
+      const h = await httpJson<{ version: string }>(`http://127.0.0.2:${port}/healthz`);
+      expect([h.status, h.json.version]).toEqual([200, "m1"]);
+      // Without HEALTH_HOST the check dials 127.0.0.1, where nothing listens: the rollout fails.
+      const bad = await runCmd(script("app-rollout.sh"), ["--no-prune", String(port)], {
+        env: { ...env, HEALTH_TIMEOUT: "3" },
+        timeoutMs: 60_000,
+      });
+      expect(bad.code).toBe(1);
+      const refused = await runCmd(script("app-rollout.sh"), ["--no-prune", String(port)], { env: { ...env, HEALTH_HOST: "10.0.1.11;x" } });
+      expect([refused.code, refused.stderr]).toEqual([1, expect.stringMatching(/HEALTH_HOST must be an IPv4 address/)]);
+    } finally {
+      await stopPidFiles(state);
+      rmSync(state, { recursive: true, force: true });
+    }
+  }, 120_000);
 });
