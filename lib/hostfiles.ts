@@ -246,7 +246,12 @@ export function renderHostFiles(c: EdgeConfig, o: HostFileOptions): HostFileSet 
   const system: HostFile[] = [...hostInstallFiles(), ...nginxSourceFiles(c), ...appDeployFiles(c, o.forwardedAllowIps ?? "127.0.0.1")];
   if (c.frontend === "alb") return { nginx: [], system };
 
-  const site = siteFiles(c, o.originPullCaPem);
+  // appHosts' addresses are config; appHostCount's are known only once the instances exist.
+  const site = siteFiles(
+    c,
+    o.originPullCaPem,
+    c.appHosts.map((h) => h.address),
+  );
   system.push(site.dropIn, ...certificateFiles(o.acmeCaBundlePem));
   if (c.alertEmail) system.push(...expiryTimerFiles(c, o.region ?? "us-east-1"));
   return { nginx: o.phase === "full" ? site.stage : acmeBootstrapStage(c), system };

@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import { ConfigError, parseConfig } from "../../lib/config";
+import { renderHostFiles } from "../../lib/hostfiles";
 import { renderSite } from "../../lib/nginx";
 import { upstreamServers } from "../../lib/nginx/http";
 import { nextUpstreamTries } from "../../lib/nginx/proxy";
@@ -87,6 +88,13 @@ describe("rendering: the upstream of several app hosts", () => {
     expect(upstreamServers([8000, 8001], [])).toEqual([]);
     const files = renderSite(parseConfig(base), { layout, listen: { address: null, http: 80, https: 443 }, upstreamHosts: [] });
     expect(file(files, "conf/fastapi-edge/http.conf")).toContain("server 127.0.0.1:8000 max_fails=3");
+  });
+
+  it("npm run render shows the listed app hosts in the upstream", () => {
+    const files = renderHostFiles(c, { phase: "full" });
+    const http = file(files.nginx, "conf/fastapi-edge/http.conf");
+    expect(http).toContain("    server 10.0.1.12:8001 max_fails=3 fail_timeout=10s;");
+    expect(http).not.toContain("127.0.0.1:");
   });
 
   it("the real nginx accepts the rendered tree (nginx -t)", () => {
@@ -215,6 +223,22 @@ describe("program: listed app hosts behind an existing edge", () => {
       "server 127.0.0.1:8001 max_fails=3 fail_timeout=10s;",
     ]);
     expect(run.outputs["appHostAddresses"]).toBeUndefined();
+  });
+});
+
+describe("program: listed app hosts behind an EC2 edge", () => {
+  it("trusts and proxies through the edge instance's own private address and Elastic IP", async () => {
+    const run = await runProgram({ ...base, sshAllowedCidrs: "198.51.100.7/32", appHosts: "10.0.1.11" });
+    const c = conn(run.one(COMMAND, "app-host-10-0-1-11-deploy"));
+    expect(c).toMatchObject({ host: "10.0.1.11", user: "admin", privateKey: FAKE_PRIVATE_KEY });
+    expect(c.proxy).toMatchObject({ host: "203.0.113.10", user: "admin" });
+    expect(envLine(stdin(run.one(COMMAND, "app-host-10-0-1-11-deploy")), "FORWARDED_ALLOW_IPS")).toBe("FORWARDED_ALLOW_IPS=172.31.0.10");
+    // No app instances are created for listed servers.
+    expect(run.ofType("aws:ec2/instance:Instance").map((r) => r.name)).toEqual(["host-instance"]);
+    expect(upstreamLines(run)).toEqual([
+      "server 10.0.1.11:8000 max_fails=3 fail_timeout=10s;",
+      "server 10.0.1.11:8001 max_fails=3 fail_timeout=10s;",
+    ]);
   });
 });
 
