@@ -43,6 +43,10 @@ export function renderAppEnv(c: EdgeConfig, forwardedAllowIps: string, venv = fa
  * The containers' environment (appRuntime container), without IMAGE: container-deploy.sh adds
  * it once the image is loaded. FORWARDED_ALLOW_IPS stays unset: run-container.sh trusts the
  * podman network's gateway, the address every forwarded connection arrives from.
+ * CONTAINER_PORT_GUARD=nft: the e2e's rolling switch to containers under load on the Debian 13
+ * guest (podman 5.4) had 6 of 23,536 requests time out, stuck on conmon's port-reservation
+ * socket while a container started; the guard resets such connections at once, so nginx
+ * retries the next upstream (run-container.sh's header, docs/containers.md).
  */
 export function renderContainerEnv(c: EdgeConfig): string {
   return [
@@ -50,7 +54,7 @@ export function renderContainerEnv(c: EdgeConfig): string {
     `APP_MODULE=${c.appModule}`,
     `APP_VERSION=${c.appVersion}`,
     "CONTAINER_NETWORK=fastapi-edge",
-    "",
+    "CONTAINER_PORT_GUARD=nft",
   ].join("\n");
 }
 

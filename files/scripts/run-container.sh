@@ -18,7 +18,7 @@
 # --replace removes a leftover container of the same name first, so a restart
 # is idempotent; --rm removes it when it stops.
 #
-# The port guard (opt-in: CONTAINER_PORT_GUARD=nft). podman (rootful) keeps a
+# The port guard (CONTAINER_PORT_GUARD=nft; the program turns it on). podman (rootful) keeps a
 # listening socket on 127.0.0.1:PORT in conmon for as long as the container
 # lives ("port reservation"). Normal traffic never reaches it: netavark's DNAT
 # redirects every connection to the container. A connection that is not
@@ -30,9 +30,11 @@
 # connection to 127.0.0.1:PORT that was not redirected: it is refused at once,
 # which nginx retries on the next upstream (a POST too: nothing was sent).
 # `run-container.sh --release-port PORT` (the unit's ExecStopPost) takes the
-# port out of the set. Needs nft (package nftables). Off by default: on
-# Debian 12 (podman 4.3, netavark 1.4) conmon's socket never held a connection
-# during restarts under load (docs/containers.md); enable it where it does.
+# port out of the set. Needs nft (package nftables). Off unless set; the
+# program's container.env sets it: on Debian 12 (podman 4.3, netavark 1.4)
+# conmon's socket never held a connection during restarts under load, but the
+# e2e's switch to containers on a Debian 13 guest (podman 5.4) had 6 of 23,536
+# requests hang there until wrk's 15 s timeout (docs/containers.md).
 #
 # Environment (normally from /etc/fastapi-edge/container.env):
 #   IMAGE                 image to run, present locally (never pulled here):

@@ -549,6 +549,9 @@ describe("end to end through the real Pulumi engine against a local VPS", () => 
         // the published port from the guest's own network address (what any other machine would reach): refused
         const outside = await guest('curl -sS -o /dev/null -m 5 "http://$(hostname -I | awk \'{print $1}\'):8000/healthz"; echo "rc=$?"');
         expect(outside.out).toMatch(/rc=7\b/);
+        // the port guard is on (container.env): both ports in its set
+        const guardSet = await guest("nft list set inet fastapi_edge_ports ports");
+        expect(guardSet.out).toMatch(/elements = \{ 8000, 8001 \}/);
         log("container release", `up ${r.seconds.toFixed(1)} s; wrk ${JSON.stringify(wrk)}`);
       } finally {
         // back to the host runtime even when the container half failed, so steps 10 and 11 run on the usual stack

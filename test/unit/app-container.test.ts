@@ -43,6 +43,7 @@ describe.skipIf(missing !== null)("appRuntime container, image built where pulum
     const { stdin, delete: del } = unwrap<{ stdin: string; delete: string }>(run.one("command:remote:Command", "app-deploy").inputs);
     expect(stdin).toContain("/etc/fastapi-edge/container.env.candidate");
     expect(stdin).toContain("APP_VERSION=1\n");
+    expect(stdin).toContain("CONTAINER_PORT_GUARD=nft\n"); // conmon's port socket is reset, never left hanging
     expect(stdin).not.toContain("FORWARDED_ALLOW_IPS");
     expect(del).toContain(`container-remove.sh ${release}`);
     // podman without its recommends (buildah, criu, an initramfs rebuild: minutes on a small host), on a line of its own
