@@ -18,7 +18,7 @@ import { PythonDeps } from "../lib/pyapp";
 import { renderAppEnv } from "../lib/units";
 import { releaseId, venvArgs } from "./app";
 import { hostPackages } from "./bootstrap";
-import { hostOsAmi } from "./ec2";
+import { EC2_ASSUME_ROLE_POLICY, hostOsAmi } from "./ec2";
 
 export interface AutoScalingFleetArgs {
   config: EdgeConfig;
@@ -148,10 +148,7 @@ export class AutoScalingFleet extends pulumi.ComponentResource {
     const role = new aws.iam.Role(
       `${name}-role`,
       {
-        assumeRolePolicy: JSON.stringify({
-          Version: "2012-10-17",
-          Statement: [{ Effect: "Allow", Principal: { Service: "ec2.amazonaws.com" }, Action: "sts:AssumeRole" }],
-        }),
+        assumeRolePolicy: EC2_ASSUME_ROLE_POLICY,
         tags: args.tags,
       },
       parent,

@@ -56,6 +56,12 @@ export function hostOsAmi(c: EdgeConfig, opts: pulumi.InvokeOutputOptions): pulu
   );
 }
 
+/** The trust policy of an instance role: EC2 may assume it (the single host's and the ASG's). */
+export const EC2_ASSUME_ROLE_POLICY = JSON.stringify({
+  Version: "2012-10-17",
+  Statement: [{ Effect: "Allow", Principal: { Service: "ec2.amazonaws.com" }, Action: "sts:AssumeRole" }],
+});
+
 export class Ec2Host extends pulumi.ComponentResource implements Host {
   readonly target: HostTarget;
   readonly instance: aws.ec2.Instance;
@@ -182,10 +188,7 @@ export class Ec2Host extends pulumi.ComponentResource implements Host {
       const role = new aws.iam.Role(
         `${name}-role`,
         {
-          assumeRolePolicy: JSON.stringify({
-            Version: "2012-10-17",
-            Statement: [{ Effect: "Allow", Principal: { Service: "ec2.amazonaws.com" }, Action: "sts:AssumeRole" }],
-          }),
+          assumeRolePolicy: EC2_ASSUME_ROLE_POLICY,
           tags: args.tags,
         },
         parent,
