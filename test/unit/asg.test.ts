@@ -7,11 +7,12 @@ import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { releaseBundle, releaseKey, renderUserData, tarGz, type UserDataSettings } from "../../lib/asg";
-import { ConfigError, parseConfig } from "../../lib/config";
+import { ConfigError } from "../../lib/config";
 import { shipped } from "../../lib/shipped";
 import { fakeSystemdEnv } from "../helpers/fake-systemd";
 import { runProgram, unwrap, type ProgramRun } from "../helpers/mocks";
 import { APP_DIR, freePorts, httpJson, REPO_ROOT, run, script, stopPidFiles } from "../helpers/proc";
+import { configErrorOf } from "../helpers/config-error";
 
 const VENV_APP = "test/fixtures/app-venv";
 const SUBNETS = "subnet-0123456789abcdef0,subnet-0fedcba9876543210";
@@ -235,12 +236,7 @@ describe("albAutoScaling off", () => {
 
 describe("config refusals name the key", () => {
   const refuse = (raw: Record<string, string>, re: RegExp) => {
-    let err: unknown;
-    try {
-      parseConfig(raw);
-    } catch (e) {
-      err = e;
-    }
+    const err = configErrorOf(raw);
     expect(err, JSON.stringify(raw)).toBeInstanceOf(ConfigError);
     expect((err as ConfigError).message).toMatch(re);
   };

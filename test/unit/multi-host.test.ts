@@ -13,6 +13,7 @@ import { FAKE_PRIVATE_KEY, runProgram, unwrap, type MockResource, type ProgramRu
 import { fakeSystemdEnv } from "../helpers/fake-systemd";
 import { makeNginxFixture, nginxTest } from "../helpers/nginx-fixture";
 import { freePorts, httpJson, run as runCmd, script, stopPidFiles } from "../helpers/proc";
+import { configErrorOf } from "../helpers/config-error";
 
 const base = { domain: "api.example.com", email: "ops@example.com" };
 const existing = { ...base, hostMode: "existing", hostAddress: "203.0.113.5", hostUser: "admin", edgePrivateAddress: "10.0.1.10" };
@@ -298,12 +299,7 @@ describe("program: EC2 app instances (appHostCount)", () => {
 
 describe("config refusals name the key", () => {
   const refuse = (raw: Record<string, string>, re: RegExp) => {
-    let err: unknown;
-    try {
-      parseConfig(raw);
-    } catch (e) {
-      err = e;
-    }
+    const err = configErrorOf(raw);
     expect(err).toBeInstanceOf(ConfigError);
     expect((err as ConfigError).problems.join("\n")).toMatch(re);
   };
