@@ -1,5 +1,5 @@
-// What parseConfig throws for RAW (or whatever else it threw, or undefined when it
-// accepted RAW), for tests that assert on the refusal's text.
+// What parseConfig throws for RAW (a ConfigError when it refuses it), or undefined when
+// it accepts RAW: for tests that assert on the refusal's text.
 import { parseConfig } from "../../lib/config";
 
 export function configErrorOf(raw: Record<string, string>): unknown {
