@@ -367,7 +367,11 @@ export const configSchema = z
       .describe("URL prefix served from appStaticDir by nginx, with a 30-day expiry and no access log."),
     websocketPaths: list(urlPath).default(["/ws/"]).describe("URL prefixes proxied as WebSockets (upgrade headers, long read timeout)."),
     clientMaxBodySize: size.default("10m").describe("Largest request body (nginx size, e.g. 10m); larger bodies get 413."),
-    proxyConnectTimeout: duration.default("5s").describe("Timeout to connect to an app process."),
+    proxyConnectTimeout: duration
+      .default("5s")
+      .describe(
+        "Timeout to connect to an app process. With `appRuntime: container` or app hosts, the rolling restart also waits this long between instances (a connect can fail that late).",
+      ),
     proxyReadTimeout: duration.default("60s").describe("Timeout between two reads from the app."),
     proxySendTimeout: duration.default("60s").describe("Timeout between two writes to the app."),
     websocketReadTimeout: duration.default("1h").describe("Read/send timeout of WebSocket locations (idle sockets stay open this long)."),

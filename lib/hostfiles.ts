@@ -263,8 +263,19 @@ export function renderHostFiles(c: EdgeConfig, o: HostFileOptions): HostFileSet 
  * out for fail_timeout: restarting the next one before then leaves no live
  * upstream. +2 s: nginx's clock ticks in seconds and one request must succeed
  * to re-admit the process. Found by test/stress/rollout.test.ts.
+ *
+ * fail_timeout runs from the last failure, and a connection nginx opened while
+ * the process was down can fail only later: to a container, the SYN is
+ * forwarded to the stopped container's bridge address and fails with "No route
+ * to host" once ARP gives up, about 3 s later, or at proxy_connect_timeout
+ * (test/live/container-rollout.test.ts saw it 4 s after the restart, the new
+ * container already healthy; the next restart then left no live upstream).
+ * Across hosts a lost SYN waits the same way. So for containers and app hosts
+ * the pause also covers proxy_connect_timeout. On loopback a refused connect
+ * fails at once.
  */
 export function rolloutSettleSeconds(c: EdgeConfig): number {
   if (c.frontend !== "nginx" || c.upstreamMaxFails === 0) return 0;
-  return Math.ceil(durationSeconds(c.upstreamFailTimeout)) + 2;
+  const lateFailure = c.appRuntime === "container" || c.appHosts.length > 0 || c.appHostCount > 0;
+  return Math.ceil(durationSeconds(c.upstreamFailTimeout)) + 2 + (lateFailure ? Math.ceil(durationSeconds(c.proxyConnectTimeout)) : 0);
 }

@@ -15,6 +15,7 @@ import {
   HostFile,
   hostInstallFiles,
   readAcmeCaBundle,
+  rolloutSettleSeconds,
   siteFiles,
   waitForBootShell,
 } from "../../lib/hostfiles";
@@ -109,5 +110,17 @@ describe("lib/", () => {
     walk(path.join(REPO, "lib"));
     expect(files.length).toBeGreaterThan(10);
     for (const f of files) expect(readFileSync(f, "utf8"), path.relative(REPO, f)).not.toMatch(/from "@pulumi\//);
+  });
+});
+
+describe("the pause between two instances of a rolling restart", () => {
+  const raw = { domain: "api.example.com", email: "ops@example.com", hostMode: "existing", hostAddress: "192.0.2.5" };
+  it("covers fail_timeout, and proxy_connect_timeout too where a connect can fail late (containers, app hosts)", () => {
+    expect(rolloutSettleSeconds(parseConfig(raw))).toBe(12);
+    expect(rolloutSettleSeconds(parseConfig({ ...raw, upstreamFailTimeout: "20s" }))).toBe(22);
+    expect(rolloutSettleSeconds(parseConfig({ ...raw, appRuntime: "container" }))).toBe(17);
+    expect(rolloutSettleSeconds(parseConfig({ ...raw, appRuntime: "container", proxyConnectTimeout: "2s" }))).toBe(14);
+    expect(rolloutSettleSeconds(parseConfig({ ...raw, appHosts: "10.0.1.11,10.0.1.12", edgePrivateAddress: "10.0.1.5" }))).toBe(17);
+    expect(rolloutSettleSeconds(parseConfig({ ...raw, upstreamMaxFails: "0" }))).toBe(0);
   });
 });
