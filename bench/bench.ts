@@ -26,7 +26,7 @@
 // bench/out/quick.md and exits non-zero only when a variant produced no
 // requests or any error.
 import { spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import {
@@ -78,6 +78,8 @@ interface Variant {
   lever?: { base: string; change: string };
   /** wrk connections (and threads) override: 1 for the unsaturated latency pair. */
   connections?: number;
+  /** Extra request headers (wrk -H). */
+  headers?: Record<string, string>;
   /** Site whose nginx proxies to the app (counts upstream connections). */
   proxiedBy?: (s: Sites) => LiveSite;
 }
@@ -102,6 +104,63 @@ interface Sample {
   /** The same, counted only after the first quarter of the run (pool formed). */
   steadyConns: number | null;
   steadyProxied: number | null;
+  /** Where the machine's CPU went during the run, in cores (see cpuSnapshot). */
+  cpu: CpuUse;
+}
+
+/** CPU in cores (1 = one CPU busy for the whole run): the app (python3), nginx, the rest (load generator, kernel, other). */
+interface CpuUse {
+  app: number;
+  nginx: number;
+  rest: number;
+  idle: number;
+}
+
+interface CpuSnapshot {
+  at: number;
+  busy: number;
+  idle: number;
+  byComm: Map<string, number>;
+}
+
+/** Clock ticks per second of /proc's CPU times (USER_HZ; 100 on Linux/x86). */
+const CLK_TCK = Number(spawnSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).stdout.trim()) || 100;
+
+/**
+ * Machine CPU (/proc/stat) and the CPU time so far of every nginx and python3
+ * process (/proc/PID/stat utime+stime). nginx and the app live through a run,
+ * so their deltas are exact; wrk and h2load start and end inside it, so they
+ * are in "rest" (busy minus app minus nginx).
+ */
+function cpuSnapshot(): CpuSnapshot {
+  const f = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const idle = (f[3] ?? 0) + (f[4] ?? 0);
+  const busy = f.reduce((x, y) => x + y, 0) - idle - (f[8] ?? 0) - (f[9] ?? 0); // minus guest time (counted in user)
+  const byComm = new Map<string, number>();
+  for (const ent of readdirSync("/proc")) {
+    if (!/^[0-9]+$/.test(ent)) continue;
+    let st = "";
+    try {
+      st = readFileSync(`/proc/${ent}/stat`, "utf8");
+    } catch {
+      continue;
+    }
+    const close = st.lastIndexOf(")");
+    const comm = st.slice(st.indexOf("(") + 1, close);
+    if (comm !== "nginx" && comm !== "python3") continue;
+    const fields = st.slice(close + 2).split(" ");
+    byComm.set(comm, (byComm.get(comm) ?? 0) + Number(fields[11]) + Number(fields[12]));
+  }
+  return { at: Date.now(), busy, idle, byComm };
+}
+
+function cpuUse(a: CpuSnapshot, b: CpuSnapshot): CpuUse {
+  const secs = (b.at - a.at) / 1000;
+  const cores = (ticks: number): number => ticks / CLK_TCK / secs;
+  const d = (comm: string): number => Math.max(0, (b.byComm.get(comm) ?? 0) - (a.byComm.get(comm) ?? 0));
+  const app = cores(d("python3"));
+  const nginx = cores(d("nginx"));
+  return { app, nginx, rest: Math.max(0, cores(b.busy - a.busy) - app - nginx), idle: cores(b.idle - a.idle) };
 }
 
 /** Levers (--levers): one rendered site each, the app's processes shared except for the unix socket's. */
@@ -138,6 +197,36 @@ const LEVERS: Lever[] = [
     },
   },
   {
+    key: "lever-logbuf",
+    label: "JSON /api/hello, nginx rendered (TLS), buffered access log",
+    change: "`access_log … buffer=64k flush=1s` (rendered: one write(2) per request)",
+    site: {
+      transformConf: (rel, content) => {
+        if (rel !== "fastapi-edge/http.conf") return content;
+        const re = /access_log (\S+) fastapi_edge;/;
+        if (!re.test(content)) throw new Error(`lever: no access_log line in ${rel}`);
+        return content.replace(re, "access_log $1 fastapi_edge buffer=64k flush=1s;");
+      },
+    },
+  },
+  {
+    key: "lever-hdrmin",
+    label: "JSON /api/hello, nginx rendered (TLS), only the forwarded headers uvicorn reads",
+    change: "no `X-Real-IP`, `X-Forwarded-Host`, `X-Forwarded-Port` upstream (Host, X-Forwarded-For, X-Forwarded-Proto only)",
+    site: {
+      transformConf: (rel, content) => {
+        if (rel !== "fastapi-edge/snippets/proxy-headers.conf") return content;
+        const drop = [
+          "proxy_set_header X-Real-IP $remote_addr;\n",
+          "proxy_set_header X-Forwarded-Host $host;\n",
+          "proxy_set_header X-Forwarded-Port $server_port;\n",
+        ];
+        for (const d of drop) if (!content.includes(d)) throw new Error(`lever: no "${d.trim()}" in ${rel}`);
+        return drop.reduce((c, d) => c.replace(d, ""), content);
+      },
+    },
+  },
+  {
     key: "lever-w1",
     label: "JSON /api/hello, nginx rendered (TLS), worker_processes 1",
     change: `\`worker_processes 1\` (rendered: auto = ${os.cpus().length} here)`,
@@ -163,8 +252,27 @@ const MIN_VERDICT_ROUNDS = 3;
 /** A JSON body the size of the app's /api/hello answer, for the trivial upstream. */
 const CEILING_BODY = '{"message":"hello, world","version":"0.1.0","time":1764460968.1234567}';
 
+/**
+ * What nginx sends upstream for a wrk request (files/nginx/proxy-headers.conf; wrk itself sends
+ * only Host): the same headers sent straight to uvicorn separate the app's cost of reading them
+ * (h11 parsing, --proxy-headers) from the proxy's.
+ */
+const PROXIED_HEADERS: Record<string, string> = {
+  "X-Real-IP": "127.0.0.1",
+  "X-Forwarded-For": "127.0.0.1",
+  "X-Forwarded-Proto": "https",
+  "X-Forwarded-Host": "edge.fastapi-edge.test",
+  "X-Forwarded-Port": "443",
+};
+
 const JSON_VARIANTS: Variant[] = [
   { key: "json-direct", label: "JSON /api/hello, direct uvicorn (HTTP)", url: (s) => s.ours.appUrl("/api/hello") },
+  {
+    key: "json-direct-hdrs",
+    label: "JSON /api/hello, direct uvicorn (HTTP) with the forwarded headers nginx adds",
+    url: (s) => s.ours.appUrl("/api/hello"),
+    headers: PROXIED_HEADERS,
+  },
   { key: "json-ours", label: "JSON /api/hello, nginx rendered (TLS)", url: (s) => s.ours.httpsUrl("/api/hello"), proxiedBy: (s) => s.ours },
   {
     key: "json-ceiling",
@@ -394,10 +502,16 @@ const fmt = (x: number, d = 0): string => (Number.isFinite(x) ? x.toFixed(d) : "
 const ratio = (a: number, b: number): number => a / b;
 
 async function runVariant(v: Variant, sites: Sites, a: Args): Promise<Sample> {
+  const before = cpuSnapshot();
+  const sample = await measureVariant(v, sites, a);
+  return { ...sample, cpu: cpuUse(before, cpuSnapshot()) };
+}
+
+async function measureVariant(v: Variant, sites: Sites, a: Args): Promise<Omit<Sample, "cpu">> {
   const proxiedBy = v.proxiedBy?.(sites);
   const connections = v.connections ?? a.connections;
   const threads = Math.min(a.threads, connections);
-  const o = { url: v.url(sites), threads, connections, durationS: a.durationS, latency: true, timeoutS: 30 };
+  const o = { url: v.url(sites), threads, connections, durationS: a.durationS, latency: true, timeoutS: 30, headers: v.headers };
   if (v.tool === "h2load") {
     const h = await h2load(o.url, o);
     return { wrk: h.result, meanMs: h.meanMs, newConns: null, proxied: null, steadyConns: null, steadyProxied: null };
@@ -485,7 +599,8 @@ async function main(): Promise<number> {
             ? ""
             : `, app connections ${sample.newConns} / ${sample.proxied} proxied (after the first quarter: ${sample.steadyConns} / ${sample.steadyProxied})`;
         console.log(
-          `round ${r} ${v.key.padEnd(14)} ${fmt(sample.wrk.rps).padStart(7)} req/s  ${sample.meanMs === null ? `p50 ${fmt(sample.wrk.latencyMs?.p50 ?? NaN, 2)} ms  p99 ${fmt(sample.wrk.latencyMs?.p99 ?? NaN, 2)} ms` : `mean ${fmt(sample.meanMs, 2)} ms`}  errors ${wrkFailures(sample.wrk)}${conn}`,
+          `round ${r} ${v.key.padEnd(14)} ${fmt(sample.wrk.rps).padStart(7)} req/s  ${sample.meanMs === null ? `p50 ${fmt(sample.wrk.latencyMs?.p50 ?? NaN, 2)} ms  p99 ${fmt(sample.wrk.latencyMs?.p99 ?? NaN, 2)} ms` : `mean ${fmt(sample.meanMs, 2)} ms`}  errors ${wrkFailures(sample.wrk)}` +
+            `  cpu app ${fmt(sample.cpu.app, 2)} nginx ${fmt(sample.cpu.nginx, 2)} rest ${fmt(sample.cpu.rest, 2)} idle ${fmt(sample.cpu.idle, 2)}${conn}`,
         );
       }
     }
@@ -574,6 +689,8 @@ async function main(): Promise<number> {
     "| --- | --- | --- | --- |",
   );
   lines.push(ratioRow("HTTP/1.1 (wrk): ours / direct uvicorn", "json-ours", "json-direct"));
+  lines.push(ratioRow("HTTP/1.1 (wrk): direct uvicorn with nginx's forwarded headers / without", "json-direct-hdrs", "json-direct"));
+  lines.push(ratioRow("HTTP/1.1 (wrk): ours / direct uvicorn with nginx's forwarded headers", "json-ours", "json-direct-hdrs"));
   lines.push(ratioRow("HTTP/1.1 (wrk): ceiling / direct uvicorn", "json-ceiling", "json-direct"));
   lines.push(ratioRow("HTTP/1.1 (wrk): ours / ceiling", "json-ours", "json-ceiling"));
   if (has("h2-ours")) {
@@ -621,6 +738,39 @@ async function main(): Promise<number> {
     if (a.rounds < MIN_VERDICT_ROUNDS) {
       lines.push("", `Only ${a.rounds} round(s): a verdict needs at least ${MIN_VERDICT_ROUNDS} rounds, on a quiet machine.`);
     }
+  }
+  lines.push(
+    "",
+    `## Where the CPU went (cores of ${os.cpus().length}, medians over rounds)`,
+    "",
+    "Measured around each run from /proc: the app is every python3 process (uvicorn), nginx every nginx process " +
+      "(the site's workers; the other sites idle), the rest is the machine's busy time minus both: the load generator " +
+      "(wrk or h2load, with its own TLS), the kernel's softirq work, anything else. Requests per app CPU-second shows " +
+      "whether the app itself does more or less work per request behind nginx; if it is the same, the proxied " +
+      "variant's lower throughput is the CPU that nginx and the client's TLS take from it.",
+    "",
+    "| variant | req/s | app | nginx | rest | idle | requests per app CPU-second |",
+    "| --- | --- | --- | --- | --- | --- | --- |",
+  );
+  for (const v of VARIANTS) {
+    if (!/^(json|h2|lever)-/.test(v.key) || v.connections === 1) continue;
+    const c = (f: (u: CpuUse) => number): number => med(v.key, (x) => f(x.cpu));
+    const perAppSecond = med(v.key, (x) => x.wrk.rps / x.cpu.app);
+    lines.push(
+      `| ${v.key} | ${fmt(rps(v.key))} | ${fmt(
+        c((u) => u.app),
+        2,
+      )} | ${fmt(
+        c((u) => u.nginx),
+        2,
+      )} | ${fmt(
+        c((u) => u.rest),
+        2,
+      )} | ${fmt(
+        c((u) => u.idle),
+        2,
+      )} | ${fmt(perAppSecond)} |`,
+    );
   }
   lines.push(
     "",

@@ -67,11 +67,21 @@ export function appHostKey(address: string): string {
 
 /**
  * appHosts as app hosts: named after their address, so adding or removing one leaves
- * the others' resources alone; the edge's SSH user unless one is given.
+ * the others' resources alone; the edge's SSH user unless one is given; the host key
+ * at the same position in appHostKeys, if any, pinned.
  */
 export function listedAppHosts(c: EdgeConfig, edgeUser: pulumi.Input<string>): { key: string; host: PrivateHost }[] {
-  return c.appHosts.map((h) => ({
-    key: appHostKey(h.address),
-    host: { address: h.address, user: h.sshUser ?? edgeUser, port: h.sshPort, machineId: `${h.address}:${h.sshPort}` },
-  }));
+  return c.appHosts.map((h, i) => {
+    const hostKey = c.appHostKeys[i];
+    return {
+      key: appHostKey(h.address),
+      host: {
+        address: h.address,
+        user: h.sshUser ?? edgeUser,
+        port: h.sshPort,
+        machineId: `${h.address}:${h.sshPort}`,
+        ...(hostKey !== undefined ? { hostKey } : {}),
+      },
+    };
+  });
 }

@@ -72,13 +72,15 @@ export interface PrivateHost {
   port: number;
   /** Changes when the machine is replaced (an instance id, or ADDRESS:PORT for a listed server). */
   machineId: pulumi.Input<string>;
+  /** Its SSH host key (appHostKeys), pinned on the second hop; unset: not checked. */
+  hostKey?: string;
 }
 
 /**
  * Where host steps run on an app host that has no public address: SSH to its private
  * address through the edge as a bastion (the command provider's `proxy` connection),
  * with the edge's key for both hops. The edge's host key pin (hostKey) applies to the
- * bastion hop only.
+ * bastion hop, the app host's (appHostKeys) to the second.
  */
 export function bastionTarget(edge: HostTarget, host: PrivateHost): HostTarget {
   const e = edge.connection;
@@ -94,6 +96,7 @@ export function bastionTarget(edge: HostTarget, host: PrivateHost): HostTarget {
     port: host.port,
     user: host.user,
     ...(e.privateKey !== undefined ? { privateKey: e.privateKey } : {}),
+    ...(host.hostKey !== undefined ? { hostKey: host.hostKey } : {}),
     proxy,
   };
   return { connection, user: host.user, machineId: host.machineId };

@@ -481,6 +481,11 @@ export const configSchema = z
       .describe(
         "appHostCount: subnets of the default VPC the app instances run in, taken in turn. The instances have no public address, so these must reach apt through a NAT gateway (or a mirror); the default subnets do not. Required with appHostCount.",
       ),
+    appHostKeys: list(z.string().regex(SSH_PUBKEY_RE, msg("the host's public key line (ssh-ed25519 AAAA...)")))
+      .default([])
+      .describe(
+        "appHosts: pin each app host's SSH host key, one public key line per appHosts entry in the same order (comma-separated or a YAML list); a host step then refuses a server whose key differs. Empty: app hosts' keys are not checked (hostKey pins the edge, the bastion hop, only). Not with appHostCount: EC2 instances' keys are not known before they boot.",
+      ),
     edgePrivateAddress: privateIpv4
       .optional()
       .describe(
@@ -679,6 +684,7 @@ type AppHostSettings = {
   appHosts: AppHost[];
   appHostCount: number;
   appHostSubnetIds: string[];
+  appHostKeys: string[];
   edgePrivateAddress?: string | undefined;
   hostAddress?: string | undefined;
 };
@@ -688,6 +694,20 @@ function checkAppHosts(c: AppHostSettings, ctx: z.RefinementCtx): void {
   const issue = (key: string, message: string) => ctx.addIssue({ code: "custom", path: [key], message });
   const listed = c.appHosts.length > 0;
   const created = c.appHostCount > 0;
+  if (c.appHostKeys.length && !listed) {
+    issue(
+      "appHostKeys",
+      created
+        ? "is only for appHosts: the instances appHostCount creates have keys nobody knows before they boot"
+        : "is only used with appHosts (one key per app host)",
+    );
+  }
+  if (listed && c.appHostKeys.length && c.appHostKeys.length !== c.appHosts.length) {
+    issue(
+      "appHostKeys",
+      `must name one key per appHosts entry, in the same order: ${c.appHosts.length} host(s), ${c.appHostKeys.length} key(s)`,
+    );
+  }
   if (!listed && !created) {
     if (c.appHostSubnetIds.length) issue("appHostSubnetIds", "is only used with appHostCount above 0");
     if (c.edgePrivateAddress) issue("edgePrivateAddress", "is only used with appHosts (and hostMode existing)");

@@ -616,7 +616,16 @@ export async function startLiveSite(opts: LiveSiteOptions = {}): Promise<LiveSit
       return out;
     });
   }
-  if (opts.transformConf) transforms.push(opts.transformConf);
+  // transformConf must change something: a lever whose text is not there would silently be plain ours.
+  let confTransformed = false;
+  if (opts.transformConf) {
+    const t = opts.transformConf;
+    transforms.push((rel, content) => {
+      const out = t(rel, content);
+      if (out !== content) confTransformed = true;
+      return out;
+    });
+  }
   if (transforms.length) {
     const confRoot = at(L.nginxConfDir);
     const walk = (d: string): void => {
@@ -631,6 +640,7 @@ export async function startLiveSite(opts: LiveSiteOptions = {}): Promise<LiveSit
       }
     };
     walk(confRoot);
+    if (opts.transformConf && !confTransformed) throw new Error("transformConf changed no file of the rendered config");
   }
 
   const confFile = path.join(L.nginxConfDir, "nginx.conf");

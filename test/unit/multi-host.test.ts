@@ -19,6 +19,8 @@ const base = { domain: "api.example.com", email: "ops@example.com" };
 const existing = { ...base, hostMode: "existing", hostAddress: "203.0.113.5", hostUser: "admin", edgePrivateAddress: "10.0.1.10" };
 const secrets = { secrets: { hostPrivateKey: FAKE_PRIVATE_KEY } };
 const twoHosts = { ...existing, appHosts: "10.0.1.11,deploy@10.0.1.12:2222" };
+const KEY_A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOn0GJRyTOs3NLXCj3OqIOdlrYlMHN6IuMmVTDS0Ldp4 app-a";
+const KEY_B = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBxA1e9UEzwSCH0oeD6dfeF1d0YmXbrnt0Ofx+uT0AlM app-b";
 const ec2Two = { ...base, appHostCount: "2", appHostSubnetIds: '["subnet-0aaaaaaaaaaaaaaaa","subnet-0bbbbbbbbbbbbbbbb"]' };
 
 type Conn = {
@@ -26,7 +28,8 @@ type Conn = {
   port?: number;
   user?: string;
   privateKey?: string;
-  proxy?: { host: string; port?: number; user?: string; privateKey?: string };
+  hostKey?: string;
+  proxy?: { host: string; port?: number; user?: string; privateKey?: string; hostKey?: string };
 };
 const COMMAND = "command:remote:Command";
 const conn = (r: MockResource) => unwrap<Conn>(r.inputs["connection"]);
@@ -133,6 +136,24 @@ describe("program: listed app hosts behind an existing edge", () => {
     // The edge keeps its own connection, without a proxy.
     expect(conn(run.one(COMMAND, "nginx-site")).proxy).toBeUndefined();
     expect(run.outputs["appHostAddresses"]).toEqual(["10.0.1.11", "10.0.1.12"]);
+  });
+
+  it("pins each app host's key on the second hop (appHostKeys), the edge's on the bastion hop (hostKey)", async () => {
+    const edgeKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIH0yQ0zZ3xh1pY6Sx6bnqzQ2Ks5pPjW2Cq8UQXo5D1aT edge";
+    expect((await program()).ofType(COMMAND).every((r) => conn(r).hostKey === undefined)).toBe(true);
+    const run = await runProgram({ ...twoHosts, hostKey: edgeKey, appHostKeys: `${KEY_A},${KEY_B}` }, secrets);
+    for (const [addr, key] of [
+      ["10-0-1-11", KEY_A],
+      ["10-0-1-12", KEY_B],
+    ] as const) {
+      for (const step of [`app-host-${addr}-bootstrap-install`, `app-host-${addr}-deploy`]) {
+        const c = conn(run.one(COMMAND, step));
+        expect(c.hostKey, step).toBe(key);
+        expect(c.proxy?.hostKey, step).toBe(edgeKey);
+      }
+      expect(conn(run.one("command:remote:CopyToRemote", `app-host-${addr}-upload`)).hostKey).toBe(key);
+    }
+    expect(conn(run.one(COMMAND, "nginx-site")).hostKey).toBe(edgeKey);
   });
 
   it("binds uvicorn to each host's private address, trusts only the edge, health-checks that address", async () => {
@@ -321,6 +342,16 @@ describe("config refusals name the key", () => {
     ]) {
       refuse({ ...existing, appHosts: bad }, /fastapi-edge:appHosts must be \[USER@\]ADDRESS\[:SSHPORT\] with a private IPv4 address/);
     }
+  });
+
+  it("appHostKeys: one key line per appHosts entry, only with appHosts", () => {
+    refuse(
+      { ...twoHosts, appHostKeys: KEY_A },
+      /fastapi-edge:appHostKeys must name one key per appHosts entry, in the same order: 2 host\(s\), 1 key\(s\)/,
+    );
+    refuse({ ...twoHosts, appHostKeys: `${KEY_A},ssh-ed25519 not-base64!` }, /fastapi-edge:appHostKeys .*the host's public key line/);
+    refuse({ ...existing, appHostKeys: KEY_A }, /fastapi-edge:appHostKeys is only used with appHosts/);
+    refuse({ ...ec2Two, appHostKeys: KEY_A }, /fastapi-edge:appHostKeys is only for appHosts/);
   });
 
   it("refuses duplicates and the edge itself", () => {
