@@ -367,6 +367,12 @@ export const configSchema = z
       .describe("URL prefix served from appStaticDir by nginx, with a 30-day expiry and no access log."),
     websocketPaths: list(urlPath).default(["/ws/"]).describe("URL prefixes proxied as WebSockets (upgrade headers, long read timeout)."),
     clientMaxBodySize: size.default("10m").describe("Largest request body (nginx size, e.g. 10m); larger bodies get 413."),
+    proxyForwardedHeaders: z
+      .enum(["minimal", "extended"], { message: "must be minimal or extended" })
+      .default("minimal")
+      .describe(
+        "What nginx tells the app about the client besides Host: minimal (default) sends X-Forwarded-For and X-Forwarded-Proto, the two uvicorn's --proxy-headers reads, and clears a client's own X-Real-IP, X-Forwarded-Host and X-Forwarded-Port; extended sets those three too ($remote_addr, $host, $server_port), for an app that reads them. Each header costs the app parse time: the three cost uvicorn about 6% of its JSON throughput (npm run bench).",
+      ),
     proxyConnectTimeout: duration
       .default("5s")
       .describe(

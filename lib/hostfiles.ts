@@ -130,7 +130,7 @@ export function containerDeployFiles(c: EdgeConfig): HostFile[] {
  * no setting re-runs the step.
  */
 export function acmeBootstrapStage(c: EdgeConfig): StageFile[] {
-  return renderAcmeBootstrap({ domain: c.domain, layout: hostLayout(c), listen: PUBLIC_LISTEN });
+  return renderAcmeBootstrap({ domain: c.domain, layout: hostLayout(c), listen: PUBLIC_LISTEN, forwardedHeaders: c.proxyForwardedHeaders });
 }
 
 /**

@@ -11,7 +11,7 @@
 // config has always been rendered with, kept so its text stays what existing
 // hosts were sent.
 import { HttpSettings, renderHttpConf } from "./http";
-import { commonStageFiles } from "./common-files";
+import { commonStageFiles, type ForwardedHeaders } from "./common-files";
 import { renderMainConf } from "./main";
 import { renderHttpServers } from "./server-http";
 import { renderSiteConf } from "./site";
@@ -21,6 +21,8 @@ export interface AcmeBootstrapOptions {
   domain: string;
   layout: HostLayout;
   listen: Listen;
+  /** proxyForwardedHeaders (default minimal). */
+  forwardedHeaders?: ForwardedHeaders;
 }
 
 const WORKER_CONNECTIONS = 16384;
@@ -40,7 +42,7 @@ const HTTP: HttpSettings = {
 };
 
 export function renderAcmeBootstrap(o: AcmeBootstrapOptions): StageFile[] {
-  const common = commonStageFiles(o.layout, UPSTREAM_PORTS);
+  const common = commonStageFiles(o.layout, UPSTREAM_PORTS, 1, o.forwardedHeaders ?? "minimal");
   return [
     { path: "conf/nginx.conf", content: renderMainConf(o.layout, WORKER_CONNECTIONS) },
     { path: "conf/fastapi-edge/http.conf", content: renderHttpConf(HTTP, { layout: o.layout, upstreamPorts: UPSTREAM_PORTS, tls: false }) },

@@ -56,7 +56,7 @@ export function renderSite(c: EdgeConfig, o: SiteOptions): StageFile[] {
   const ports = o.upstreamPorts ?? appPorts(c);
   const nginxVersion = o.nginxVersion ?? targetNginxVersion(c);
   const hosts = o.upstreamHosts?.length ? o.upstreamHosts : undefined;
-  const common = commonStageFiles(o.layout, ports, hosts?.length ?? 1);
+  const common = commonStageFiles(o.layout, ports, hosts?.length ?? 1, c.proxyForwardedHeaders);
   if (c.originPullCaFile && o.originPullCaPem === undefined) {
     throw new Error(`originPullCaFile is set (${c.originPullCaFile}) but its PEM text was not read (readOriginPullCa)`);
   }

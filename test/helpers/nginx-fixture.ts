@@ -225,6 +225,7 @@ export const RENDER_VARIANTS: Record<string, Record<string, unknown>> = {
   "maintenance mode": { maintenanceMode: true },
   "no buffering, short timeouts": { proxyBuffering: false, proxyReadTimeout: "500ms", clientHeaderTimeout: "2s" },
   "hsts off": { hstsMaxAge: 0 },
+  "extended forwarded headers": { proxyForwardedHeaders: "extended" },
   "behind cloudflare (every shipped range)": { frontedBy: "cloudflare" },
   "behind a custom proxy, X-Forwarded-For chain, IPv4 and IPv6 blocks": {
     frontedBy: "custom",

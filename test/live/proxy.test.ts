@@ -258,7 +258,8 @@ describe("forwarded headers", () => {
   // at all (uvicorn issue #1068; newer releases fall back to the leftmost
   // entry). The client therefore also connects from 127.0.0.2: still loopback,
   // to nginx on 127.0.0.1, but an address the app does not trust.
-  const EXPECTED_FWD = (ip: string) => ({ "x-forwarded-for": ip, "x-forwarded-proto": "https", "x-real-ip": ip });
+  // proxyForwardedHeaders minimal (the default): X-Real-IP is cleared, a client's own included.
+  const EXPECTED_FWD = (ip: string) => ({ "x-forwarded-for": ip, "x-forwarded-proto": "https", "x-real-ip": null });
 
   it("the app sees the address nginx saw (127.0.0.1 and 127.0.0.2 clients) and https", async () => {
     const local = JSON.parse((await site.https("/api/whoami")).text) as WhoAmI;
@@ -272,6 +273,23 @@ describe("forwarded headers", () => {
     expect(other.client).toBe("127.0.0.2");
     expect(other.scheme).toBe("https");
     expect(other.forwarded).toEqual(EXPECTED_FWD("127.0.0.2"));
+  });
+
+  it("proxyForwardedHeaders extended: X-Real-IP is the address nginx saw, never the client's own", async () => {
+    const extended = await startLiveSite({ reuseAppPorts: site.appPorts, config: { proxyForwardedHeaders: "extended" } });
+    try {
+      for (const headers of [{}, { "X-Real-IP": "203.0.113.10" }] as Record<string, string>[]) {
+        const j = JSON.parse((await extended.https("/api/whoami", { headers, localAddress: "127.0.0.2" })).text) as WhoAmI;
+        expect(j.forwarded, JSON.stringify(headers)).toEqual({
+          "x-forwarded-for": "127.0.0.2",
+          "x-forwarded-proto": "https",
+          "x-real-ip": "127.0.0.2",
+        });
+        expect(j.client).toBe("127.0.0.2");
+      }
+    } finally {
+      await extended.stop();
+    }
   });
 
   it("a client's own X-Forwarded-For, X-Real-IP, X-Forwarded-Proto or Forwarded change nothing", async () => {

@@ -236,7 +236,14 @@ describe("rendering", () => {
     expect(conf).toMatch(/^real_ip_recursive on;$/m);
     const headers = file(files, "conf/fastapi-edge/snippets/proxy-headers.conf")!;
     expect(headers).toMatch(/^proxy_set_header X-Forwarded-For \$remote_addr;$/m);
-    expect(headers).toMatch(/^proxy_set_header X-Real-IP \$remote_addr;$/m);
+    // proxyForwardedHeaders minimal (default): X-Real-IP is cleared, so a client's own never reaches the app.
+    expect(headers).toMatch(/^proxy_set_header X-Real-IP "";$/m);
+    const extended = file(
+      renderHostFiles(parseConfig({ ...custom, trustedProxyCidrs: ["10.0.0.0/8"], proxyForwardedHeaders: "extended" }), { phase: "full" })
+        .nginx,
+      "conf/fastapi-edge/snippets/proxy-headers.conf",
+    )!;
+    expect(extended).toMatch(/^proxy_set_header X-Real-IP \$remote_addr;$/m);
     expect(headers).not.toMatch(/^[^#]*proxy_add_x_forwarded_for/m);
     // Rate and connection limits key on the (restored) $binary_remote_addr.
     const http = file(

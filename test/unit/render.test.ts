@@ -91,6 +91,33 @@ describe("renderer", () => {
     expect(fileText(set.system, "/etc/systemd/system/nginx.service.d/fastapi-edge.conf")).toMatch(/LimitNOFILE=33792/);
   });
 
+  it("proxyForwardedHeaders: minimal sends only what uvicorn reads and clears the rest; extended sets them", () => {
+    const headers = (raw: Record<string, unknown>): string[] =>
+      renderHostFiles(parseConfig({ ...base, ...raw }), { phase: "full" })
+        .nginx.find((f) => f.path === "conf/fastapi-edge/snippets/proxy-headers.conf")!
+        .content.split("\n")
+        .filter((l) => l.startsWith("proxy_set_header "));
+    expect(headers({})).toEqual([
+      "proxy_set_header Host $host;",
+      "proxy_set_header X-Forwarded-For $remote_addr;",
+      "proxy_set_header X-Forwarded-Proto $scheme;",
+      'proxy_set_header X-Real-IP "";',
+      'proxy_set_header X-Forwarded-Host "";',
+      'proxy_set_header X-Forwarded-Port "";',
+      'proxy_set_header Forwarded "";',
+    ]);
+    expect(headers({ proxyForwardedHeaders: "extended" })).toEqual([
+      "proxy_set_header Host $host;",
+      "proxy_set_header X-Forwarded-For $remote_addr;",
+      "proxy_set_header X-Forwarded-Proto $scheme;",
+      "proxy_set_header X-Real-IP $remote_addr;",
+      "proxy_set_header X-Forwarded-Host $host;",
+      "proxy_set_header X-Forwarded-Port $server_port;",
+      'proxy_set_header Forwarded "";',
+    ]);
+    expect(() => parseConfig({ ...base, proxyForwardedHeaders: "all" })).toThrow(/proxyForwardedHeaders must be minimal or extended/);
+  });
+
   it("ALB mode renders no nginx files", () => {
     const set = renderHostFiles(parseConfig({ ...base, frontend: "alb", route53ZoneId: "Z123ABC" }), {
       phase: "full",
