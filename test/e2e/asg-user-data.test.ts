@@ -76,6 +76,9 @@ const c = parseConfig({
   albAsgSubnetIds: "subnet-0123456789abcdef0,subnet-0fedcba9876543210",
   hostOs: "debian-13",
   appVersion: "asg-e2e-1",
+  // FastAPI from the distribution (python3-fastapi), uvicorn 0.33+ and edge-probe from the
+  // wheelhouse: the fixture's requirements.txt names only those two.
+  appVenvSystemPackages: "true",
 });
 const deps = pythonDeps({ requirementsTxt: readFileSync(path.join(VENV_APP, "requirements.txt"), "utf8") });
 
@@ -195,7 +198,7 @@ describe("albAutoScaling: the user data on a fresh guest, the bundle from a loca
     expect(r.out).toMatch(/the bundle's sha256 is [0-9a-f]{64}, not 0{64}: refused/);
     const h = await appJson("/healthz");
     expect([h.status, h.json["version"]]).toEqual([200, "asg-e2e-1"]);
-    const link = await guest("readlink /opt/fastapi-edge/app; ls /var/tmp | grep -c fastapi-edge || true");
+    const link = await guest("readlink /opt/fastapi-edge/app; ls /var/tmp | grep -c '^fastapi-edge' || true");
     expect(link.out.trim().split("\n")).toEqual([`/opt/fastapi-edge/releases/${release}`, "0"]);
   });
 });
