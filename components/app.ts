@@ -8,7 +8,7 @@ import { readdirSync, readFileSync, statSync } from "node:fs";
 import * as path from "node:path";
 import { appPorts, EdgeConfig } from "../lib/config";
 import { appDeployFiles, installedScript, rolloutSettleSeconds } from "../lib/hostfiles";
-import { uploadDir, wheelhouseDir } from "../lib/hostpaths";
+import { HOST_PATHS, uploadDir, wheelhouseDir } from "../lib/hostpaths";
 import { PythonDeps, UVICORN_CIDR_SINCE } from "../lib/pyapp";
 import { commandLine, stepShell } from "../lib/shell";
 import { HostTarget, hostStep } from "./remote";
@@ -123,7 +123,9 @@ export class AppService extends pulumi.ComponentResource {
     );
     const stdin =
       args.bindAddress === undefined
-        ? pulumi.output(args.forwardedAllowIps).apply((fwd) => stepShell(appDeployFiles(c, fwd, args.deps !== null), [deploy]))
+        ? pulumi
+            .output(args.forwardedAllowIps)
+            .apply((fwd) => stepShell(appDeployFiles(c, fwd, args.deps !== null), [deployLine(c, deploy)]))
         : pulumi.all([args.forwardedAllowIps, args.bindAddress]).apply(([fwd, bind]) => {
             // renderAppEnv refuses anything but an IPv4 address, so the prefix is a plain assignment.
             const files = appDeployFiles(c, fwd, args.deps !== null, bind);
@@ -140,6 +142,15 @@ export class AppService extends pulumi.ComponentResource {
     );
     this.registerOutputs({ release: this.release });
   }
+}
+
+/**
+ * The app-deploy command as the step runs it: with appUpstream unix the rollout's health
+ * checks go to each instance's socket (HEALTH_UDS_DIR, read by app-rollout.sh). The default
+ * keeps the command text, so existing stacks see no diff.
+ */
+export function deployLine(c: EdgeConfig, deploy: string): string {
+  return c.appUpstream === "unix" ? `HEALTH_UDS_DIR=${HOST_PATHS.appSocketDir} ${deploy}` : deploy;
 }
 
 /** app-deploy.sh's virtualenv options: none without a dependencies file. */

@@ -11,7 +11,7 @@ import { HOST_PATHS, hostLayout, PUBLIC_LISTEN } from "./hostpaths";
 import { durationSeconds, renderAcmeBootstrap, renderSite, StageFile } from "./nginx";
 import { commandLine } from "./shell";
 import { shipped } from "./shipped";
-import { renderAppEnv, renderCertbotDropIn, renderContainerEnv, renderExpiryUnits, renderNginxDropIn } from "./units";
+import { renderAppEnv, renderAppUnit, renderCertbotDropIn, renderContainerEnv, renderExpiryUnits, renderNginxDropIn } from "./units";
 
 /**
  * Scripts from files/scripts/ that bootstrap-install puts into HOST_PATHS.binDir.
@@ -112,7 +112,7 @@ export function bootstrapCommands(
 /** app-deploy: the systemd template unit and the app's environment. */
 export function appDeployFiles(c: EdgeConfig, forwardedAllowIps: string, venv = false, bindAddress?: string): HostFile[] {
   return [
-    { path: HOST_PATHS.appUnit, content: shipped("systemd/fastapi-edge-app@.service") },
+    { path: HOST_PATHS.appUnit, content: renderAppUnit(c) },
     { path: HOST_PATHS.envFile, content: renderAppEnv(c, forwardedAllowIps, venv, bindAddress) },
   ];
 }

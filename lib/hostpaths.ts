@@ -14,6 +14,11 @@ export const HOST_PATHS = {
   etcDir: "/etc/fastapi-edge",
   envFile: "/etc/fastapi-edge/app.env",
   stateDir: "/var/lib/fastapi-edge",
+  /**
+   * appUpstream unix: the app processes' sockets, app-PORT.sock. The unit's
+   * RuntimeDirectory (lib/units.ts renderAppUnit); /run is cleared at boot.
+   */
+  appSocketDir: "/run/fastapi-edge",
   appUnit: "/etc/systemd/system/fastapi-edge-app@.service",
   /** appRuntime container: the unit template and the containers' environment. */
   containerUnit: "/etc/systemd/system/fastapi-edge-container@.service",
@@ -69,5 +74,6 @@ export function hostLayout(c: EdgeConfig): HostLayout {
     workerUser: c.nginxSource === "nginx.org" ? "nginx" : "www-data",
     loadDistroModules: c.nginxSource !== "nginx.org",
     tempDir: null,
+    appSocketDir: HOST_PATHS.appSocketDir,
   };
 }

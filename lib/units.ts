@@ -3,6 +3,7 @@
 import { appPorts, EdgeConfig } from "./config";
 import { HOST_PATHS } from "./hostpaths";
 import { workerNofile } from "./nginx";
+import { shipped } from "./shipped";
 
 /** The release's virtualenv, inside the release directory (app-deploy.sh --venv builds it there). */
 export const APP_VENV_DIR = ".venv";
@@ -23,6 +24,7 @@ export function renderAppEnv(c: EdgeConfig, forwardedAllowIps: string, venv = fa
   if (bindAddress !== undefined && !/^[0-9.]+$/.test(bindAddress)) {
     throw new Error(`the app bind address must be an IPv4 address (got ${JSON.stringify(bindAddress)})`);
   }
+  const unix = c.appUpstream === "unix";
   return [
     "# Rendered by fastapi-edge: environment of every fastapi-edge-app@PORT instance.",
     `APP_MODULE=${c.appModule}`,
@@ -31,12 +33,40 @@ export function renderAppEnv(c: EdgeConfig, forwardedAllowIps: string, venv = fa
     `PYTHON=${c.appPython}`,
     ...(venv ? [`APP_VENV=${APP_VENV_DIR}`] : []),
     `UVICORN_HOST=${bindAddress ?? appBindAddress(c)}`,
-    `FORWARDED_ALLOW_IPS=${forwardedAllowIps}`,
+    // appUpstream unix: run-app.sh serves APP_UDS_DIR/app-PORT.sock. A unix socket's peer has
+    // no address for uvicorn to match, so only "*" makes it read X-Forwarded-*. Who may send
+    // them is unchanged: a local process, as anything on the host could reach 127.0.0.1:PORT.
+    ...(unix ? [`APP_UDS_DIR=${HOST_PATHS.appSocketDir}`] : []),
+    `FORWARDED_ALLOW_IPS=${unix ? "*" : forwardedAllowIps}`,
     `APP_VERSION=${c.appVersion}`,
     `APP_PORTS=${appPorts(c).join(" ")}`,
     `HEALTH_PATH=${c.appHealthPath}`,
     "",
   ].join("\n");
+}
+
+/** The lines appUpstream unix adds to fastapi-edge-app@.service's [Service] section (renderAppUnit). */
+export const APP_UNIT_SOCKET_LINES = [
+  "# appUpstream unix: the instances' sockets, /run/fastapi-edge/app-PORT.sock (APP_UDS_DIR).",
+  "# Every instance shares the directory: without Preserve, one instance stopping would",
+  "# remove it, and the other instances' sockets with it. 0755: nginx's workers reach",
+  "# the sockets, which uvicorn makes 0666.",
+  "RuntimeDirectory=fastapi-edge",
+  "RuntimeDirectoryMode=0755",
+  "RuntimeDirectoryPreserve=yes",
+] as const;
+
+/**
+ * fastapi-edge-app@.service: the shipped unit as it is, or with appUpstream unix its
+ * RuntimeDirectory lines after LimitNOFILE (so the default's text, and existing
+ * stacks' deploy step, stay unchanged).
+ */
+export function renderAppUnit(c: EdgeConfig): string {
+  const unit = shipped("systemd/fastapi-edge-app@.service");
+  if (c.appUpstream !== "unix") return unit;
+  const anchor = "LimitNOFILE=65536\n";
+  if (!unit.includes(anchor)) throw new Error(`fastapi-edge-app@.service has no "${anchor.trim()}" line to add the socket directory after`);
+  return unit.replace(anchor, `${anchor}${APP_UNIT_SOCKET_LINES.join("\n")}\n`);
 }
 
 /**

@@ -5,7 +5,8 @@
 # fastapi-edge-app@.service, one instance per port), one at a time:
 #   1. systemctl daemon-reload; systemctl enable every fastapi-edge-app@PORT
 #   2. for each PORT in order: systemctl restart fastapi-edge-app@PORT, then poll
-#      http://$HEALTH_HOST:PORT$HEALTH_PATH until HTTP 200 (and, if EXPECT_VERSION
+#      http://$HEALTH_HOST:PORT$HEALTH_PATH (or, with HEALTH_UDS_DIR, the instance's
+#      socket HEALTH_UDS_DIR/app-PORT.sock) until HTTP 200 (and, if EXPECT_VERSION
 #      is set, until the JSON "version" equals it) within HEALTH_TIMEOUT seconds.
 #      On timeout: print the unit's status and journal tail, exit 1 and leave
 #      the remaining ports untouched.
@@ -19,6 +20,10 @@
 #   HEALTH_PATH      health URL path (default /healthz)
 #   HEALTH_HOST      IPv4 address the instances listen on (default 127.0.0.1; an
 #                    app host behind the edge binds its private address only)
+#   HEALTH_UDS_DIR   when set, the instances serve unix sockets there (appUpstream
+#                    unix, /run/fastapi-edge): the health check is
+#                    curl --unix-socket HEALTH_UDS_DIR/app-PORT.sock http://localhost$HEALTH_PATH
+#                    and HEALTH_HOST is not used
 #   HEALTH_TIMEOUT   seconds to wait per instance (default 60)
 #   HEALTH_INTERVAL  seconds between polls (default 0.5)
 #   EXPECT_VERSION   when set, the "version" field the health JSON must report
@@ -56,6 +61,7 @@ JOURNAL_LINES=${JOURNAL_LINES:-50}
 SETTLE_SECONDS=${SETTLE_SECONDS:-0}
 WANTS_DIR=${WANTS_DIR:-/etc/systemd/system/multi-user.target.wants}
 REPLACES_TEMPLATE=${REPLACES_TEMPLATE:-}
+HEALTH_UDS_DIR=${HEALTH_UDS_DIR:-}
 
 log() { echo "app-rollout: $*"; }
 die() {
@@ -103,6 +109,7 @@ done
 [[ $HEALTH_PATH == /* ]] || die "HEALTH_PATH must start with /"
 [[ $HEALTH_HOST =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}$ ]] || die "HEALTH_HOST must be an IPv4 address"
 [[ $SETTLE_SECONDS =~ ^[0-9]+$ ]] || die "SETTLE_SECONDS must be a whole number of seconds"
+[[ -z $HEALTH_UDS_DIR || $HEALTH_UDS_DIR == /* ]] || die "HEALTH_UDS_DIR must be an absolute path"
 command -v curl >/dev/null 2>&1 || die "curl is required"
 read -r -a systemctl_cmd <<<"$SYSTEMCTL"
 command -v "${systemctl_cmd[0]}" >/dev/null 2>&1 || die "supervisor command '$SYSTEMCTL' not found"
@@ -155,13 +162,19 @@ show_diagnostics() {
 # Poll until healthy; prints the last observation on failure.
 wait_healthy() {
   local port=$1 url body code rc version deadline last
-  url="http://$HEALTH_HOST:$port$HEALTH_PATH"
+  local via=()
+  if [[ -n $HEALTH_UDS_DIR ]]; then
+    via=(--unix-socket "${HEALTH_UDS_DIR%/}/app-$port.sock")
+    url="http://localhost$HEALTH_PATH"
+  else
+    url="http://$HEALTH_HOST:$port$HEALTH_PATH"
+  fi
   # Microseconds from EPOCHREALTIME: $SECONDS counts whole seconds, so a deadline of
   # SECONDS + N could expire after N - 1 seconds and some.
   deadline=$((${EPOCHREALTIME/[.,]/} + HEALTH_TIMEOUT * 1000000))
   last="no response yet"
   while :; do
-    if body=$(curl -s --max-time 2 -w '\n%{http_code}' "$url"); then rc=0; else rc=$?; fi
+    if body=$(curl -s --max-time 2 -w '\n%{http_code}' "${via[@]}" "$url"); then rc=0; else rc=$?; fi
     code=${body##*$'\n'}
     body=${body%$'\n'*}
     [[ $code =~ ^[0-9]{3}$ ]] || code=000
@@ -181,7 +194,7 @@ wait_healthy() {
       last="HTTP $code: ${body:0:200}"
     fi
     if ((${EPOCHREALTIME/[.,]/} >= deadline)); then
-      echo "app-rollout: error: $(unit "$port") not healthy at $url after ${HEALTH_TIMEOUT}s: $last" >&2
+      echo "app-rollout: error: $(unit "$port") not healthy at ${via[1]:+${via[1]} }$url after ${HEALTH_TIMEOUT}s: $last" >&2
       return 1
     fi
     sleep "$HEALTH_INTERVAL"

@@ -18,6 +18,10 @@
 #                         exported as APP_PORT). Used by the benchmark's unix-socket lever;
 #                         FORWARDED_ALLOW_IPS must then be "*" for --proxy-headers to
 #                         apply (a unix socket peer has no address)
+#   APP_UDS_DIR           absolute directory of the instances' sockets (appUpstream unix,
+#                         /run/fastapi-edge, the unit's RuntimeDirectory): APP_UDS defaults
+#                         to $APP_UDS_DIR/app-PORT.sock. uvicorn makes the socket mode 0666
+#                         whatever the umask, so nginx's worker user can connect
 # Exit: 64 usage error, 78 configuration error; otherwise uvicorn's own status.
 set -euo pipefail
 
@@ -59,6 +63,10 @@ fi
 keepalive=${UVICORN_KEEPALIVE:-75}
 [[ $keepalive =~ ^[0-9]+$ ]] || die 78 "UVICORN_KEEPALIVE must be a whole number of seconds, got '$keepalive'"
 
+if [[ -n ${APP_UDS_DIR:-} ]]; then
+  [[ $APP_UDS_DIR == /* ]] || die 78 "APP_UDS_DIR must be an absolute path, got '$APP_UDS_DIR'"
+  APP_UDS=${APP_UDS:-${APP_UDS_DIR%/}/app-$port.sock}
+fi
 if [[ -n ${APP_UDS:-} ]]; then
   [[ $APP_UDS == /* ]] || die 78 "APP_UDS must be an absolute path, got '$APP_UDS'"
   [[ -d $(dirname -- "$APP_UDS") ]] || die 78 "APP_UDS=$APP_UDS: its directory does not exist"

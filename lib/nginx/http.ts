@@ -31,6 +31,11 @@ export interface HttpOptions {
    */
   upstreamHosts?: string[];
   /**
+   * appUpstream unix: the directory of the app processes' sockets; each port's
+   * server is unix:DIR/app-PORT.sock. Not with upstreamHosts.
+   */
+  upstreamSocketDir?: string;
+  /**
    * The site has TLS servers: include the TLS settings (snippets/tls.conf) and
    * set the key-exchange groups the target's OpenSSL (major.minor) supports.
    */
@@ -114,26 +119,35 @@ export function renderHttpConf(s: HttpSettings, o: HttpOptions): string {
   if (s.limitConnPerIp > 0) {
     lines.push("limit_conn_zone $binary_remote_addr zone=fastapi_edge_conn:10m;", "limit_conn_status 429;", "");
   }
-  lines.push(...upstreamBlock(s, o.upstreamPorts, o.upstreamHosts), "");
+  lines.push(...upstreamBlock(s, upstreamServers(o.upstreamPorts, o.upstreamHosts, o.upstreamSocketDir)), "");
   return lines.join("\n");
 }
 
 /**
- * The upstream's servers, as address:port. With app hosts, port by port across
+ * The upstream's servers, as address:port (unix:PATH with a socket directory). With app hosts, port by port across
  * the hosts (h1:p1, h2:p1, h1:p2, h2:p2): round-robin walks the list in order
  * and a retry takes the next server, so consecutive picks and a failed
  * request's next try land on another host, not on a sibling process of a host
  * that may be down as a whole.
  */
-export function upstreamServers(ports: number[], hosts?: string[]): string[] {
+export function upstreamServers(ports: number[], hosts?: string[], socketDir?: string): string[] {
+  if (socketDir !== undefined) {
+    if (hosts !== undefined) throw new Error("an upstream of unix sockets has no app hosts (appUpstream unix is for the app on the edge)");
+    return ports.map((p) => `unix:${appSocketPath(socketDir, p)}`);
+  }
   if (hosts === undefined) return ports.map((p) => `127.0.0.1:${p}`);
   return ports.flatMap((p) => hosts.map((h) => `${h}:${p}`));
 }
 
-function upstreamBlock(s: HttpSettings, ports: number[], hosts: string[] | undefined): string[] {
+/** The unix socket app process `port` serves (appUpstream unix; run-app.sh's APP_UDS_DIR/app-PORT.sock). */
+export function appSocketPath(socketDir: string, port: number): string {
+  return `${socketDir}/app-${port}.sock`;
+}
+
+function upstreamBlock(s: HttpSettings, servers: string[]): string[] {
   return [
     "upstream fastapi_edge_app {",
-    ...upstreamServers(ports, hosts).map((a) => `    server ${a} max_fails=${s.upstreamMaxFails} fail_timeout=${s.upstreamFailTimeout};`),
+    ...servers.map((a) => `    server ${a} max_fails=${s.upstreamMaxFails} fail_timeout=${s.upstreamFailTimeout};`),
     ...(s.upstreamKeepalive > 0
       ? [
           "    # Idle connections kept open to the app. This only engages because every",

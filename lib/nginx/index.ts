@@ -81,6 +81,7 @@ export function renderSite(c: EdgeConfig, o: SiteOptions): StageFile[] {
         layout: o.layout,
         upstreamPorts: ports,
         ...(hosts ? { upstreamHosts: hosts } : {}),
+        ...(c.appUpstream === "unix" ? { upstreamSocketDir: o.layout.appSocketDir } : {}),
         tls: { opensslVersion: o.opensslVersion ?? targetOpenSslVersion(c) },
         realIp: real !== null,
         nginxVersion,

@@ -20,6 +20,8 @@ export interface HostLayout {
   loadDistroModules: boolean;
   /** Directory for nginx's temp files; null keeps the compiled-in default. */
   tempDir: string | null;
+  /** Directory of the app processes' unix sockets, app-PORT.sock (appUpstream unix). */
+  appSocketDir: string;
 }
 
 export interface Listen {

@@ -125,6 +125,9 @@ export interface LiveSiteOptions {
    * --uds) under the tree instead of its port; the upstream's
    * `server 127.0.0.1:PORT` lines become `server unix:SOCKET`. The ports are
    * still allocated (APP_PORT); stats and health checks go over the sockets.
+   * Config `appUpstream: unix` does the same through the product's own paths:
+   * the rendered upstream names the layout's appSocketDir and each app gets
+   * APP_UDS_DIR and FORWARDED_ALLOW_IPS=*, as renderAppEnv writes them.
    */
   appUds?: boolean;
 }
@@ -597,14 +600,18 @@ export async function startLiveSite(opts: LiveSiteOptions = {}): Promise<LiveSit
   }
 
   // App sockets (appUds): one per process, under the tree (short enough for sun_path).
-  const udsDir = path.join(root, "run", "app");
-  const socketOf = (port: number): string | null => (opts.appUds ? path.join(udsDir, `app-${port}.sock`) : null);
-  if (opts.appUds) {
-    if (chroot) throw new Error("appUds runs on the host's nginx only");
+  // With config appUpstream unix the rendered upstream already names them, in the
+  // layout's appSocketDir, and the apps find them as the product's do (APP_UDS_DIR).
+  const unixConfig = config.appUpstream === "unix";
+  const uds = opts.appUds === true || unixConfig;
+  const udsDir = unixConfig ? at(L.appSocketDir) : path.join(root, "run", "app");
+  const socketOf = (port: number): string | null => (uds ? path.join(udsDir, `app-${port}.sock`) : null);
+  if (uds) {
+    if (chroot) throw new Error("appUds and appUpstream unix run on the host's nginx only");
     mkdirSync(udsDir, { recursive: true });
   }
   const transforms: ((relPath: string, content: string) => string)[] = [];
-  if (opts.appUds) {
+  if (opts.appUds && !unixConfig) {
     transforms.push((rel, content) => {
       if (!/upstream fastapi_edge_app \{/.test(content)) return content;
       let out = content;
@@ -657,7 +664,8 @@ export async function startLiveSite(opts: LiveSiteOptions = {}): Promise<LiveSit
     STATIC_DIR: at(L.staticDir),
     PYTHON: SYSTEM_PYTHON,
     APP_HOST: "127.0.0.1",
-    FORWARDED_ALLOW_IPS: "127.0.0.1",
+    // appUpstream unix: "*", as renderAppEnv writes it (a socket's peer has no address).
+    FORWARDED_ALLOW_IPS: unixConfig ? "*" : "127.0.0.1",
     APP_VERSION: config.appVersion,
     // As in fastapi-edge-app@.service, with bytecode kept out of the repo.
     APP_PORT: String(port),
@@ -665,7 +673,8 @@ export async function startLiveSite(opts: LiveSiteOptions = {}): Promise<LiveSit
     PYTHONDONTWRITEBYTECODE: "1",
     PYTHONPYCACHEPREFIX: pycache,
     ...(opts.stats === false ? {} : { FASTAPI_EDGE_STATS: "1" }),
-    ...(opts.appUds ? { APP_UDS: socketOf(port)! } : {}),
+    // appUpstream unix: run-app.sh picks APP_UDS_DIR/app-PORT.sock, as on a host.
+    ...(unixConfig ? { APP_UDS_DIR: udsDir } : opts.appUds ? { APP_UDS: socketOf(port)! } : {}),
     ...(opts.appEnv ?? {}),
   });
   /** A request straight to app process `port` (its socket with appUds). */
@@ -679,7 +688,7 @@ export async function startLiveSite(opts: LiveSiteOptions = {}): Promise<LiveSit
     const proc = startProcess(script("run-app.sh"), [String(port)], { env: appEnv(port) });
     track(proc.pid);
     apps.set(port, proc);
-    if (!opts.appUds) {
+    if (!uds) {
       await waitForHttp(`http://127.0.0.1:${port}/healthz`, startTimeoutMs, 200, proc);
       return;
     }

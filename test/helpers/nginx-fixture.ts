@@ -111,6 +111,7 @@ export function testLayout(root: string): HostLayout {
     workerUser: null,
     loadDistroModules: false,
     tempDir: path.join(root, "var/lib/nginx"),
+    appSocketDir: path.join(root, "run/fastapi-edge"),
   };
 }
 
@@ -140,6 +141,7 @@ export function prepareLayout(layout: HostLayout, domain: string, caDir: string,
     path.dirname(layout.pidFile),
     layout.certDir,
     ...(layout.tempDir ? [layout.tempDir] : []),
+    layout.appSocketDir,
   ];
   for (const d of dirs) mkdirSync(at(d), { recursive: true });
   copyFileSync(at("/etc/nginx/mime.types"), at(path.join(layout.nginxConfDir, "mime.types")));

@@ -54,6 +54,7 @@ describe("rendering: the upstream of several app hosts", () => {
     workerUser: "www-data",
     loadDistroModules: true,
     tempDir: null,
+    appSocketDir: "/run/fastapi-edge",
   };
   const file = (files: { path: string; content: string }[], p: string) => files.find((f) => f.path === p)!.content;
 

@@ -141,6 +141,7 @@ function fixtureOpts() {
       workerUser: "www-data",
       loadDistroModules: true,
       tempDir: null,
+      appSocketDir: "/run/fastapi-edge",
     },
     listen: { address: null, http: 80, https: 443 },
   };

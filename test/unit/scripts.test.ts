@@ -164,6 +164,19 @@ describe("argument and environment validation", () => {
     const noDir = await run(script("run-app.sh"), ["8000"], { env: { ...env, APP_UDS: "/nonexistent/app.sock" } });
     expect(noDir.code).toBe(78);
     expect(noDir.stderr).toMatch(/APP_UDS=\/nonexistent\/app\.sock: its directory does not exist/);
+    // APP_UDS_DIR (appUpstream unix): absolute, and the socket APP_UDS_DIR/app-PORT.sock is checked like APP_UDS.
+    const relUdsDir = await run(script("run-app.sh"), ["8000"], { env: { ...env, APP_UDS_DIR: "run/fastapi-edge" } });
+    expect(relUdsDir.code).toBe(78);
+    expect(relUdsDir.stderr).toMatch(/APP_UDS_DIR must be an absolute path/);
+    const noUdsDir = await run(script("run-app.sh"), ["08001"], { env: { ...env, APP_UDS_DIR: "/nonexistent/fastapi-edge/" } });
+    expect(noUdsDir.code).toBe(78);
+    expect(noUdsDir.stderr).toMatch(/APP_UDS=\/nonexistent\/fastapi-edge\/app-8001\.sock: its directory does not exist/);
+  });
+
+  it("app-rollout.sh refuses a relative HEALTH_UDS_DIR before touching any unit", async () => {
+    const res = await run(script("app-rollout.sh"), ["8000"], { env: { ...bare, HEALTH_UDS_DIR: "run/fastapi-edge", SYSTEMCTL: "false" } });
+    expect(res.code).toBe(1);
+    expect(res.stderr).toMatch(/HEALTH_UDS_DIR must be an absolute path/);
   });
 
   it("install-packages.sh skips everything when all packages are installed", async () => {
