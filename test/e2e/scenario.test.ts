@@ -576,6 +576,46 @@ describe("end to end through the real Pulumi engine against a local VPS", () => 
   );
 
   it(
+    "9c. appUpstream unix: nginx reaches uvicorn over /run/fastapi-edge sockets under real systemd; then back to tcp",
+    async () => {
+      // No load here: switching transports is not seamless (README), the app step moves first.
+      await config("appUpstream", "unix");
+      try {
+        const r = await up("unix upstream up");
+        expect(r.out).toMatch(/app-rollout: done in/);
+        await assertServing(); // nginx's workers (www-data) reach the sockets; uvicorn believes X-Forwarded-* over them
+        const st = await guest(
+          "stat -c '%a %U' /run/fastapi-edge/app-8000.sock /run/fastapi-edge/app-8001.sock; " +
+            "ss -Htln '( sport = :8000 or sport = :8001 )' | wc -l; " +
+            "grep -c 'server unix:/run/fastapi-edge/app-800[01].sock' /etc/nginx/fastapi-edge/http.conf",
+        );
+        expect(st.out.trim().split("\n")).toEqual(["666 fastapi-edge", "666 fastapi-edge", "0", "2"]);
+        // RuntimeDirectoryPreserve: stopping one instance leaves the directory, and the other's socket, in place.
+        const kept = await guest(
+          "systemctl stop fastapi-edge-app@8000 && test -S /run/fastapi-edge/app-8001.sock && echo kept; " +
+            "curl -sS -m 10 --unix-socket /run/fastapi-edge/app-8001.sock http://localhost/healthz; echo; " +
+            "systemctl start fastapi-edge-app@8000",
+        );
+        expect(kept.out).toMatch(/^kept$/m);
+        expect(kept.out).toMatch(/"status":\s*"ok"/);
+        const back8000 = await guest(
+          "for i in $(seq 240); do curl -sf -m 2 --unix-socket /run/fastapi-edge/app-8000.sock http://localhost/healthz && exit 0; sleep 0.5; done; exit 1",
+        );
+        expect(back8000.code, back8000.out).toBe(0);
+        log("unix upstream", `up ${r.seconds.toFixed(1)} s`);
+      } finally {
+        await configRm("appUpstream");
+      }
+      const b = await up("back to tcp up");
+      expect(b.out).toMatch(/app-rollout: done in/);
+      await assertServing();
+      const tcp = await guest("ss -Htln '( sport = :8000 or sport = :8001 )' | awk '{print $4}' | sort");
+      expect(tcp.out.trim().split("\n")).toEqual(["127.0.0.1:8000", "127.0.0.1:8001"]);
+    },
+    30 * MIN,
+  );
+
+  it(
     "10. the policy pack passes this stack and fails one that pushes a private key in plain text",
     async () => {
       const ok = await eng.pulumi(["preview", "--policy-pack", path.join(eng.dir, "policy")], { timeoutMs: 10 * MIN });
