@@ -24,7 +24,7 @@ import { releaseId, venvArgs } from "../../components/app";
 import { hostPackages } from "../../components/bootstrap";
 import { freePorts } from "../helpers/proc";
 import { testWheelhouse } from "../helpers/wheels";
-import { MIN, REPO, sh, type Run } from "./engine";
+import { MIN, parseEnv, REPO, sh, type Run } from "./engine";
 
 const ART = path.join(REPO, "test/artifacts");
 const LOG = path.join(ART, "e2e-asg.log");
@@ -41,15 +41,6 @@ let sshOpts: string[] = [];
 let server: Server | undefined;
 let appPortHere = 0;
 let served = 0;
-
-function parseEnv(text: string): Env {
-  const env: Env = {};
-  for (const line of text.split("\n")) {
-    const m = /^([A-Z_][A-Z0-9_]*)=(.*)$/.exec(line.trim());
-    if (m) env[m[1]!] = m[2]!;
-  }
-  return env;
-}
 
 async function harness(args: string[], timeoutMs: number, extraEnv: Env = {}): Promise<Env> {
   const r = await sh(path.join(REPO, "test/e2e/vps.sh"), args, { timeoutMs, logFile: LOG, env: { ...process.env, ...GUEST, ...extraEnv } });

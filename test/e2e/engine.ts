@@ -123,3 +123,13 @@ export function engine(binDir: string, projectDir: string, stateDir: string, sta
       }),
   };
 }
+
+/** A harness script's KEY=VALUE lines (vps.sh, pebble.sh print nothing else on stdout). */
+export function parseEnv(text: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const line of text.split("\n")) {
+    const m = /^([A-Z_][A-Z0-9_]*)=(.*)$/.exec(line.trim());
+    if (m) env[m[1]!] = m[2]!;
+  }
+  return env;
+}

@@ -15,7 +15,7 @@ import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { testWheelhouse } from "../helpers/wheels";
-import { copyProject, Engine, engine, getEngine, killGroup, MIN, REPO, Run, sh } from "./engine";
+import { copyProject, Engine, engine, getEngine, killGroup, MIN, parseEnv, REPO, Run, sh } from "./engine";
 
 const ART = path.join(REPO, "test/artifacts");
 const LOG = path.join(ART, "e2e.log");
@@ -23,15 +23,6 @@ const DOMAIN = "e2e.fastapi-edge.test";
 const STACK = "e2e";
 
 type Env = Record<string, string>;
-
-function parseEnv(text: string): Env {
-  const env: Env = {};
-  for (const line of text.split("\n")) {
-    const m = /^([A-Z_][A-Z0-9_]*)=(.*)$/.exec(line.trim());
-    if (m) env[m[1]!] = m[2]!;
-  }
-  return env;
-}
 
 function log(name: string, text: string): void {
   appendFileSync(LOG, `\n===== ${new Date().toISOString()} ${name}\n${text}\n`);
