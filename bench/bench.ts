@@ -185,8 +185,8 @@ const LEVERS: Lever[] = [
     key: "lever-uds",
     label: "JSON /api/hello, nginx rendered (TLS), app on a unix socket",
     change: "upstream `server unix:…` to uvicorn --uds (its own process) instead of 127.0.0.1:PORT",
-    // A unix socket peer has no address: "*" makes uvicorn apply the forwarded headers as it does for 127.0.0.1.
-    site: { appUds: true, appEnv: { FORWARDED_ALLOW_IPS: "*" } },
+    // appUpstream unix as the program renders it (FORWARDED_ALLOW_IPS=*: a socket's peer has no address).
+    site: { config: { appUpstream: "unix" } },
   },
   {
     key: "lever-buf4k",
@@ -580,7 +580,7 @@ async function main(): Promise<number> {
     if (a.levers) {
       for (const l of LEVERS) {
         // The unix-socket lever starts its own app process (on its socket); the others proxy to ours.
-        const own = l.site.appUds === true;
+        const own = l.site.config?.["appUpstream"] === "unix";
         leverSites.set(l.key, await startLiveSite({ ...l.site, ...(own ? {} : { reuseAppPorts: sites.ours.appPorts }) }));
       }
     }

@@ -15,7 +15,7 @@
 #   UVICORN_HOST          bind address (default 127.0.0.1)
 #   APP_UDS               absolute path of a unix socket to serve on instead of
 #                         UVICORN_HOST:PORT (uvicorn --uds; PORT is still required and
-#                         exported as APP_PORT). Used by the benchmark's unix-socket lever;
+#                         exported as APP_PORT). Normally derived from APP_UDS_DIR below;
 #                         FORWARDED_ALLOW_IPS must then be "*" for --proxy-headers to
 #                         apply (a unix socket peer has no address)
 #   APP_UDS_DIR           absolute directory of the instances' sockets (appUpstream unix,

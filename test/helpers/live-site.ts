@@ -120,16 +120,6 @@ export interface LiveSiteOptions {
    * content (the benchmark's levers: worker count, ssl_buffer_size, ...).
    */
   transformConf?: (relPath: string, content: string) => string;
-  /**
-   * Serve each app process on a unix socket (run-app.sh APP_UDS, uvicorn
-   * --uds) under the tree instead of its port; the upstream's
-   * `server 127.0.0.1:PORT` lines become `server unix:SOCKET`. The ports are
-   * still allocated (APP_PORT); stats and health checks go over the sockets.
-   * Config `appUpstream: unix` does the same through the product's own paths:
-   * the rendered upstream names the layout's appSocketDir and each app gets
-   * APP_UDS_DIR and FORWARDED_ALLOW_IPS=*, as renderAppEnv writes them.
-   */
-  appUds?: boolean;
 }
 
 export type Response = HttpResponse;
@@ -599,30 +589,17 @@ export async function startLiveSite(opts: LiveSiteOptions = {}): Promise<LiveSit
     installFiles(L, renderSeed(fixture, httpPort, httpsPort, appPorts));
   }
 
-  // App sockets (appUds): one per process, under the tree (short enough for sun_path).
-  // With config appUpstream unix the rendered upstream already names them, in the
-  // layout's appSocketDir, and the apps find them as the product's do (APP_UDS_DIR).
-  const unixConfig = config.appUpstream === "unix";
-  const uds = opts.appUds === true || unixConfig;
-  const udsDir = unixConfig ? at(L.appSocketDir) : path.join(root, "run", "app");
+  // Config appUpstream unix: the rendered upstream names app-PORT.sock in the layout's
+  // appSocketDir (under the tree, short enough for sun_path), and the apps find them as the
+  // product's do (run-app.sh APP_UDS_DIR). Stats and health checks go over the sockets.
+  const uds = config.appUpstream === "unix";
+  const udsDir = at(L.appSocketDir);
   const socketOf = (port: number): string | null => (uds ? path.join(udsDir, `app-${port}.sock`) : null);
   if (uds) {
-    if (chroot) throw new Error("appUds and appUpstream unix run on the host's nginx only");
+    if (chroot) throw new Error("appUpstream unix runs on the host's nginx only");
     mkdirSync(udsDir, { recursive: true });
   }
   const transforms: ((relPath: string, content: string) => string)[] = [];
-  if (opts.appUds && !unixConfig) {
-    transforms.push((rel, content) => {
-      if (!/upstream fastapi_edge_app \{/.test(content)) return content;
-      let out = content;
-      for (const p of appPorts) {
-        const from = `server 127.0.0.1:${p} `;
-        if (!out.includes(from)) throw new Error(`appUds: no "${from}" in ${rel}`);
-        out = out.replace(from, `server unix:${socketOf(p)!} `);
-      }
-      return out;
-    });
-  }
   // transformConf must change something: a lever whose text is not there would silently be plain ours.
   let confTransformed = false;
   if (opts.transformConf) {
@@ -665,7 +642,7 @@ export async function startLiveSite(opts: LiveSiteOptions = {}): Promise<LiveSit
     PYTHON: SYSTEM_PYTHON,
     APP_HOST: "127.0.0.1",
     // appUpstream unix: "*", as renderAppEnv writes it (a socket's peer has no address).
-    FORWARDED_ALLOW_IPS: unixConfig ? "*" : "127.0.0.1",
+    FORWARDED_ALLOW_IPS: uds ? "*" : "127.0.0.1",
     APP_VERSION: config.appVersion,
     // As in fastapi-edge-app@.service, with bytecode kept out of the repo.
     APP_PORT: String(port),
@@ -674,10 +651,10 @@ export async function startLiveSite(opts: LiveSiteOptions = {}): Promise<LiveSit
     PYTHONPYCACHEPREFIX: pycache,
     ...(opts.stats === false ? {} : { FASTAPI_EDGE_STATS: "1" }),
     // appUpstream unix: run-app.sh picks APP_UDS_DIR/app-PORT.sock, as on a host.
-    ...(unixConfig ? { APP_UDS_DIR: udsDir } : opts.appUds ? { APP_UDS: socketOf(port)! } : {}),
+    ...(uds ? { APP_UDS_DIR: udsDir } : {}),
     ...(opts.appEnv ?? {}),
   });
-  /** A request straight to app process `port` (its socket with appUds). */
+  /** A request straight to app process `port` (its socket with appUpstream unix). */
   const appRequest = (port: number, p: string, o: RequestOptions = {}): Promise<Response> => {
     const sock = socketOf(port);
     const host = o.host ?? `127.0.0.1:${port}`;
