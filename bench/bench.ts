@@ -39,6 +39,7 @@ import {
   type WrkResult,
 } from "../test/helpers/live-site";
 import { freePorts, run, sleep, startProcess, SYSTEM_PYTHON, waitForHttp } from "../test/helpers/proc";
+import { replaceExact } from "../lib/shipped";
 
 interface Args {
   quick: boolean;
@@ -173,11 +174,7 @@ interface Lever {
 
 /** Edit one rendered file, failing loudly when the text to replace is not there (a lever must not silently be a no-op). */
 function edit(file: string, from: string, to: string): (rel: string, content: string) => string {
-  return (rel, content) => {
-    if (rel !== file) return content;
-    if (!content.includes(from)) throw new Error(`lever: no "${from}" in ${rel}`);
-    return content.replace(from, to);
-  };
+  return (rel, content) => (rel === file ? replaceExact(rel, content, from, to) : content);
 }
 
 const LEVERS: Lever[] = [

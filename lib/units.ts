@@ -3,7 +3,7 @@
 import { appPorts, EdgeConfig } from "./config";
 import { HOST_PATHS } from "./hostpaths";
 import { workerNofile } from "./nginx";
-import { shipped } from "./shipped";
+import { replaceExact, shipped } from "./shipped";
 
 /** The release's virtualenv, inside the release directory (app-deploy.sh --venv builds it there). */
 export const APP_VENV_DIR = ".venv";
@@ -65,8 +65,7 @@ export function renderAppUnit(c: EdgeConfig): string {
   const unit = shipped("systemd/fastapi-edge-app@.service");
   if (c.appUpstream !== "unix") return unit;
   const anchor = "LimitNOFILE=65536\n";
-  if (!unit.includes(anchor)) throw new Error(`fastapi-edge-app@.service has no "${anchor.trim()}" line to add the socket directory after`);
-  return unit.replace(anchor, `${anchor}${APP_UNIT_SOCKET_LINES.join("\n")}\n`);
+  return replaceExact("systemd/fastapi-edge-app@.service", unit, anchor, `${anchor}${APP_UNIT_SOCKET_LINES.join("\n")}\n`);
 }
 
 /**

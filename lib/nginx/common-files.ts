@@ -1,6 +1,6 @@
 // Stage files the full site and the ACME bootstrap share: the proxy snippets
 // and the maintenance page.
-import { shipped } from "../shipped";
+import { replaceExact, shipped } from "../shipped";
 import { renderProxySnippet } from "./proxy";
 import { HostLayout, StageFile } from "./types";
 
@@ -19,9 +19,7 @@ export function renderProxyHeaders(mode: ForwardedHeaders): string {
   let text = shipped("nginx/proxy-headers.conf");
   if (mode === "minimal") return text;
   for (const [name, value] of EXTENDED_HEADERS) {
-    const cleared = `proxy_set_header ${name} "";`;
-    if (!text.includes(cleared)) throw new Error(`nginx/proxy-headers.conf has no "${cleared}" line`);
-    text = text.replace(cleared, `proxy_set_header ${name} ${value};`);
+    text = replaceExact("nginx/proxy-headers.conf", text, `proxy_set_header ${name} "";`, `proxy_set_header ${name} ${value};`);
   }
   return text;
 }
