@@ -12,7 +12,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
-import { releaseBundle, releaseKey, renderUserData } from "../lib/asg";
+import { releaseBundle, releaseKey, renderUserData, type UserDataSettings } from "../lib/asg";
 import { appPorts, EdgeConfig, PROJECT } from "../lib/config";
 import { PythonDeps } from "../lib/pyapp";
 import { renderAppEnv } from "../lib/units";
@@ -45,6 +45,37 @@ function writeBundle(archive: Buffer, sha256: string): string {
   const file = path.join(dir, `${sha256}.tar.gz`);
   writeFileSync(file, archive);
   return file;
+}
+
+/** Where the launch template's user data fetches the release from (an s3:// object in AWS). */
+export interface ReleaseSource {
+  release: string;
+  url: string;
+  sha256: string;
+  /** The S3 object's version ("" outside S3). */
+  versionId: string;
+  /** The bucket's region ("" outside S3). */
+  region: string;
+  /** The VPC's block: uvicorn trusts X-Forwarded-* from it (the ALB's nodes). */
+  vpcCidr: string;
+}
+
+/** The user data's settings for a release (test/e2e/asg-user-data.test.ts runs them on a guest with an http:// URL). */
+export function userDataSettings(c: EdgeConfig, deps: PythonDeps | null, r: ReleaseSource): UserDataSettings {
+  return {
+    RELEASE_ID: r.release,
+    RELEASE_URL: r.url,
+    RELEASE_SHA256: r.sha256,
+    RELEASE_VERSION_ID: r.versionId,
+    S3_REGION: r.region,
+    PACKAGES: hostPackages(c, true).join(" "),
+    APP_PORTS: appPorts(c).join(" "),
+    HEALTH_PATH: c.appHealthPath,
+    APP_VERSION: c.appVersion,
+    HEALTH_TIMEOUT: String(c.appStartTimeout),
+    DEPLOY_ARGS: venvArgs(c, deps, undefined).join(" "),
+    APP_ENV: renderAppEnv(c, r.vpcCidr, true),
+  };
 }
 
 export class AutoScalingFleet extends pulumi.ComponentResource {
@@ -214,20 +245,16 @@ export class AutoScalingFleet extends pulumi.ComponentResource {
     const userData = pulumi
       .all([args.vpcCidr, this.bundle.versionId, this.bucket.bucket, this.bucket.region])
       .apply(([cidr, versionId, bucketName, region]) =>
-        renderUserData({
-          RELEASE_ID: this.release,
-          RELEASE_URL: `s3://${bucketName}/${key}`,
-          RELEASE_SHA256: bundle.sha256,
-          RELEASE_VERSION_ID: versionId ?? "",
-          S3_REGION: region,
-          PACKAGES: hostPackages(c, true).join(" "),
-          APP_PORTS: ports.join(" "),
-          HEALTH_PATH: c.appHealthPath,
-          APP_VERSION: c.appVersion,
-          HEALTH_TIMEOUT: String(c.appStartTimeout),
-          DEPLOY_ARGS: venvArgs(c, args.deps, undefined).join(" "),
-          APP_ENV: renderAppEnv(c, cidr, true),
-        }),
+        renderUserData(
+          userDataSettings(c, args.deps, {
+            release: this.release,
+            url: `s3://${bucketName}/${key}`,
+            sha256: bundle.sha256,
+            versionId: versionId ?? "",
+            region,
+            vpcCidr: cidr,
+          }),
+        ),
       );
     const instanceTags = { ...args.tags, Name: `${PROJECT}-${pulumi.getStack()}` };
     this.launchTemplate = new aws.ec2.LaunchTemplate(

@@ -16,12 +16,11 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { releaseBundle, releaseKey, renderUserData, type UserDataSettings } from "../../lib/asg";
+import { releaseBundle, releaseKey, renderUserData } from "../../lib/asg";
 import { appPorts, parseConfig } from "../../lib/config";
 import { pythonDeps } from "../../lib/pyapp";
-import { renderAppEnv } from "../../lib/units";
-import { releaseId, venvArgs } from "../../components/app";
-import { hostPackages } from "../../components/bootstrap";
+import { releaseId } from "../../components/app";
+import { userDataSettings } from "../../components/asg";
 import { freePorts } from "../helpers/proc";
 import { testWheelhouse } from "../helpers/wheels";
 import { MIN, parseEnv, REPO, sh, type Run } from "./engine";
@@ -73,23 +72,9 @@ const c = parseConfig({
 });
 const deps = pythonDeps({ requirementsTxt: readFileSync(path.join(VENV_APP, "requirements.txt"), "utf8") });
 
-/** The user data exactly as components/asg.ts renders it, but with an http:// URL instead of s3://. */
+/** The user data as components/asg.ts renders it, with an http:// URL instead of s3://. */
 function userData(release: string, url: string, sha256: string): string {
-  const s: UserDataSettings = {
-    RELEASE_ID: release,
-    RELEASE_URL: url,
-    RELEASE_SHA256: sha256,
-    RELEASE_VERSION_ID: "",
-    S3_REGION: "",
-    PACKAGES: hostPackages(c, true).join(" "),
-    APP_PORTS: appPorts(c).join(" "),
-    HEALTH_PATH: c.appHealthPath,
-    APP_VERSION: c.appVersion,
-    HEALTH_TIMEOUT: String(c.appStartTimeout),
-    DEPLOY_ARGS: venvArgs(c, deps, undefined).join(" "),
-    APP_ENV: renderAppEnv(c, VPC_CIDR, true),
-  };
-  return renderUserData(s);
+  return renderUserData(userDataSettings(c, deps, { release, url, sha256, versionId: "", region: "", vpcCidr: VPC_CIDR }));
 }
 
 describe("albAutoScaling: the user data on a fresh guest, the bundle from a local stand-in for S3", () => {
