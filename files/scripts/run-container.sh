@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # run-container.sh PORT — exec podman for one fastapi-edge app container.
 # run-container.sh --release-port PORT — take PORT out of the port guard (ExecStopPost).
+# run-container.sh --pin-bridge PORT — fix the network bridge's MAC address (ExecStartPost).
 #
 # ExecStart of fastapi-edge-container@.service (PORT = instance name %i): runs
 # the app image as container fastapi-edge-app-PORT on the podman network
@@ -36,6 +37,21 @@
 # e2e's switch to containers on a Debian 13 guest (podman 5.4) had 6 of 23,536
 # requests hang there until wrk's 15 s timeout (docs/containers.md).
 #
+# The bridge's MAC address (`--pin-bridge`, the unit's ExecStartPost). A Linux
+# bridge whose address was never set takes the lowest MAC address of its ports,
+# so it changes whenever a container with a lower one joins or leaves.
+# netavark before 1.9 (Debian 12 has 1.4) leaves it so. Each change flushes the
+# host's neighbour entries on the bridge, and the containers still hold the old
+# address for their gateway. Connections to the other containers then fail
+# for a moment: the landing CI of 2026-11-30 had a kill -9 of one container
+# make nginx's connects to the other, healthy one fail with "No route to host"
+# 3 s later, and with no other upstream left, a 502. Pinning sets the bridge's
+# current address as its own (`ip link set dev BRIDGE address SAME`: the kernel
+# marks it set and stops following the ports), so nothing on the wire changes
+# now and nothing changes later. netavark 1.9+ (Debian 13) creates bridges with
+# a fixed address already: then this does nothing. A bridge netavark deletes
+# with its last container and creates again is pinned again by the next start.
+#
 # Environment (normally from /etc/fastapi-edge/container.env):
 #   IMAGE                 image to run, present locally (never pulled here):
 #                         localhost/fastapi-edge-app:RELEASE or sha256:ID
@@ -69,11 +85,12 @@ die() {
 }
 
 mode=run
-if [[ ${1:-} == --release-port ]]; then
-  mode=release
-  shift
-fi
-[[ $# -eq 1 ]] || die 64 "usage: run-container.sh [--release-port] PORT (got $# arguments)"
+case ${1:-} in
+  --release-port) mode=release ;;
+  --pin-bridge) mode=pin ;;
+esac
+[[ $mode == run ]] || shift
+[[ $# -eq 1 ]] || die 64 "usage: run-container.sh [--release-port|--pin-bridge] PORT (got $# arguments)"
 port=$1
 if ! [[ $port =~ ^[0-9]{1,5}$ ]] || (( 10#$port < 1 || 10#$port > 65535 )); then
   die 64 "PORT must be an integer 1-65535, got '$port'"
@@ -112,9 +129,32 @@ if [[ $mode == release ]]; then
   exit 0
 fi
 
-[[ -n ${IMAGE:-} ]] || die 78 "IMAGE is not set (expected in /etc/fastapi-edge/container.env)"
 network=${CONTAINER_NETWORK:-fastapi-edge}
 [[ $network =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*$ ]] || die 78 "invalid CONTAINER_NETWORK '$network'"
+read -r -a podman <<<"${PODMAN:-podman}"
+command -v "${podman[0]}" >/dev/null 2>&1 || die 78 "podman not found (install the podman package)"
+
+if [[ $mode == pin ]]; then
+  # See "The bridge's MAC address" in the header. Waits up to 10 s for the
+  # bridge (netavark makes it when the first container starts).
+  bridge=$("${podman[@]}" network inspect --format '{{.NetworkInterface}}' "$network" 2>/dev/null) ||
+    die 78 "podman network '$network' does not exist (container-network.sh creates it)"
+  [[ $bridge =~ ^[A-Za-z0-9_.-]{1,15}$ ]] || die 78 "podman network '$network' names no bridge interface (got '$bridge')"
+  sys=/sys/class/net/$bridge
+  for ((i = 0; i < 100; i++)); do
+    [[ -r $sys/addr_assign_type ]] && break
+    sleep 0.1
+  done
+  [[ -r $sys/addr_assign_type ]] || die 1 "bridge $bridge of network '$network' did not appear within 10 s; its MAC address is not pinned"
+  # 3 = NET_ADDR_SET: netavark 1.9+ set it, or an earlier start pinned it.
+  [[ $(<"$sys/addr_assign_type") == 3 ]] && exit 0
+  mac=$(<"$sys/address")
+  ip link set dev "$bridge" address "$mac" || die 1 "could not pin the MAC address of bridge $bridge"
+  echo "run-container.sh: pinned bridge $bridge's MAC address to $mac (it no longer follows its ports)"
+  exit 0
+fi
+
+[[ -n ${IMAGE:-} ]] || die 78 "IMAGE is not set (expected in /etc/fastapi-edge/container.env)"
 app_module=${APP_MODULE:-main:app}
 app_dir=${APP_DIR_IN_IMAGE:-/app}
 keepalive=${UVICORN_KEEPALIVE:-75}
@@ -124,9 +164,6 @@ log_driver=${CONTAINER_LOG_DRIVER:-passthrough}
 if [[ $log_driver == passthrough ]] && { [[ -t 0 ]] || [[ -t 1 ]] || [[ -t 2 ]]; }; then
   log_driver=k8s-file
 fi
-
-read -r -a podman <<<"${PODMAN:-podman}"
-command -v "${podman[0]}" >/dev/null 2>&1 || die 78 "podman not found (install the podman package)"
 
 "${podman[@]}" image exists "$IMAGE" ||
   die 78 "image '$IMAGE' is not in local storage (container-load.sh / container-pull.sh first)"

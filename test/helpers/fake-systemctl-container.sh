@@ -5,6 +5,7 @@
 # files/scripts/run-container.sh PORT, as the unit's ExecStart does (in the
 # foreground: without NOTIFY_SOCKET run-container.sh does not detach).
 #
+# start runs the unit's ExecStartPost= lines once the container runs;
 # stop/restart run the unit file's own ExecStop= and ExecStopPost= lines (%i
 # replaced by the port; a leading "-" ignores the exit status, as systemd
 # does), then wait for the ExecStart process to end, for TimeoutStopSec (then
@@ -129,7 +130,18 @@ start_port() {
   local i limit
   limit=$(($(unit_value TimeoutStartSec 90) * 10))
   for ((i = 0; i < limit; i++)); do
-    [[ $(podman container inspect --format '{{.State.Running}}' "fastapi-edge-app-$p" 2>/dev/null) == true ]] && return 0
+    if [[ $(podman container inspect --format '{{.State.Running}}' "fastapi-edge-app-$p" 2>/dev/null) == true ]]; then
+      # Then the unit's ExecStartPost= lines, with the unit's environment, as systemd runs them.
+      if ((${#vars[@]})); then
+        (
+          export "${vars[@]}"
+          exec_lines ExecStartPost "$p"
+        )
+      else
+        exec_lines ExecStartPost "$p"
+      fi
+      return
+    fi
     alive "$p" || return 1
     sleep 0.1
   done

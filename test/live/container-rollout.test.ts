@@ -141,6 +141,19 @@ function guardState(): { ports: number[]; resets: number } {
   return { ports: ports.sort((x, y) => x - y), resets };
 }
 
+/**
+ * The network's bridge: its MAC address and how the kernel got it (addr_assign_type: 3 = set;
+ * 0/1 = it follows the lowest MAC of its ports). The unit's ExecStartPost pins it
+ * (run-container.sh --pin-bridge): with netavark 1.4 a container joining or leaving changed it,
+ * and the kill -9 case's CI failure was that (a connect to the other container, "No route to host").
+ */
+function bridgeState(): { name: string; mac: string; assignType: string } {
+  const name = podman(["network", "inspect", "--format", "{{.NetworkInterface}}", NETWORK]).out;
+  const read = (f: string) => readFileSync(`/sys/class/net/${name}/${f}`, "utf8").trim();
+  return { name, mac: read("address"), assignType: read("addr_assign_type") };
+}
+let bridge0: ReturnType<typeof bridgeState> | undefined;
+
 interface ProbeResult {
   t: number;
   ms: number;
@@ -273,6 +286,9 @@ describe.skipIf(missing !== null)("rolling restart of app containers behind ngin
       expect(r.code, r.stderr).toBe(0);
     }
     await Promise.all([a, b].map((p) => waitVersion(p, RELEASE_OLD)));
+    bridge0 = bridgeState();
+    console.log(`bridge ${bridge0.name}: MAC ${bridge0.mac}, addr_assign_type ${bridge0.assignType}`);
+    expect(bridge0.assignType, "the bridge's MAC address is pinned (3 = set)").toBe("3");
     // The product's timeouts (no shortTimeouts): what runs in front of the containers.
     site = await startLiveSite({ ports, appProcesses: 2, startApp: false });
     expect(site.appPorts).toEqual([a, b]);
@@ -387,14 +403,21 @@ describe.skipIf(missing !== null)("rolling restart of app containers behind ngin
     console.log(`probe: last ${fromRelease} answer at t=${lastOld}ms, first ${toRelease} at t=${firstNew}ms (${from.id} -> ${to.id})`);
   }
 
+  /** Containers came and went: the bridge kept its address. */
+  function expectBridgeKept(): void {
+    expect(bridgeState().mac, "the bridge's MAC address after containers came and went").toBe(bridge0!.mac);
+  }
+
   it("app-rollout.sh under wrk load: 0 socket errors, 0 non-2xx, no request waits on a dead upstream, all answers from the new image afterwards", async () => {
     await rolloutUnderLoad(oldImage, RELEASE_OLD, newImage, RELEASE_NEW, false);
+    expectBridgeKept();
   }, 900_000);
 
   it("the same rollback (new -> old image) with run-container.sh's port guard on (CONTAINER_PORT_GUARD=nft)", async () => {
     // nginx may still hold out the instance the first rollout restarted last (see the kill test).
     await sleep(rolloutSettleSeconds({ ...site!.config, appRuntime: "container" }) * 1000);
     await rolloutUnderLoad(newImage, RELEASE_NEW, oldImage, RELEASE_OLD, true);
+    expectBridgeKept();
   }, 900_000);
 
   it("kill -9 of one container's app process under load: nginx fails over, 0 failed requests", async () => {
@@ -451,5 +474,6 @@ describe.skipIf(missing !== null)("rolling restart of app containers behind ngin
     const r = await fake(["start", `fastapi-edge-container@${a}.service`], oldImage);
     expect(r.code, r.stderr).toBe(0);
     await waitVersion(a, RELEASE_OLD);
+    expectBridgeKept();
   }, 600_000);
 });
