@@ -238,8 +238,11 @@ async def hello(name: str = Query("world", max_length=100)) -> Dict[str, Any]:
 @app.get("/api/whoami")
 async def whoami(request: Request) -> Dict[str, Any]:
     headers = request.headers
+    server = request.scope.get("server")
     return {
         "client": request.client.host if request.client else None,
+        # The address this process listens on (host, port): which app host and process answered.
+        "server": f"{server[0]}:{server[1]}" if server and server[1] is not None else None,
         "scheme": request.url.scheme,
         "host": headers.get("host"),
         "forwarded": {

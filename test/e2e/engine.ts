@@ -2,8 +2,8 @@
 // Node.js language host and the command provider from scripts/get-pulumi.sh, a local file
 // backend, and a private copy of the project (so a test can change an app file or an nginx
 // snippet the way a user edits them, without touching the checkout).
-import { spawn } from "node:child_process";
-import { appendFileSync, cpSync, mkdirSync, rmSync, symlinkSync } from "node:fs";
+import { ChildProcess, spawn } from "node:child_process";
+import { appendFileSync, cpSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import * as path from "node:path";
 
 export const REPO = path.resolve(__dirname, "../..");
@@ -132,4 +132,65 @@ export function parseEnv(text: string): Record<string, string> {
     if (m) env[m[1]!] = m[2]!;
   }
   return env;
+}
+
+/** Resources an up's progress lines report with an operation ("created", "updated", "replaced", "deleted"). */
+export function touched(out: string, op: string): string[] {
+  const re = new RegExp(`^\\s*[-+~]*\\s*command:remote:(?:Command|CopyToRemote)\\s+(\\S+)\\s+${op}\\b`, "gm");
+  return [...out.matchAll(re)].map((m) => m[1]!).sort();
+}
+
+export interface WrkLoad {
+  proc: ChildProcess;
+  result: Promise<string>;
+}
+
+/**
+ * wrk against https://DOMAIN:PORT/PATH until stopped (at most SECONDS), 8 connections, every
+ * request on a new connection: on a reload, nginx's old workers close idle keep-alive
+ * connections, and a request written onto one at that instant is lost (the keep-alive race
+ * real clients answer by retrying idempotent requests; wrk does not retry). New connections
+ * go to the listening socket, which a reload never closes. DOMAIN resolves to 127.0.0.1 in a
+ * private mount namespace (HOSTS_FILE bind-mounted over /etc/hosts: no global edit).
+ */
+export function startWrk(o: {
+  domain: string;
+  port: string;
+  path: string;
+  seconds: number;
+  hostsFile: string;
+  latency?: boolean;
+}): WrkLoad {
+  writeFileSync(o.hostsFile, `127.0.0.1 localhost ${o.domain}\n`);
+  const latency = o.latency ? " --latency" : "";
+  const script = `mount --bind ${o.hostsFile} /etc/hosts && exec wrk -t1 -c8 -d${o.seconds}s --timeout 15s${latency} -H 'Connection: close' https://${o.domain}:${o.port}${o.path}`;
+  const proc = spawn("unshare", ["-m", "sh", "-c", script], { stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  proc.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+  proc.stderr!.on("data", (d: Buffer) => (out += d.toString()));
+  return { proc, result: new Promise<string>((res) => proc.on("exit", () => res(out))) };
+}
+
+export interface WrkFigures {
+  requests: number;
+  /** Socket errors: connect + read + write + timeout. */
+  errors: number;
+  non2xx: number;
+  /** The 99th percentile and the maximum latency as wrk prints them (with --latency), e.g. "12.5ms". */
+  p99: string;
+  max: string;
+  raw: string;
+}
+
+/** Stop wrk (SIGINT: it prints its summary) and read the summary. */
+export async function stopWrk(load: WrkLoad): Promise<WrkFigures> {
+  load.proc.kill("SIGINT");
+  const raw = await load.result;
+  const requests = Number(/(\d+) requests in/.exec(raw)?.[1] ?? "0");
+  const e = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(raw);
+  const errors = e ? e.slice(1).reduce((a, b) => a + Number(b), 0) : 0;
+  const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(raw)?.[1] ?? "0");
+  const p99 = /^\s*99%\s+(\S+)/m.exec(raw)?.[1] ?? "?";
+  const max = /Latency\s+\S+\s+\S+\s+(\S+)/.exec(raw)?.[1] ?? "?";
+  return { requests, errors, non2xx, p99, max, raw };
 }

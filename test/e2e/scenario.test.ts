@@ -9,13 +9,29 @@
 //  requirements.txt, from a wheelhouse, in a virtualenv per release   8. a requirement pip cannot
 //  satisfy   9. rollback to the kept release   10. the policy pack   11. certbot renew --dry-run,
 //  destroy, recreate
-import { ChildProcess, spawn, spawnSync } from "node:child_process";
+import { ChildProcess, spawnSync } from "node:child_process";
 import { appendFileSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { testWheelhouse } from "../helpers/wheels";
-import { copyProject, Engine, engine, getEngine, killGroup, MIN, parseEnv, REPO, Run, sh } from "./engine";
+import {
+  copyProject,
+  Engine,
+  engine,
+  getEngine,
+  killGroup,
+  MIN,
+  parseEnv,
+  REPO,
+  Run,
+  sh,
+  startWrk as startWrkOn,
+  stopWrk as stopWrkOn,
+  touched,
+  WrkFigures,
+  WrkLoad,
+} from "./engine";
 
 const ART = path.join(REPO, "test/artifacts");
 const LOG = path.join(ART, "e2e.log");
@@ -85,12 +101,6 @@ async function deployStdout(): Promise<string> {
   return res[0]!.outputs?.stdout ?? "";
 }
 
-/** Resources the engine reported with an operation, e.g. "updated", from an up's progress lines. */
-function touched(out: string, op: string): string[] {
-  const re = new RegExp(`^\\s*[-+~]*\\s*command:remote:(?:Command|CopyToRemote)\\s+(\\S+)\\s+${op}\\b`, "gm");
-  return [...out.matchAll(re)].map((m) => m[1]!).sort();
-}
-
 /** Successful SSH logins the guest's sshd has recorded so far. */
 async function sshLogins(): Promise<number> {
   const r = await guest("journalctl -u ssh.service -o cat --no-pager | grep -c '^Accepted publickey' || true");
@@ -127,34 +137,17 @@ async function assertServing(): Promise<void> {
   expect(who.client).toBe("10.0.2.2");
 }
 
-/**
- * wrk against the HTTPS site; the name resolves in a private mount namespace (no global
- * /etc/hosts edit). Every request on a new connection: on a reload, nginx 1.22's old workers
- * close idle keep-alive connections, and a request written onto one at that instant is lost
- * (the keep-alive race that real clients answer by retrying idempotent requests; wrk does not
- * retry). New connections go to the listening socket, which a reload never closes.
- */
-function startWrk(seconds: number, urlPath = "/api/hello"): { proc: ChildProcess; result: Promise<string> } {
-  const hosts = path.join(work, "hosts");
-  writeFileSync(hosts, `127.0.0.1 localhost ${DOMAIN}\n`);
-  const script = `mount --bind ${hosts} /etc/hosts && exec wrk -t1 -c8 -d${seconds}s --timeout 15s -H 'Connection: close' https://${DOMAIN}:${vps["VPS_HTTPS_PORT"]}${urlPath}`;
-  const proc = spawn("unshare", ["-m", "sh", "-c", script], { stdio: ["ignore", "pipe", "pipe"] });
-  background.push(proc);
-  let out = "";
-  proc.stdout!.on("data", (d: Buffer) => (out += d.toString()));
-  proc.stderr!.on("data", (d: Buffer) => (out += d.toString()));
-  return { proc, result: new Promise<string>((res) => proc.on("exit", () => res(out))) };
+/** wrk through the site for at most SECONDS (engine.ts startWrk: a new connection per request). */
+function startWrk(seconds: number, urlPath = "/api/hello"): WrkLoad {
+  const load = startWrkOn({ domain: DOMAIN, port: vps["VPS_HTTPS_PORT"]!, path: urlPath, seconds, hostsFile: path.join(work, "hosts") });
+  background.push(load.proc);
+  return load;
 }
 
-async function stopWrk(load: ReturnType<typeof startWrk>, name: string): Promise<{ requests: number; errors: number; non2xx: number }> {
-  load.proc.kill("SIGINT");
-  const out = await load.result;
-  const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? "0");
-  const e = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
-  const errors = e ? e.slice(1).reduce((a, b) => a + Number(b), 0) : 0;
-  const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? "0");
-  log(`wrk ${name}`, `${JSON.stringify({ requests, errors, non2xx })}\n${out}`);
-  return { requests, errors, non2xx };
+async function stopWrk(load: WrkLoad, name: string): Promise<WrkFigures> {
+  const f = await stopWrkOn(load);
+  log(`wrk ${name}`, `${JSON.stringify({ requests: f.requests, errors: f.errors, non2xx: f.non2xx })}\n${f.raw}`);
+  return f;
 }
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -16,6 +16,14 @@
 #
 # VPS_ACCEL=auto (default: KVM if it boots the guest, else TCG), kvm or tcg.
 #
+# A private network between guests (test/e2e/multi-host.test.ts): VPS_PRIVATE_NET=GROUP:PORT
+# (a multicast group, e.g. 230.0.0.1:12345) and VPS_PRIVATE_ADDRESS=A.B.C.D/NN give the guest a
+# second NIC, eth1, on QEMU's multicast socket netdev bound to 127.0.0.1: every guest started
+# with the same VPS_PRIVATE_NET is on one Ethernet segment, no bridge and no root needed. Its
+# MAC is 52:54:00 and the address's last three bytes. eth1 gets the address statically
+# (/etc/network/interfaces, so it survives a reboot of a kept disk). The guest keeps its
+# user-mode eth0 (apt, the forwarded ports).
+#
 # stdout carries only KEY=VALUE lines (eval-able; values never contain spaces); progress and
 # errors go to stderr.
 set -euo pipefail
@@ -46,6 +54,8 @@ VPS_BOOT_TIMEOUT=${VPS_BOOT_TIMEOUT:-180}
 # Extra forwards, comma separated QEMU hostfwd rules; each must bind 127.0.0.1, e.g.
 # VPS_EXTRA_HOSTFWD=tcp:127.0.0.1:9000-:8000
 VPS_EXTRA_HOSTFWD=${VPS_EXTRA_HOSTFWD:-}
+VPS_PRIVATE_NET=${VPS_PRIVATE_NET:-}
+VPS_PRIVATE_ADDRESS=${VPS_PRIVATE_ADDRESS:-}
 
 KEY=$VPS_CACHE_DIR/id_ed25519
 BASE=$VPS_CACHE_DIR/base.raw
@@ -89,6 +99,33 @@ check_settings() {
         || die "VPS_EXTRA_HOSTFWD rule '$rule' must look like tcp:127.0.0.1:HOSTPORT-:GUESTPORT"
     done
   fi
+  if [[ -n $VPS_PRIVATE_NET || -n $VPS_PRIVATE_ADDRESS ]]; then
+    [[ $VPS_PRIVATE_NET =~ ^2(2[4-9]|3[0-9])\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}:[0-9]{1,5}$ ]] \
+      || die "VPS_PRIVATE_NET must be a multicast GROUP:PORT such as 230.0.0.1:12345, got '$VPS_PRIVATE_NET'"
+    [[ $VPS_PRIVATE_ADDRESS =~ ^([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})/([0-9]{1,2})$ ]] \
+      || die "VPS_PRIVATE_ADDRESS must be A.B.C.D/NN such as 10.0.9.11/24, got '$VPS_PRIVATE_ADDRESS'"
+  fi
+}
+
+# The private NIC's MAC address: 52:54:00 and the last three bytes of VPS_PRIVATE_ADDRESS.
+private_mac() {
+  local b c d
+  IFS=./ read -r _ b c d _ <<<"$VPS_PRIVATE_ADDRESS"
+  printf '52:54:00:%02x:%02x:%02x' "$b" "$c" "$d"
+}
+
+# eth1 with VPS_PRIVATE_ADDRESS, now and at every boot (idempotent).
+configure_private_nic() {
+  [[ -n $VPS_PRIVATE_ADDRESS ]] || return 0
+  ssh "${SSH_OPTS[@]}" "$VPS_USER@$VPS_HOST" bash -s -- "$VPS_PRIVATE_ADDRESS" <<'EOF_GUEST'
+set -euo pipefail
+address=$1
+if ! grep -q '^iface eth1 ' /etc/network/interfaces; then
+  printf '\nauto eth1\niface eth1 inet static\n    address %s\n' "$address" >>/etc/network/interfaces
+fi
+ip -o -4 addr show dev eth1 | grep -q " ${address%/*}/" || ifup eth1
+ip -o -4 addr show dev eth1 | grep -q " ${address%/*}/"
+EOF_GUEST
 }
 
 # Installs the Debian packages providing the given commands when one is missing (root only).
@@ -384,8 +421,11 @@ cmd_image() {
 # launch_qemu kvm|tcg HOSTFWD: start QEMU in the background on $OVERLAY, console to $CONSOLE_LOG.
 launch_qemu() {
   local accel=$1 hostfwd=$2
-  local -a accel_args=(-accel "tcg,thread=multi")
+  local -a accel_args=(-accel "tcg,thread=multi") private_args=()
   [[ $accel == kvm ]] && accel_args=(-accel kvm -cpu host)
+  if [[ -n $VPS_PRIVATE_NET ]]; then
+    private_args=(-netdev "socket,id=p0,mcast=$VPS_PRIVATE_NET,localaddr=127.0.0.1" -device "virtio-net-pci,netdev=p0,mac=$(private_mac)")
+  fi
   log "accelerator: $accel"
   : >"$CONSOLE_LOG"
   # QEMU must not inherit the locks (fd 8, 9): they would block every later start/stop.
@@ -395,6 +435,7 @@ launch_qemu() {
     -kernel "$KERNEL" -initrd "$INITRD" -append "$KERNEL_CMDLINE" \
     -drive "file=$OVERLAY,format=qcow2,if=virtio,cache=unsafe" \
     -netdev "user,id=n0,$hostfwd" -device virtio-net-pci,netdev=n0 \
+    ${private_args[@]+"${private_args[@]}"} \
     -device virtio-rng-pci \
     -display none -vga none -monitor none -serial "file:$CONSOLE_LOG" \
     -pidfile "$PIDFILE" -daemonize 2>"$QEMU_LOG" 8>&- 9>&- || { cat "$QEMU_LOG" >&2; return 1; }
@@ -489,6 +530,10 @@ cmd_start() {
   local boot
   boot=$(since "$t0")
   log "SSH answered ${boot}s after QEMU started"
+  if [[ -n $VPS_PRIVATE_ADDRESS ]]; then
+    configure_private_nic || { stop_guest; die "could not set $VPS_PRIVATE_ADDRESS on eth1"; }
+    log "eth1: $VPS_PRIVATE_ADDRESS on $VPS_PRIVATE_NET (MAC $(private_mac))"
+  fi
   print_env
   printf '%s\n' "VPS_PID=$(cat "$PIDFILE")" "VPS_BOOT_SECONDS=$boot" "VPS_DISK_NEW=$disk_new"
 }
