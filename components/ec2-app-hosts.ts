@@ -7,6 +7,13 @@ import { appPorts, EdgeConfig, PROJECT } from "../lib/config";
 import { HOST_OS } from "../lib/hostos";
 import { PrivateHost } from "./remote";
 
+/**
+ * The marker the policy pack's app-instances-private and app-ports-from-edge-only
+ * rules look for (APP_HOST_ROLE_TAG in policy/rules.ts; the pack can't import the
+ * program, test/unit/multi-host.test.ts checks the two agree).
+ */
+export const APP_HOST_ROLE_TAG = { "fastapi-edge:role": "app-host" } as const;
+
 export interface Ec2AppHostsArgs {
   config: EdgeConfig;
   tags: Record<string, string>;
@@ -29,20 +36,21 @@ export class Ec2AppHosts extends pulumi.ComponentResource {
     const c = args.config;
     const parent = { parent: this };
     const ports = appPorts(c);
+    const tags = { ...args.tags, ...APP_HOST_ROLE_TAG };
 
     this.securityGroup = new aws.ec2.SecurityGroup(
       `${name}-sg`,
       {
         vpcId: args.vpcId,
         description: `${PROJECT} app hosts: app ports and SSH from the edge's security group only`,
-        tags: args.tags,
+        tags,
       },
       parent,
     );
     const sg = this.securityGroup.id;
     new aws.vpc.SecurityGroupEgressRule(
       `${name}-egress-v4`,
-      { securityGroupId: sg, ipProtocol: "-1", cidrIpv4: "0.0.0.0/0", description: "all outbound (apt through the subnet's NAT)" },
+      { securityGroupId: sg, ipProtocol: "-1", cidrIpv4: "0.0.0.0/0", description: "all outbound (apt through the subnet's NAT)", tags },
       parent,
     );
     new aws.vpc.SecurityGroupIngressRule(
@@ -54,6 +62,7 @@ export class Ec2AppHosts extends pulumi.ComponentResource {
         toPort: ports[ports.length - 1]!,
         referencedSecurityGroupId: args.edgeSecurityGroupId,
         description: "app ports from the nginx edge",
+        tags,
       },
       parent,
     );
@@ -66,6 +75,7 @@ export class Ec2AppHosts extends pulumi.ComponentResource {
         toPort: 22,
         referencedSecurityGroupId: args.edgeSecurityGroupId,
         description: "SSH from the edge (the bastion of host steps)",
+        tags,
       },
       parent,
     );
@@ -85,7 +95,7 @@ export class Ec2AppHosts extends pulumi.ComponentResource {
           metadataOptions: { httpTokens: "required", httpEndpoint: "enabled", httpPutResponseHopLimit: 1 },
           rootBlockDevice: { volumeType: "gp3", volumeSize: c.rootVolumeGb, encrypted: true, deleteOnTermination: true },
           monitoring: false,
-          tags: { ...args.tags, Name: `${PROJECT}-${pulumi.getStack()}-app-${i}` },
+          tags: { ...tags, Name: `${PROJECT}-${pulumi.getStack()}-app-${i}` },
           volumeTags: args.tags,
         },
         { parent: this, protect: c.protect, ignoreChanges: c.amiId ? [] : ["ami"] },

@@ -12,6 +12,8 @@ import type {
 import {
   LISTENER_TYPES,
   TYPES,
+  appInstancePrivateFindings,
+  appPortsFromEdgeOnlyFindings,
   autoScalingGroupFindings,
   launchTemplateFindings,
   ebsVolumeEncryptionFindings,
@@ -104,6 +106,23 @@ export const asgElbHealthCheck: ResourceValidationPolicy = {
   validateResource: forTypes([TYPES.autoScalingGroup], (props) => autoScalingGroupFindings(props)),
 };
 
+export const appInstancesPrivate: ResourceValidationPolicy = {
+  name: "app-instances-private",
+  description: 'App instances (tagged "fastapi-edge:role" = "app-host", appHostCount) must set associatePublicIpAddress: false.',
+  enforcementLevel: "mandatory",
+  severity: "high",
+  validateResource: forTypes([TYPES.instance], (props) => appInstancePrivateFindings(props)),
+};
+
+export const appPortsFromEdgeOnly: ResourceValidationPolicy = {
+  name: "app-ports-from-edge-only",
+  description:
+    'The app instances\' security group and its ingress rules (tagged "fastapi-edge:role" = "app-host") may only admit security groups: no CIDR or prefix list sources.',
+  enforcementLevel: "mandatory",
+  severity: "high",
+  validateResource: forTypes([TYPES.securityGroup, TYPES.vpcIngressRule], (props, args) => appPortsFromEdgeOnlyFindings(args.type, props)),
+};
+
 export const noPlaintextCredentialInputs: ResourceValidationPolicy = {
   name: "no-plaintext-credential-inputs",
   description:
@@ -146,4 +165,6 @@ export const policies: (ResourceValidationPolicy | StackValidationPolicy)[] = [
   noPlaintextCredentialsInState,
   launchTemplateHardened,
   asgElbHealthCheck,
+  appInstancesPrivate,
+  appPortsFromEdgeOnly,
 ];

@@ -305,6 +305,92 @@ export function autoScalingGroupFindings(props: Props): string[] {
 }
 
 // ---------------------------------------------------------------------------
+// (g) the app instances behind the nginx edge (appHostCount)
+// ---------------------------------------------------------------------------
+//
+// components/ec2-app-hosts.ts tags everything it creates (the instances, their
+// security group and its rules) with APP_HOST_ROLE_TAG; that tag, not a
+// resource name, is how these rules tell an app host from the edge. The
+// tag-less aws:ec2/securityGroupRule:SecurityGroupRule can't carry the marker,
+// so the component uses aws:vpc/securityGroupIngressRule rules.
+
+/** The tag components/ec2-app-hosts.ts puts on the app instances, their security group and its rules. */
+export const APP_HOST_ROLE_TAG = { key: "fastapi-edge:role", value: "app-host" } as const;
+
+/** True if the resource's `tags` carry APP_HOST_ROLE_TAG. */
+export function isAppHostResource(props: Props): boolean {
+  return asRecord(props["tags"])?.[APP_HOST_ROLE_TAG.key] === APP_HOST_ROLE_TAG.value;
+}
+
+/** An app host (aws:ec2/instance:Instance with APP_HOST_ROLE_TAG) must set associatePublicIpAddress: false. */
+export function appInstancePrivateFindings(props: Props): string[] {
+  if (!isAppHostResource(props)) return [];
+  const pub = props["associatePublicIpAddress"];
+  if (pub === false) return [];
+  return [
+    `associatePublicIpAddress is ${pub === undefined ? "not set, so the subnet decides (a default VPC's subnets assign public addresses)" : JSON.stringify(pub)}; ` +
+      `app hosts are reached through the edge only: set associatePublicIpAddress: false.`,
+  ];
+}
+
+const EDGE_ONLY_FIX = "admit the app hosts' ports only from the edge's security group";
+
+/** Inline `ingress` of an app hosts' aws:ec2/securityGroup:SecurityGroup: security-group sources only. */
+export function appSecurityGroupIngressFindings(props: Props): string[] {
+  if (!isAppHostResource(props)) return [];
+  const out: string[] = [];
+  asArray(props["ingress"]).forEach((raw, i) => {
+    const rule = asRecord(raw);
+    if (!rule) return;
+    const range = describeRange(rule["protocol"], rule["fromPort"], rule["toPort"]);
+    for (const key of ["cidrBlocks", "ipv6CidrBlocks", "prefixListIds"]) {
+      const sources = asStrings(rule[key]);
+      if (sources.length > 0) {
+        out.push(`ingress[${i}] (${range}) admits ${key} ${sources.join(", ")}; ${EDGE_ONLY_FIX} (securityGroups) and drop ${key}.`);
+      }
+    }
+    if (asStrings(rule["securityGroups"]).length === 0) {
+      out.push(
+        `ingress[${i}] (${range}) names no source security group; ${EDGE_ONLY_FIX}: set securityGroups: [<edge security group id>].`,
+      );
+    }
+  });
+  return out;
+}
+
+/** An app hosts' aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule: a referenced security group, no CIDR or prefix list. */
+export function appVpcIngressRuleFindings(props: Props): string[] {
+  if (!isAppHostResource(props)) return [];
+  const range = describeRange(props["ipProtocol"], props["fromPort"], props["toPort"]);
+  const out: string[] = [];
+  for (const key of ["cidrIpv4", "cidrIpv6", "prefixListId"]) {
+    const source = props[key];
+    if (typeof source === "string" && source !== "") {
+      out.push(`ingress rule (${range}) admits ${key} ${source}; ${EDGE_ONLY_FIX} (referencedSecurityGroupId) and drop ${key}.`);
+    }
+  }
+  const ref = props["referencedSecurityGroupId"];
+  if (typeof ref !== "string" || ref === "") {
+    out.push(
+      `ingress rule (${range}) has no referencedSecurityGroupId; ${EDGE_ONLY_FIX}: set referencedSecurityGroupId to the edge security group's id.`,
+    );
+  }
+  return out;
+}
+
+/** Dispatch on resource type; [] for types (and resources without APP_HOST_ROLE_TAG) this rule doesn't cover. */
+export function appPortsFromEdgeOnlyFindings(type: string, props: Props): string[] {
+  switch (type) {
+    case TYPES.securityGroup:
+      return appSecurityGroupIngressFindings(props);
+    case TYPES.vpcIngressRule:
+      return appVpcIngressRuleFindings(props);
+    default:
+      return [];
+  }
+}
+
+// ---------------------------------------------------------------------------
 // (d) load balancer listeners: TLS 1.2+ and HTTP only redirects
 // ---------------------------------------------------------------------------
 

@@ -4,6 +4,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
+import type { ResourceValidationArgs, ResourceValidationPolicy } from "@pulumi/policy";
+import { APP_HOST_ROLE_TAG } from "../../components/ec2-app-hosts";
 import { ConfigError, parseConfig } from "../../lib/config";
 import { renderHostFiles } from "../../lib/hostfiles";
 import { renderSite } from "../../lib/nginx";
@@ -14,6 +16,8 @@ import { fakeSystemdEnv } from "../helpers/fake-systemd";
 import { makeNginxFixture, nginxTest } from "../helpers/nginx-fixture";
 import { freePorts, httpJson, run as runCmd, script, stopPidFiles } from "../helpers/proc";
 import { configErrorOf } from "../helpers/config-error";
+import { appInstancesPrivate, appPortsFromEdgeOnly } from "../../policy/policies";
+import * as policyRules from "../../policy/rules";
 
 const base = { domain: "api.example.com", email: "ops@example.com" };
 const existing = { ...base, hostMode: "existing", hostAddress: "203.0.113.5", hostUser: "admin", edgePrivateAddress: "10.0.1.10" };
@@ -40,6 +44,14 @@ const upstreamLines = (run: ProgramRun) =>
     .filter((l) => /^\s+server \S+ max_fails=/.test(l))
     .map((l) => l.trim());
 const envLine = (text: string, key: string) => text.split("\n").find((l) => l.startsWith(`${key}=`));
+/** A resource policy's violations for one mocked resource (the policies only read type and props). */
+const policyViolations = async (policy: ResourceValidationPolicy, type: string, props: Record<string, unknown>): Promise<string[]> => {
+  const out: string[] = [];
+  const fns = [policy.validateResource ?? []].flat();
+  for (const fn of fns) await fn({ type, props, name: "mock" } as unknown as ResourceValidationArgs, (m) => out.push(m));
+  return out;
+};
+const appHostPolicies = [appInstancesPrivate, appPortsFromEdgeOnly];
 
 describe("rendering: the upstream of several app hosts", () => {
   const c = parseConfig({ ...twoHosts, appProcesses: "2" });
@@ -300,6 +312,43 @@ describe("program: EC2 app instances (appHostCount)", () => {
       expect(r["cidrIpv4"]).toBeUndefined();
       expect(r["cidrIpv6"]).toBeUndefined();
     }
+  });
+
+  it("passes the policy pack's app-host rules, which find the instances, group and rules by their role tag", async () => {
+    const run = await program();
+    expect(APP_HOST_ROLE_TAG).toEqual({ [policyRules.APP_HOST_ROLE_TAG.key]: policyRules.APP_HOST_ROLE_TAG.value });
+    const tagged = run.resources.filter((r) => policyRules.isAppHostResource(unwrap(r.inputs)));
+    expect(tagged.map((r) => r.name).sort()).toEqual([
+      "app-instance-0",
+      "app-instance-1",
+      "app-instance-app",
+      "app-instance-egress-v4",
+      "app-instance-sg",
+      "app-instance-ssh",
+    ]);
+    for (const r of run.resources) {
+      for (const policy of appHostPolicies) {
+        expect(await policyViolations(policy, r.type, unwrap(r.inputs)), `${policy.name} ${r.name}`).toEqual([]);
+      }
+    }
+  });
+
+  it("fails the app-host rules when an instance asks for a public address or a rule admits a CIDR", async () => {
+    const run = await program();
+    const instance = unwrap(run.one("aws:ec2/instance:Instance", "app-instance-1").inputs);
+    expect(
+      await policyViolations(appInstancesPrivate, "aws:ec2/instance:Instance", { ...instance, associatePublicIpAddress: true }),
+    ).toEqual([expect.stringMatching(/^associatePublicIpAddress is true; .*set associatePublicIpAddress: false\.$/)]);
+    const ingress = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule";
+    const rule = unwrap(run.one(ingress, "app-instance-app").inputs);
+    const { referencedSecurityGroupId: _ref, ...withoutRef } = rule;
+    expect(await policyViolations(appPortsFromEdgeOnly, ingress, { ...withoutRef, cidrIpv4: "10.0.0.0/8" })).toEqual([
+      expect.stringMatching(/admits cidrIpv4 10\.0\.0\.0\/8; .*drop cidrIpv4\.$/),
+      expect.stringMatching(/has no referencedSecurityGroupId/),
+    ]);
+    const sg = unwrap(run.one("aws:ec2/securityGroup:SecurityGroup", "app-instance-sg").inputs);
+    const open = { ...sg, ingress: [{ protocol: "tcp", fromPort: 8000, toPort: 8001, cidrBlocks: ["0.0.0.0/0"] }] };
+    expect(await policyViolations(appPortsFromEdgeOnly, "aws:ec2/securityGroup:SecurityGroup", open)).toHaveLength(2);
   });
 
   it("deploys through the edge's Elastic IP, trusts the edge's private address, lists the instances upstream", async () => {

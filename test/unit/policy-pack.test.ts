@@ -121,7 +121,7 @@ describe("policy pack served over the analyzer gRPC API (as `pulumi preview --po
       client!.getAnalyzerInfo(new Empty(), (err, res) => (err ? reject(err) : resolve(res)));
     });
 
-  it("announces the pack name and its eight mandatory policies", async () => {
+  it("announces the pack name and its ten mandatory policies", async () => {
     const info = await analyzerInfo();
     expect(info.getName()).toBe("fastapi-edge-baseline");
     expect(info.getVersion()).toBe("0.1.0");
@@ -167,6 +167,40 @@ describe("policy pack served over the analyzer gRPC API (as `pulumi preview --po
     ]);
     const asg = await analyze(analyzeRequest(T.autoScalingGroup, "app-asg", { targetGroupArns: ["arn:tg"], healthCheckType: "EC2" }));
     expect(diags(asg)).toEqual([expect.objectContaining({ policy: "asg-elb-health-check", level: analyzerPb.EnforcementLevel.MANDATORY })]);
+  });
+
+  it("blocks an app instance with a public address and an app ingress rule from a CIDR, passes the component's shape", async () => {
+    const role = { Project: "fastapi-edge", "fastapi-edge:role": "app-host" };
+    const instance = {
+      tags: { ...role, Name: "fastapi-edge-ci-app-0" },
+      metadataOptions: { httpTokens: "required" },
+      rootBlockDevice: { encrypted: true },
+    };
+    const rule = { securityGroupId: "sg-0aaaaaaaaaaaaaaaa", ipProtocol: "tcp", fromPort: 8000, toPort: 8001, tags: role };
+    const good = [
+      analyzeRequest(T.instance, "app-instance-0", { ...instance, associatePublicIpAddress: false }),
+      analyzeRequest(T.securityGroup, "app-instance-sg", { vpcId: "vpc-1", tags: role }),
+      analyzeRequest(T.vpcIngressRule, "app-instance-app", { ...rule, referencedSecurityGroupId: "sg-0123456789abcdef0" }),
+    ];
+    for (const req of good) expect(diags(await analyze(req)), req.getName()).toEqual([]);
+
+    const publicApp = await analyze(analyzeRequest(T.instance, "app-instance-0", { ...instance, associatePublicIpAddress: true }));
+    expect(diags(publicApp)).toEqual([
+      expect.objectContaining({
+        policy: "app-instances-private",
+        level: analyzerPb.EnforcementLevel.MANDATORY,
+        message: expect.stringMatching(/associatePublicIpAddress is true; .*set associatePublicIpAddress: false/),
+      }),
+    ]);
+    const cidrRule = await analyze(analyzeRequest(T.vpcIngressRule, "app-instance-app", { ...rule, cidrIpv4: "10.0.0.0/8" }));
+    expect(diags(cidrRule)).toEqual([
+      expect.objectContaining({
+        policy: "app-ports-from-edge-only",
+        level: analyzerPb.EnforcementLevel.MANDATORY,
+        message: expect.stringMatching(/cidrIpv4/),
+      }),
+      expect.objectContaining({ policy: "app-ports-from-edge-only", message: expect.stringMatching(/no referencedSecurityGroupId/) }),
+    ]);
   });
 
   it("downgrades to advisory when a checked value is unknown during preview", async () => {

@@ -17,6 +17,8 @@ import type {
   StackValidationPolicy,
 } from "@pulumi/policy";
 import {
+  appInstancesPrivate,
+  appPortsFromEdgeOnly,
   asgElbHealthCheck,
   ebsEncrypted,
   instanceRequiresImdsv2,
@@ -126,7 +128,7 @@ async function stackViolations(
 // ---------------------------------------------------------------------------
 
 describe("policy pack shape", () => {
-  it("has the eight policies, unique names, all mandatory", () => {
+  it("has the ten policies, unique names, all mandatory", () => {
     const names = policies.map((p) => p.name);
     expect(new Set(names).size).toBe(names.length);
     expect(names).toEqual([
@@ -138,6 +140,8 @@ describe("policy pack shape", () => {
       "no-plaintext-credentials-in-state",
       "launch-template-hardened",
       "asg-elb-health-check",
+      "app-instances-private",
+      "app-ports-from-edge-only",
     ]);
     for (const p of policies) expect(p.enforcementLevel).toBe("mandatory");
   });
@@ -150,6 +154,9 @@ describe("policy pack shape", () => {
     expect(await violations(listenerTls12AndRedirect, T.instance, { protocol: "HTTP" })).toEqual([]);
     expect(await violations(launchTemplateHardened, T.instance, {})).toEqual([]);
     expect(await violations(asgElbHealthCheck, T.launchTemplate, {})).toEqual([]);
+    const appTags = { tags: { [rules.APP_HOST_ROLE_TAG.key]: rules.APP_HOST_ROLE_TAG.value } };
+    expect(await violations(appInstancesPrivate, T.launchTemplate, appTags)).toEqual([]);
+    expect(await violations(appPortsFromEdgeOnly, T.instance, { ...appTags, ...open })).toEqual([]);
   });
 });
 
@@ -359,6 +366,120 @@ describe("(f) asg-elb-health-check", () => {
       ]);
       expect(await violations(asgElbHealthCheck, T.autoScalingGroup, attach)).toEqual([expect.stringMatching(/not set/)]);
     }
+  });
+});
+
+// ---------------------------------------------------------------------------
+// (g) the app instances behind the edge (appHostCount)
+// ---------------------------------------------------------------------------
+
+describe("(g) app-instances-private", () => {
+  const role = { [rules.APP_HOST_ROLE_TAG.key]: rules.APP_HOST_ROLE_TAG.value };
+  const app = { tags: { Project: "fastapi-edge", ...role, Name: "fastapi-edge-dev-app-0" }, associatePublicIpAddress: false };
+
+  it("passes an app host without a public address, ignores instances without the role tag", async () => {
+    expect(rules.isAppHostResource(app)).toBe(true);
+    expect(await violations(appInstancesPrivate, T.instance, app)).toEqual([]);
+    // The edge (and anything else untagged or tagged another role) is not an app host.
+    expect(
+      await violations(appInstancesPrivate, T.instance, { tags: { Name: "fastapi-edge-dev-app-0" }, associatePublicIpAddress: true }),
+    ).toEqual([]);
+    expect(await violations(appInstancesPrivate, T.instance, { tags: { [rules.APP_HOST_ROLE_TAG.key]: "edge" } })).toEqual([]);
+    expect(await violations(appInstancesPrivate, T.instance, {})).toEqual([]);
+  });
+
+  it("flags a public address, asked for or left to the subnet, naming the key and the fix", async () => {
+    expect(await violations(appInstancesPrivate, T.instance, { ...app, associatePublicIpAddress: true })).toEqual([
+      "associatePublicIpAddress is true; app hosts are reached through the edge only: set associatePublicIpAddress: false.",
+    ]);
+    const { associatePublicIpAddress: _a, ...unset } = app;
+    expect(await violations(appInstancesPrivate, T.instance, unset)).toEqual([
+      expect.stringMatching(/^associatePublicIpAddress is not set, so the subnet decides .*set associatePublicIpAddress: false\.$/),
+    ]);
+    expect(await violations(appInstancesPrivate, T.instance, { ...app, associatePublicIpAddress: "false" })).toEqual([
+      expect.stringMatching(/^associatePublicIpAddress is "false";/),
+    ]);
+  });
+
+  it("lets an unknown value surface as the SDK's preview-unknown error", async () => {
+    const props = sdkRuntime.unknownCheckingProxy({ ...app, associatePublicIpAddress: UNKNOWN_STRING });
+    const err = await violations(appInstancesPrivate, T.instance, props).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(isUnknownValueError(err)).toBe(true);
+  });
+});
+
+describe("(g) app-ports-from-edge-only", () => {
+  const role = { [rules.APP_HOST_ROLE_TAG.key]: rules.APP_HOST_ROLE_TAG.value };
+  const edgeSg = "sg-0123456789abcdef0";
+  const vpcRule = { securityGroupId: "sg-0aaaaaaaaaaaaaaaa", ipProtocol: "tcp", fromPort: 8000, toPort: 8001, tags: role };
+
+  it("passes the component's shape: a tagged group without inline ingress, rules that reference the edge's group", async () => {
+    expect(await violations(appPortsFromEdgeOnly, T.securityGroup, { vpcId: "vpc-1", tags: role })).toEqual([]);
+    expect(await violations(appPortsFromEdgeOnly, T.vpcIngressRule, { ...vpcRule, referencedSecurityGroupId: edgeSg })).toEqual([]);
+    expect(
+      await violations(appPortsFromEdgeOnly, T.securityGroup, {
+        tags: role,
+        ingress: [{ protocol: "tcp", fromPort: 22, toPort: 22, securityGroups: [edgeSg], cidrBlocks: [] }],
+      }),
+    ).toEqual([]);
+  });
+
+  it("ignores groups and rules without the role tag (the edge admits the internet on 80/443)", async () => {
+    const open = { ingress: [{ protocol: "tcp", fromPort: 443, toPort: 443, cidrBlocks: ["0.0.0.0/0"] }] };
+    expect(await violations(appPortsFromEdgeOnly, T.securityGroup, { ...open, tags: { Project: "fastapi-edge" } })).toEqual([]);
+    expect(
+      await violations(appPortsFromEdgeOnly, T.vpcIngressRule, { ipProtocol: "tcp", fromPort: 443, toPort: 443, cidrIpv4: "0.0.0.0/0" }),
+    ).toEqual([]);
+  });
+
+  it("flags inline ingress with CIDR or prefix-list sources, or without a source group", async () => {
+    const v = await violations(appPortsFromEdgeOnly, T.securityGroup, {
+      tags: role,
+      ingress: [
+        { protocol: "tcp", fromPort: 8000, toPort: 8001, cidrBlocks: ["10.0.0.0/16"], securityGroups: [edgeSg] },
+        { protocol: "tcp", fromPort: 22, toPort: 22, ipv6CidrBlocks: ["::/0"], prefixListIds: ["pl-12345678"] },
+        { protocol: "-1", fromPort: 0, toPort: 0, self: true },
+      ],
+    });
+    expect(v).toEqual([
+      "ingress[0] (tcp 8000-8001) admits cidrBlocks 10.0.0.0/16; admit the app hosts' ports only from the edge's security group (securityGroups) and drop cidrBlocks.",
+      expect.stringMatching(/^ingress\[1\] \(tcp 22-22\) admits ipv6CidrBlocks ::\/0; .*drop ipv6CidrBlocks\.$/),
+      expect.stringMatching(/^ingress\[1\] \(tcp 22-22\) admits prefixListIds pl-12345678; .*drop prefixListIds\.$/),
+      expect.stringMatching(
+        /^ingress\[1\] \(tcp 22-22\) names no source security group; .*set securityGroups: \[<edge security group id>\]\.$/,
+      ),
+      expect.stringMatching(/^ingress\[2\] \(all traffic\) names no source security group;/),
+    ]);
+  });
+
+  it("flags vpc ingress rules with a CIDR or prefix-list source, or without referencedSecurityGroupId", async () => {
+    expect(await violations(appPortsFromEdgeOnly, T.vpcIngressRule, { ...vpcRule, cidrIpv4: "0.0.0.0/0" })).toEqual([
+      "ingress rule (tcp 8000-8001) admits cidrIpv4 0.0.0.0/0; admit the app hosts' ports only from the edge's security group (referencedSecurityGroupId) and drop cidrIpv4.",
+      "ingress rule (tcp 8000-8001) has no referencedSecurityGroupId; admit the app hosts' ports only from the edge's security group: set referencedSecurityGroupId to the edge security group's id.",
+    ]);
+    expect(
+      await violations(appPortsFromEdgeOnly, T.vpcIngressRule, {
+        ...vpcRule,
+        cidrIpv6: "2001:db8::/32",
+        referencedSecurityGroupId: edgeSg,
+      }),
+    ).toEqual([expect.stringMatching(/admits cidrIpv6 2001:db8::\/32; .*drop cidrIpv6\.$/)]);
+    expect(await violations(appPortsFromEdgeOnly, T.vpcIngressRule, { ...vpcRule, prefixListId: "pl-12345678" })).toEqual([
+      expect.stringMatching(/admits prefixListId pl-12345678; .*drop prefixListId\.$/),
+      expect.stringMatching(/has no referencedSecurityGroupId/),
+    ]);
+  });
+
+  it("lets an unknown source surface as the SDK's preview-unknown error", async () => {
+    const props = sdkRuntime.unknownCheckingProxy({ ...vpcRule, cidrIpv4: UNKNOWN_STRING });
+    const err = await violations(appPortsFromEdgeOnly, T.vpcIngressRule, props).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(isUnknownValueError(err)).toBe(true);
   });
 });
 
