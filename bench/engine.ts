@@ -9,7 +9,7 @@
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
-import { copyProject, engine, getEngine, MIN, REPO, Run, sh } from "../test/e2e/engine";
+import { copyProject, engine, getEngine, guestStack, MIN, REPO, Run, sh } from "../test/e2e/engine";
 
 const rounds = Number(process.argv[process.argv.indexOf("--rounds") + 1] ?? "3") || 3;
 const OUT = path.join(REPO, "bench/out");
@@ -86,21 +86,7 @@ async function main(): Promise<void> {
       const up = (...extra: string[]) => e.pulumi(["up", "--yes", "--skip-preview", ...extra], { timeoutMs: 40 * MIN });
       must(await e.pulumi(["stack", "init"]), "stack init");
       const hostKey = readFileSync(vps["VPS_HOST_KEY_FILE"]!, "utf8").trim().split(" ").slice(0, 2).join(" ");
-      const cfg: Record<string, string> = {
-        domain: "bench.fastapi-edge.test",
-        email: "ops@example.test",
-        hostMode: "existing",
-        hostOs: vps["VPS_HOST_OS"]!,
-        hostAddress: "127.0.0.1",
-        hostPort: vps["VPS_SSH_PORT"]!,
-        hostKey,
-        acme: "custom",
-        acmeDirectoryUrl: pebble["ACME_DIRECTORY_URL_FOR_GUEST"]!,
-        acmeCaBundle: pebble["ACME_CA_BUNDLE"]!,
-        appProcesses: "2",
-        // A guest under software emulation, sharing 2 cores: uvicorn with Debian 13's FastAPI takes 30 s and more to start.
-        appStartTimeout: "300",
-      };
+      const cfg = guestStack({ domain: "bench.fastapi-edge.test", vps, hostKey, pebble });
       for (const [k, v] of Object.entries(cfg)) must(await e.pulumi(["config", "set", k, v]), `config ${k}`);
       must(await e.pulumi(["config", "set", "--secret", "hostPrivateKey"], { input: readFileSync(vps["VPS_KEY"]!, "utf8") }), "config key");
 

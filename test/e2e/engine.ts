@@ -194,3 +194,32 @@ export async function stopWrk(load: WrkLoad): Promise<WrkFigures> {
   const max = /Latency\s+\S+\s+\S+\s+(\S+)/.exec(raw)?.[1] ?? "?";
   return { requests, errors, non2xx, p99, max, raw };
 }
+
+/**
+ * The stack settings every test stack on a local guest shares: the guest as an existing host
+ * (hostMode existing on 127.0.0.1:SSH_PORT, root, its host key pinned), Pebble as the ACME
+ * server, two app processes, and a start timeout for software emulation.
+ */
+export function guestStack(o: {
+  domain: string;
+  vps: Record<string, string>;
+  hostKey: string;
+  pebble: Record<string, string>;
+}): Record<string, string> {
+  return {
+    domain: o.domain,
+    email: "ops@example.test",
+    hostMode: "existing",
+    hostOs: o.vps["VPS_HOST_OS"]!,
+    hostAddress: "127.0.0.1",
+    hostPort: o.vps["VPS_SSH_PORT"]!,
+    hostUser: "root",
+    hostKey: o.hostKey,
+    acme: "custom",
+    acmeDirectoryUrl: o.pebble["ACME_DIRECTORY_URL_FOR_GUEST"]!,
+    acmeCaBundle: o.pebble["ACME_CA_BUNDLE"]!,
+    appProcesses: "2",
+    // A guest under software emulation, sharing 2 cores: uvicorn with Debian 13's FastAPI takes 30 s and more to start.
+    appStartTimeout: "300",
+  };
+}

@@ -20,6 +20,7 @@ import {
   Engine,
   engine,
   getEngine,
+  guestStack,
   killGroup,
   MIN,
   parseEnv,
@@ -186,22 +187,7 @@ beforeAll(async () => {
   eng = engine(binDir, path.join(work, "project"), path.join(work, "state"), STACK, LOG);
   const init = await eng.pulumi(["stack", "init"]);
   expect(init.code, init.out).toBe(0);
-  const settings: Record<string, string> = {
-    domain: DOMAIN,
-    email: "ops@example.test",
-    hostMode: "existing",
-    hostOs: vps["VPS_HOST_OS"]!,
-    hostAddress: "127.0.0.1",
-    hostPort: vps["VPS_SSH_PORT"]!,
-    hostUser: "root",
-    hostKey,
-    acme: "custom",
-    acmeDirectoryUrl: pebble["ACME_DIRECTORY_URL_FOR_GUEST"]!,
-    acmeCaBundle: pebble["ACME_CA_BUNDLE"]!,
-    appProcesses: "2",
-    // A guest under software emulation, sharing 2 cores: uvicorn with Debian 13's FastAPI takes 30 s and more to start.
-    appStartTimeout: "300",
-  };
+  const settings = guestStack({ domain: DOMAIN, vps, hostKey, pebble });
   for (const [k, v] of Object.entries(settings)) await config(k, v);
   await config("hostPrivateKey", readFileSync(vps["VPS_KEY"]!, "utf8"), true);
 }, 80 * MIN);
