@@ -382,9 +382,13 @@ export const configSchema = z
     proxyConnectTimeout: duration
       .default("5s")
       .describe(
-        "Timeout to connect to an app process. With `appRuntime: container` or app hosts, the rolling restart also waits this long between instances (a connect can fail that late).",
+        "Timeout to connect to an app process. With `appRuntime: container` or app hosts, the rolling restart also waits this long between instances (a connect can fail that late). With app hosts on one LAN, 1-2s: a powered-off host's connects time out instead of failing (docs/multi-host.md).",
       ),
-    proxyReadTimeout: duration.default("60s").describe("Timeout between two reads from the app."),
+    proxyReadTimeout: duration
+      .default("60s")
+      .describe(
+        "Timeout between two reads from the app. With app hosts, set it to what the slowest endpoint needs (e.g. 4s): a request already sent to a host that loses power waits this long before nginx retries it on the next host (docs/multi-host.md).",
+      ),
     proxySendTimeout: duration.default("60s").describe("Timeout between two writes to the app."),
     websocketReadTimeout: duration.default("1h").describe("Read/send timeout of WebSocket locations (idle sockets stay open this long)."),
     clientHeaderTimeout: duration.default("10s").describe("Time a client has to send the request headers (slow-client protection)."),
