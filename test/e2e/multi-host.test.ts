@@ -504,7 +504,7 @@ describe.runIf(RUN)("several app hosts behind the nginx edge, through the real P
       expect(wrk.non2xx).toBe(0);
       const seen = await spread(16);
       expect(Object.keys(seen).sort()).toEqual(serversOf(app1, app2));
-      const left = await onGuest(app3, "pgrep -fc 'uvicorn' || true");
+      const left = await onGuest(app3, "pgrep -fc '[u]vicorn' || true");
       expect(left.out.trim()).toBe("0");
     },
     30 * MIN,
