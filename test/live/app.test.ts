@@ -31,6 +31,8 @@ interface WhoAmI {
   client: string | null;
   scheme: string;
   host: string | null;
+  /** The address the answering uvicorn listens on. */
+  server: string | null;
   forwarded: Record<"x-forwarded-for" | "x-forwarded-proto" | "x-real-ip", string | null>;
 }
 interface Stats {
@@ -112,6 +114,7 @@ describe("run-app.sh + main.py under uvicorn", () => {
       client: "127.0.0.1",
       scheme: "http",
       host: `127.0.0.1:${trustedPort}`,
+      server: `127.0.0.1:${trustedPort}`,
       forwarded: { "x-forwarded-for": null, "x-forwarded-proto": null, "x-real-ip": null },
     });
   });
