@@ -97,11 +97,17 @@ export interface Engine {
  * The environment of scripts/pulumi-env.sh, with the state in STATE_DIR: the engine never
  * downloads anything, and the plugin cache is get-pulumi.sh's.
  */
+/** The cache every harness script shares (vps.sh, pebble.sh, get-pulumi.sh: the same default). */
+export function cacheRoot(): string {
+  return (
+    process.env["FASTAPI_EDGE_CACHE"] ??
+    path.join(process.env["XDG_CACHE_HOME"] ?? path.join(process.env["HOME"] ?? "/root", ".cache"), "fastapi-edge")
+  );
+}
+
 export function engine(binDir: string, projectDir: string, stateDir: string, stack: string, logFile?: string): Engine {
   mkdirSync(stateDir, { recursive: true });
-  const cache =
-    process.env["FASTAPI_EDGE_CACHE"] ??
-    path.join(process.env["XDG_CACHE_HOME"] ?? path.join(process.env["HOME"] ?? "/root", ".cache"), "fastapi-edge");
+  const cache = cacheRoot();
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     PATH: `${path.join(REPO, "node_modules/.bin")}:${binDir}:${process.env["PATH"] ?? ""}`,

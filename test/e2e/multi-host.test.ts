@@ -23,6 +23,7 @@ import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
+  cacheRoot,
   copyProject,
   Engine,
   engine,
@@ -111,11 +112,7 @@ async function vpsSh(g: Guest, args: string[], timeoutMs: number): Promise<Env> 
 }
 
 /** Pebble's run directory: a fixed one, so that a start first stops what an aborted run left. */
-const PEBBLE_RUN_DIR = path.join(
-  process.env["FASTAPI_EDGE_CACHE"] ??
-    path.join(process.env["XDG_CACHE_HOME"] ?? path.join(process.env["HOME"] ?? "/root", ".cache"), "fastapi-edge"),
-  "run/pebble-multihost",
-);
+const PEBBLE_RUN_DIR = path.join(cacheRoot(), "run/pebble-multihost");
 
 async function pebbleSh(args: string[]): Promise<Env> {
   const env = { ...process.env, ...PEBBLE, PEBBLE_RUN_DIR };
