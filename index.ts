@@ -5,7 +5,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { CertExpiryAlarm } from "./components/alerts";
 import { AlbFrontend } from "./components/alb";
 import { AppService } from "./components/app";
-import { AppHosts, listedAppHosts } from "./components/app-hosts";
+import { AppHosts, EdgeAppRetirement, listedAppHosts } from "./components/app-hosts";
 import { AutoScalingFleet } from "./components/asg";
 import { ContainerAppService } from "./components/app-container";
 import { HostBootstrap } from "./components/bootstrap";
@@ -42,20 +42,26 @@ const albHost = config.frontend === "alb" ? ec2 : undefined;
 const forwardedAllowIps = albHost ? albHost.vpcCidr : pulumi.output("127.0.0.1");
 // The app on the one host (the group's instances install it themselves).
 // appRuntime host: uvicorn units; container: podman containers (same ports, same rollout).
+// With app hosts the edge keeps the release for its static files only (docs/multi-host.md).
+const hasAppHosts = config.appHosts.length > 0 || config.appHostCount > 0;
 let app: AppService | ContainerAppService | undefined;
 if (host) {
   const bootstrap = new HostBootstrap("bootstrap", { config, target: host.target, venv: deps !== null });
   app =
     config.appRuntime === "container"
       ? new ContainerAppService("app", { config, target: host.target, projectDir: __dirname, registryPassword }, { dependsOn: [bootstrap] })
-      : new AppService("app", { config, target: host.target, forwardedAllowIps, projectDir: __dirname, deps }, { dependsOn: [bootstrap] });
+      : new AppService(
+          "app",
+          { config, target: host.target, forwardedAllowIps, projectDir: __dirname, deps, filesOnly: hasAppHosts },
+          { dependsOn: [bootstrap] },
+        );
 }
 
 // appHosts / appHostCount (frontend nginx, appRuntime host: config validation): the host
-// above is the edge, and the app also runs on each app host behind it, reached through
-// the edge. The edge keeps its own release: nginx serves the static files from it.
+// above is the edge, and the app runs on each app host behind it, reached through the
+// edge. The edge keeps its own release for the static files nginx serves from it.
 let appHosts: AppHosts | undefined;
-if (host && app && (config.appHosts.length > 0 || config.appHostCount > 0)) {
+if (host && app && hasAppHosts) {
   const edgePrivateAddress = ec2 ? ec2.privateAddress : pulumi.output(config.edgePrivateAddress!);
   const hosts =
     ec2 && config.appHostCount > 0
@@ -121,6 +127,8 @@ if (albHost || fleetDeps) {
         { dependsOn: [app, ...appHosts.apps] },
       )
     : new NginxFrontend("nginx", { config, target: host.target, projectDir: __dirname }, { dependsOn: [app] });
+  // The edge's own processes stop only once nginx's upstream names the app hosts alone.
+  if (appHosts) new EdgeAppRetirement("edge-app", { edge: host.target }, { dependsOn: [nginx] });
   if (config.route53ZoneId && ec2) {
     new DnsRecord("dns", { zoneId: config.route53ZoneId, domain: config.domain, target: { kind: "ip", address: ec2.publicAddress } });
   }

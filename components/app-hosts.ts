@@ -5,11 +5,14 @@
 // chained, so a release rolls host by host (and, inside a host, process by
 // process): at most one host is restarting at any time.
 import * as pulumi from "@pulumi/pulumi";
+import * as command from "@pulumi/command";
 import { EdgeConfig } from "../lib/config";
+import { installedScript } from "../lib/hostfiles";
 import { PythonDeps } from "../lib/pyapp";
+import { commandLine, stepShell } from "../lib/shell";
 import { AppService } from "./app";
 import { HostBootstrap } from "./bootstrap";
-import { bastionTarget, HostTarget, PrivateHost } from "./remote";
+import { bastionTarget, HostTarget, hostStep, PrivateHost } from "./remote";
 
 export interface AppHostsArgs {
   config: EdgeConfig;
@@ -57,6 +60,27 @@ export class AppHosts extends pulumi.ComponentResource {
     }
     this.addresses = pulumi.all(args.hosts.map((h) => pulumi.output(h.host.address)));
     this.registerOutputs({ addresses: this.addresses });
+  }
+}
+
+/**
+ * The edge's own app processes, stopped once app hosts serve the upstream. A stack that
+ * grows from one host to several had uvicorn on the edge's 127.0.0.1; the edge's deploy
+ * now installs the files alone (AppService filesOnly) and leaves the processes running,
+ * because nginx still proxies to them until its new upstream is live. This step depends
+ * on nginx, so it stops them (app-rollout.sh --prune-only with no port: every
+ * fastapi-edge-app@ instance) only after the reload. On a fresh stack it finds nothing.
+ * It has no delete command: going back to one host, the edge's deploy starts its
+ * processes again before nginx names them.
+ */
+export class EdgeAppRetirement extends pulumi.ComponentResource {
+  readonly step: command.remote.Command;
+
+  constructor(name: string, args: { edge: HostTarget }, opts?: pulumi.ComponentResourceOptions) {
+    super("fastapi-edge:app:EdgeRetirement", name, {}, opts);
+    const stdin = stepShell([], [commandLine(installedScript("app-rollout.sh"), "--prune-only")]);
+    this.step = hostStep(`${name}-retire`, { target: args.edge, stdin }, { parent: this });
+    this.registerOutputs({});
   }
 }
 

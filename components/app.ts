@@ -27,6 +27,12 @@ export interface AppServiceArgs {
    * 127.0.0.1, and the rollout's health checks dial it (HEALTH_HOST). Unset: as before.
    */
   bindAddress?: pulumi.Input<string>;
+  /**
+   * The edge in front of app hosts: the release is installed and made live for the files
+   * nginx serves from it, and no process runs here (app-deploy.sh --files-only). The edge's
+   * processes from before are stopped by EdgeAppRetirement, after nginx.
+   */
+  filesOnly?: boolean;
 }
 
 /**
@@ -95,8 +101,8 @@ export class AppService extends pulumi.ComponentResource {
     );
     const uploads: pulumi.Resource[] = [copy];
     // The wheelhouse travels beside the release, only with it, and only when configured
-    // (no new resource for stacks without one).
-    if (wheelhouse) {
+    // (no new resource for stacks without one), and only where a virtualenv is built.
+    if (wheelhouse && !args.filesOnly) {
       uploads.push(
         new command.remote.CopyToRemote(
           `${name}-wheels`,
@@ -121,8 +127,10 @@ export class AppService extends pulumi.ComponentResource {
       ...venvArgs(c, args.deps, wheelhouse ? wheelhouseDir(this.release) : undefined),
       ...appPorts(c).map(String),
     );
-    const stdin =
-      args.bindAddress === undefined
+    const filesOnly = commandLine(installedScript("app-deploy.sh"), "--files-only", "--release", this.release, "--upload", upload);
+    const stdin = args.filesOnly
+      ? pulumi.output(stepShell([], [filesOnly]))
+      : args.bindAddress === undefined
         ? pulumi
             .output(args.forwardedAllowIps)
             .apply((fwd) => stepShell(appDeployFiles(c, fwd, args.deps !== null), [deployLine(c, deploy)]))

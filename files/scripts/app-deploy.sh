@@ -4,6 +4,7 @@
 #               [--venv requirements.txt|pyproject.toml [--python PATH]
 #                [--wheelhouse DIR | --index-url URL] [--system-site-packages]
 #                [--min-uvicorn VERSION]] PORT...
+# app-deploy.sh --files-only --release ID --upload DIR
 #
 # The app-deploy step: make release ID live and roll the app processes onto it.
 #   1. Install the release once: when $BASE/releases/ID is missing, copy DIR
@@ -32,6 +33,11 @@
 #      Then remove the uploads other releases left beside DIR and the wheelhouse
 #      (a refused release keeps them for a retry; once another is live, no
 #      resource refers to them).
+# --files-only (the edge in front of app hosts, docs/multi-host.md): steps 1, 3,
+# 4 and 6 alone. The release is installed and switched for the files nginx
+# serves from it (staticPath); no virtualenv is built and no process is
+# touched: the app runs on the app hosts. The edge's own processes, if any,
+# are stopped by a later step, once nginx's upstream no longer names them.
 # Steps 1, 4 and 6 are release-lib.sh's, shared with container-deploy.sh.
 # Idempotent: a re-run installs nothing and only rolls the processes again.
 #
@@ -51,12 +57,13 @@ die() {
 }
 usage() {
   echo "usage: app-deploy.sh --release ID --upload DIR [--health-path PATH] [--expect-version V] [--settle-seconds N] [--health-timeout SECONDS] [--venv requirements.txt|pyproject.toml [--python PATH] [--wheelhouse DIR | --index-url URL] [--system-site-packages] [--min-uvicorn VERSION]] PORT..." >&2
+  echo "       app-deploy.sh --files-only --release ID --upload DIR" >&2
   exit 64
 }
 need_arg() { (($1 >= 2)) || usage; }
 
 release='' upload='' health_path=/healthz expect_version='' settle=0 health_timeout=${HEALTH_TIMEOUT:-60}
-venv_file='' python=/usr/bin/python3 wheelhouse='' index_url='' system_site=0 min_uvicorn=''
+venv_file='' python=/usr/bin/python3 wheelhouse='' index_url='' system_site=0 min_uvicorn='' files_only=0
 while (($# > 0)); do
   case $1 in
     --release) need_arg $#; release=$2; shift 2 ;;
@@ -71,12 +78,18 @@ while (($# > 0)); do
     --index-url) need_arg $#; index_url=$2; shift 2 ;;
     --system-site-packages) system_site=1; shift ;;
     --min-uvicorn) need_arg $#; min_uvicorn=$2; shift 2 ;;
+    --files-only) files_only=1; shift ;;
     --) shift; break ;;
     -*) usage ;;
     *) break ;;
   esac
 done
-(($# >= 1)) || usage
+if ((files_only)); then
+  (($# == 0)) || { echo "app-deploy.sh: error: --files-only takes no PORT: it starts no process" >&2; usage; }
+  [[ -z $venv_file && -z $wheelhouse ]] || { echo "app-deploy.sh: error: --files-only builds no virtualenv (no --venv, no --wheelhouse)" >&2; usage; }
+else
+  (($# >= 1)) || usage
+fi
 [[ $release =~ ^[0-9a-f]{16}$ ]] || { echo "app-deploy.sh: error: --release must be 16 hex digits (got '$release')" >&2; usage; }
 [[ $upload == /* ]] || { echo "app-deploy.sh: error: --upload must be an absolute path" >&2; usage; }
 [[ $settle =~ ^[0-9]+$ ]] || { echo "app-deploy.sh: error: --settle-seconds must be a whole number" >&2; usage; }
@@ -162,6 +175,13 @@ if [[ -n $wheelhouse ]]; then rm -rf -- "$wheelhouse"; fi
 
 # 4. switch
 switch_release "$release"
+
+if ((files_only)); then
+  echo "app-deploy.sh: release $release live for its files only (the app runs on the app hosts)"
+  prune_releases "$release" "$KEEP"
+  sweep_uploads "$release" "$upload"
+  exit 0
+fi
 
 # 5. roll
 # Coming from appRuntime container: each port's container is stopped right before its uvicorn starts.

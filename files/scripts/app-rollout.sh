@@ -12,6 +12,8 @@
 #      the remaining ports untouched.
 #   3. prune: disable --now every other fastapi-edge-app@* instance (shrinking
 #      the process count). --no-prune skips this; --prune-only does only this.
+#      --prune-only with no PORT stops and disables every instance: the edge's
+#      own processes once app hosts serve the upstream (docs/multi-host.md).
 #
 # Environment:
 #   SYSTEMCTL        supervisor command (default systemctl; tests use a fake)
@@ -69,7 +71,7 @@ die() {
   exit 1
 }
 usage() {
-  echo "usage: app-rollout.sh [--no-prune | --prune-only] PORT..." >&2
+  echo "usage: app-rollout.sh [--no-prune] PORT... | app-rollout.sh --prune-only [PORT...]" >&2
   exit 64
 }
 
@@ -86,7 +88,7 @@ case ${1:-} in
     ;;
   -*) usage ;;
 esac
-(( $# >= 1 )) || usage
+(( $# >= 1 || !restart )) || usage
 
 ports=()
 for p in "$@"; do

@@ -8,15 +8,19 @@
 // certificate. Each app host's forwarded SSH port is for this test's own checks and faults
 // only (kill -9, reading the journal).
 //
-//  1. fresh up: bastion SSH, requests spread over both hosts' processes, the real client address,
-//     uvicorn bound to the private address, forwarded headers believed only from the edge
+//  1a. fresh up of the edge alone: the app on its 127.0.0.1, as a stack starts
+//  1b. two app hosts added under load (the stack outgrows one server): 0 failed; bastion SSH,
+//      requests spread over both hosts' processes, the real client address, uvicorn bound to
+//      the private address, forwarded headers believed only from the edge; the edge serves the
+//      static files and runs no app process any more
 //  2. kill -9 of every app process on one host under load: 0 failed
 //  3. one app host powered off (its QEMU killed) under load: 0 failed; it boots again and is back
 //  4. a new release rolled host by host under load: 0 failed
 //  5. a third host: `preview --diff` shows its upstream lines; `up` under load: 0 failed
 //  6. the third host removed again: `preview --diff` shows the lines go; `up` under load: 0 failed
+//  7. back to one host under load: 0 failed; the edge runs the app again, the app hosts do not
 //
-// Opt-in: `npm run test:multihost` (FASTAPI_EDGE_E2E_MULTIHOST=1), about 30 minutes here.
+// Opt-in: `npm run test:multihost` (FASTAPI_EDGE_E2E_MULTIHOST=1), about 40 minutes here.
 import { ChildProcess, spawnSync } from "node:child_process";
 import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -299,7 +303,6 @@ describe.runIf(RUN)("several app hosts behind the nginx edge, through the real P
       appVersion: "multi-1",
       // Software emulation on two shared cores: uvicorn with Debian 13's FastAPI takes 30 s and more to start.
       appStartTimeout: "300",
-      edgePrivateAddress: edge.address,
       // A private segment: a dead host's connect fails or times out; 2 s is plenty on a LAN (docs/multi-host.md).
       proxyConnectTimeout: "2s",
       // A request nginx already sent to a host that then loses power is never answered, and
@@ -311,8 +314,6 @@ describe.runIf(RUN)("several app hosts behind the nginx edge, through the real P
       upstreamFailTimeout: "5s",
     };
     for (const [k, v] of Object.entries(settings)) await config(k, v);
-    await configList("appHosts", [app1.address, app2.address]);
-    await configList("appHostKeys", [hostKey, hostKey]);
     await config("hostPrivateKey", readFileSync(edge.vps["VPS_KEY"]!, "utf8"), true);
   }, 60 * MIN);
 
@@ -330,10 +331,59 @@ describe.runIf(RUN)("several app hosts behind the nginx edge, through the real P
   });
 
   step(
-    "1. fresh up: app hosts reached through the edge, requests spread over both, the real client, forwarded headers only from the edge",
+    "1a. fresh up of the edge alone: the app on the edge's own loopback",
     async () => {
-      const r = await up("fresh up (edge + 2 app hosts)");
+      const r = await up("fresh up (edge alone)");
       expect(r.out).not.toMatch(/^\s*warning:/m);
+      const seen = await spread(8);
+      expect(Object.keys(seen).sort()).toEqual(["127.0.0.1:8000", "127.0.0.1:8001"]);
+    },
+    40 * MIN,
+  );
+
+  step(
+    "1b. two app hosts added under load: 0 failed; reached through the edge, requests spread over both, the real client, forwarded headers only from the edge; the edge keeps the static files and stops its processes",
+    async () => {
+      await config("edgePrivateAddress", edge.address);
+      await configList("appHosts", [app1.address, app2.address]);
+      await configList("appHostKeys", [hostKey, hostKey]);
+      const preview = await eng.pulumi(["preview", "--diff"]);
+      timings["preview --diff (add two hosts)"] = preview.seconds;
+      expect(preview.code, preview.out).toBe(0);
+      log("preview add two", preview.out);
+      expect(preview.out).toMatch(/^\s*-\s*server 127\.0\.0\.1:8000 /m);
+      expect(preview.out).toMatch(/^\s*\+\s*server 10\.0\.9\.11:8000 /m);
+      expect(preview.out).toMatch(/^\s*\+\s*server 10\.0\.9\.12:8001 /m);
+
+      const load = startWrk();
+      await pause(3000);
+      const r = await up("add two app hosts");
+      await pause(3000);
+      const wrk = await stopWrk(load, "adding two app hosts");
+      expect(r.out).not.toMatch(/^\s*warning:/m);
+      expect(wrk.requests).toBeGreaterThan(50);
+      expect(wrk.errors).toBe(0);
+      expect(wrk.non2xx).toBe(0);
+      expect(touched(r.out, "created")).toEqual(expect.arrayContaining(["edge-app-retire"]));
+      // The edge: the release for nginx's static files, no app process.
+      const edgeApp = await onGuest(
+        edge,
+        "ss -ltnH '( sport = :8000 or sport = :8001 )' | wc -l; systemctl is-enabled fastapi-edge-app@8000 || true; test -f /opt/fastapi-edge/app/static/style.css && echo files",
+      );
+      expect(edgeApp.out.trim().split("\n")).toEqual(["0", expect.stringMatching(/^(disabled|not-found)$/), "files"]);
+      const css = await sh("curl", [
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{content_type}",
+        "--resolve",
+        `${DOMAIN}:${edge.env["VPS_HTTPS_PORT"]}:127.0.0.1`,
+        "--cacert",
+        pebbleRoot,
+        httpsUrl("/static/style.css"),
+      ]);
+      expect(css.out).toMatch(/^200 text\/css/);
       for (const g of [app1, app2]) {
         const key = g.address.replace(/\./g, "-");
         expect(touched(r.out, "created")).toEqual(expect.arrayContaining([`app-host-${key}-bootstrap-install`, `app-host-${key}-deploy`]));
@@ -503,6 +553,39 @@ describe.runIf(RUN)("several app hosts behind the nginx edge, through the real P
       expect(Object.keys(seen).sort()).toEqual(serversOf(app1, app2));
       const left = await onGuest(app3, "pgrep -fc '[u]vicorn' || true");
       expect(left.out.trim()).toBe("0");
+    },
+    30 * MIN,
+  );
+
+  step(
+    "7. back to one host under load: 0 failed; the edge runs the app again before nginx names it, the app hosts stop",
+    async () => {
+      for (const key of ["appHosts", "appHostKeys", "edgePrivateAddress"]) {
+        const rm = await eng.pulumi(["config", "rm", key]);
+        expect(rm.code, rm.out).toBe(0);
+      }
+      const preview = await eng.pulumi(["preview", "--diff"]);
+      expect(preview.code, preview.out).toBe(0);
+      log("preview back to one", preview.out);
+      expect(preview.out).toMatch(/^\s*\+\s*server 127\.0\.0\.1:8000 /m);
+
+      const load = startWrk();
+      await pause(3000);
+      const r = await up("back to one host");
+      await pause(3000);
+      const wrk = await stopWrk(load, "back to one host");
+      expect(touched(r.out, "deleted")).toEqual(
+        expect.arrayContaining(["edge-app-retire", "app-host-10-0-9-11-deploy", "app-host-10-0-9-12-deploy"]),
+      );
+      expect(wrk.requests).toBeGreaterThan(50);
+      expect(wrk.errors).toBe(0);
+      expect(wrk.non2xx).toBe(0);
+      const seen = await spread(8);
+      expect(Object.keys(seen).sort()).toEqual(["127.0.0.1:8000", "127.0.0.1:8001"]);
+      for (const g of [app1, app2]) {
+        const left = await onGuest(g, "pgrep -fc '[u]vicorn' || true");
+        expect(left.out.trim(), g.name).toBe("0");
+      }
     },
     30 * MIN,
   );

@@ -19,7 +19,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { fakeSystemdEnv } from "../helpers/fake-systemd";
-import { APP_DIR, freePorts, httpJson, run, script, stopPidFiles, type RunResult } from "../helpers/proc";
+import { APP_DIR, freePorts, httpJson, run, script, stopPidFiles, waitForPortClosed, type RunResult } from "../helpers/proc";
 
 let dir = "";
 let base = "";
@@ -185,5 +185,38 @@ describe("app-deploy.sh", () => {
     expect(res.code, `${res.stdout}\n${res.stderr}`).toBe(0);
     expect(res.stdout).toMatch(new RegExp(`removed the upload of release ${id(8)} \\(not live\\)`));
     expect(readdirSync(dir).filter((f) => f.startsWith("upload-"))).toEqual(["upload-notes"]);
+  });
+
+  it("--files-only (the edge before app hosts) switches the release and touches no process; app-rollout.sh --prune-only then stops them all", async () => {
+    const env = fakeSystemdEnv(state, { FASTAPI_EDGE_BASE: base, WANTS_DIR: path.join(dir, "wants") });
+    const u = upload(10);
+    const res = await run(script("app-deploy.sh"), ["--files-only", "--release", id(10), "--upload", u], { env, timeoutMs: 60_000 });
+    expect(res.code, `${res.stdout}\n${res.stderr}`).toBe(0);
+    expect(res.stdout).toMatch(/release 000000000000000a live for its files only/);
+    expect(res.stdout).not.toMatch(/app-rollout|virtualenv/);
+    expect(live()).toBe(path.join(base, "releases", id(10)));
+    expect(readFileSync(path.join(base, "app", "static", "release.txt"), "utf8")).toBe("release 10\n");
+    expect(existsSync(u)).toBe(false);
+    expect(await versions()).toEqual(["v7", "v7"]); // the running processes were left alone
+    // It starts nothing, so it takes no port, and builds no virtualenv.
+    const withPorts = await run(script("app-deploy.sh"), ["--files-only", "--release", id(10), "--upload", u, String(ports[0])], { env });
+    expect([withPorts.code, withPorts.stderr]).toEqual([64, expect.stringMatching(/--files-only takes no PORT/)]);
+    const withVenv = await run(
+      script("app-deploy.sh"),
+      ["--files-only", "--venv", "requirements.txt", "--release", id(10), "--upload", u],
+      { env },
+    );
+    expect([withVenv.code, withVenv.stderr]).toEqual([64, expect.stringMatching(/--files-only builds no virtualenv/)]);
+
+    // The edge-app-retire step, after nginx's upstream names the app hosts: every instance stops.
+    const retire = await run(script("app-rollout.sh"), ["--prune-only"], { env, timeoutMs: 60_000 });
+    expect(retire.code, `${retire.stdout}\n${retire.stderr}`).toBe(0);
+    for (const p of ports) expect(retire.stdout).toContain(`stopping and disabling fastapi-edge-app@${p}.service`);
+    for (const p of ports) await waitForPortClosed(p);
+    expect(readdirSync(path.join(dir, "wants"))).toEqual([]);
+    const again = await run(script("app-rollout.sh"), ["--prune-only"], { env, timeoutMs: 60_000 });
+    expect([again.code, again.stdout]).toEqual([0, expect.stringMatching(/no extra instances to stop/)]);
+    // Without --prune-only a port is still required.
+    expect((await run(script("app-rollout.sh"), [], { env })).code).toBe(64);
   });
 });

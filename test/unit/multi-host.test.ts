@@ -177,10 +177,23 @@ describe("program: listed app hosts behind an existing edge", () => {
       expect(envLine(text, "FORWARDED_ALLOW_IPS")).toBe("FORWARDED_ALLOW_IPS=10.0.1.10");
       expect(text).toMatch(new RegExp(`^HEALTH_HOST=${addr.replace(/\./g, "\\.")} /opt/fastapi-edge/bin/app-deploy\\.sh `, "m"));
     }
-    // The edge's own app stays on loopback.
+  });
+
+  it("the edge installs the release for its static files only, and stops its own processes after nginx", async () => {
+    const run = await program();
+    // No unit, no app.env, no process: app-deploy.sh --files-only.
     const edge = stdin(run.one(COMMAND, "app-deploy"));
-    expect(envLine(edge, "UVICORN_HOST")).toBe("UVICORN_HOST=127.0.0.1");
-    expect(edge).not.toContain("HEALTH_HOST=");
+    expect(edge).toMatch(/^\/opt\/fastapi-edge\/bin\/app-deploy\.sh --files-only --release '[0-9a-f]{16}' --upload '\S+'$/m);
+    expect(edge).not.toMatch(/UVICORN_HOST|fastapi-edge-app@|HEALTH_HOST=|--expect-version/);
+    // The processes a single-host stack ran stop once the reload names the app hosts alone.
+    const retire = run.one(COMMAND, "edge-app-retire");
+    expect(stdin(retire)).toMatch(/^\/opt\/fastapi-edge\/bin\/app-rollout\.sh --prune-only$/m);
+    expect(unwrap(retire.inputs)["delete"]).toBeUndefined();
+    expect(run.dependencies("edge-app")).toEqual(expect.arrayContaining(["nginx-site"]));
+    // One host: the edge runs the app as before, and nothing retires it.
+    const single = await runProgram({ ...existing, edgePrivateAddress: "" }, secrets);
+    expect(stdin(single.one(COMMAND, "app-deploy"))).toMatch(/^\/opt\/fastapi-edge\/bin\/app-deploy\.sh --release /m);
+    expect(single.resources.filter((r) => r.name.startsWith("edge-app"))).toEqual([]);
   });
 
   it("installs no nginx on an app host", async () => {
