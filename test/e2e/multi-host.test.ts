@@ -230,6 +230,19 @@ async function stopWrk(load: WrkLoad, name: string): Promise<WrkFigures> {
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** `pulumi up` under wrk through the edge: the up succeeds and not one request fails. */
+async function upUnderLoad(name: string): Promise<Run> {
+  const load = startWrk();
+  await pause(3000);
+  const r = await up(name);
+  await pause(3000);
+  const wrk = await stopWrk(load, name);
+  expect(wrk.requests).toBeGreaterThan(50);
+  expect(wrk.errors).toBe(0);
+  expect(wrk.non2xx).toBe(0);
+  return r;
+}
+
 /** Until FN holds (polled every 2 s), at most MS. */
 async function until(what: string, ms: number, fn: () => Promise<boolean>): Promise<number> {
   const t0 = Date.now();
@@ -355,15 +368,8 @@ describe.runIf(RUN)("several app hosts behind the nginx edge, through the real P
       expect(preview.out).toMatch(/^\s*\+\s*server 10\.0\.9\.11:8000 /m);
       expect(preview.out).toMatch(/^\s*\+\s*server 10\.0\.9\.12:8001 /m);
 
-      const load = startWrk();
-      await pause(3000);
-      const r = await up("add two app hosts");
-      await pause(3000);
-      const wrk = await stopWrk(load, "adding two app hosts");
+      const r = await upUnderLoad("add two app hosts");
       expect(r.out).not.toMatch(/^\s*warning:/m);
-      expect(wrk.requests).toBeGreaterThan(50);
-      expect(wrk.errors).toBe(0);
-      expect(wrk.non2xx).toBe(0);
       expect(touched(r.out, "created")).toEqual(expect.arrayContaining(["edge-app-retire"]));
       // The edge: the release for nginx's static files, no app process.
       const edgeApp = await onGuest(
@@ -475,14 +481,7 @@ describe.runIf(RUN)("several app hosts behind the nginx edge, through the real P
     "4. a new release rolled host by host under load: 0 failed requests, every process on it afterwards",
     async () => {
       await config("appVersion", "multi-2");
-      const load = startWrk();
-      await pause(3000);
-      const r = await up("release up (edge + 2 app hosts)");
-      await pause(3000);
-      const wrk = await stopWrk(load, "rolling release");
-      expect(wrk.requests).toBeGreaterThan(50);
-      expect(wrk.errors).toBe(0);
-      expect(wrk.non2xx).toBe(0);
+      const r = await upUnderLoad("rolling release");
       // Host after host: each deploy step starts only after the previous one finished (the chain
       // of dependsOn), so their first progress lines come in this order: the edge's, app1's, app2's.
       const started = [
@@ -512,17 +511,10 @@ describe.runIf(RUN)("several app hosts behind the nginx edge, through the real P
       expect(preview.out).toMatch(/^\s*-\s*proxy_next_upstream_tries 4;/m);
       expect(preview.out).toMatch(/^\s*\+\s*proxy_next_upstream_tries 6;/m);
 
-      const load = startWrk();
-      await pause(3000);
-      const r = await up("add a host");
-      await pause(3000);
-      const wrk = await stopWrk(load, "adding app3");
+      const r = await upUnderLoad("add a host");
       expect(touched(r.out, "created")).toEqual(
         expect.arrayContaining(["app-host-10-0-9-13-bootstrap-install", "app-host-10-0-9-13-deploy"]),
       );
-      expect(wrk.requests).toBeGreaterThan(50);
-      expect(wrk.errors).toBe(0);
-      expect(wrk.non2xx).toBe(0);
       const seen = await spread(36);
       figures["spread over 36 requests, three hosts"] = seen;
       expect(Object.keys(seen).sort()).toEqual(serversOf(app1, app2, app3));
@@ -541,14 +533,8 @@ describe.runIf(RUN)("several app hosts behind the nginx edge, through the real P
       expect(preview.out).toMatch(new RegExp(`^\\s*-\\s*server ${app3.address.replace(/\./g, "\\.")}:8000 `, "m"));
       expect(preview.out).toMatch(/^\s*\+\s*proxy_next_upstream_tries 4;/m);
 
-      const load = startWrk();
-      await pause(3000);
-      const r = await up("remove a host");
-      await pause(3000);
-      const wrk = await stopWrk(load, "removing app3");
+      const r = await upUnderLoad("remove a host");
       expect(touched(r.out, "deleted")).toEqual(expect.arrayContaining(["app-host-10-0-9-13-deploy"]));
-      expect(wrk.errors).toBe(0);
-      expect(wrk.non2xx).toBe(0);
       const seen = await spread(16);
       expect(Object.keys(seen).sort()).toEqual(serversOf(app1, app2));
       const left = await onGuest(app3, "pgrep -fc '[u]vicorn' || true");
@@ -569,17 +555,10 @@ describe.runIf(RUN)("several app hosts behind the nginx edge, through the real P
       log("preview back to one", preview.out);
       expect(preview.out).toMatch(/^\s*\+\s*server 127\.0\.0\.1:8000 /m);
 
-      const load = startWrk();
-      await pause(3000);
-      const r = await up("back to one host");
-      await pause(3000);
-      const wrk = await stopWrk(load, "back to one host");
+      const r = await upUnderLoad("back to one host");
       expect(touched(r.out, "deleted")).toEqual(
         expect.arrayContaining(["edge-app-retire", "app-host-10-0-9-11-deploy", "app-host-10-0-9-12-deploy"]),
       );
-      expect(wrk.requests).toBeGreaterThan(50);
-      expect(wrk.errors).toBe(0);
-      expect(wrk.non2xx).toBe(0);
       const seen = await spread(8);
       expect(Object.keys(seen).sort()).toEqual(["127.0.0.1:8000", "127.0.0.1:8001"]);
       for (const g of [app1, app2]) {
