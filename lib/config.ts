@@ -485,7 +485,7 @@ export const configSchema = z
     appHosts: list(appHost)
       .default([])
       .describe(
-        "frontend nginx: existing app servers behind the edge, as [USER@]ADDRESS[:SSHPORT] with a private IPv4 address (10.0.1.11, admin@10.0.1.12:2222). Each gets the host bootstrap and the app, uvicorn bound to ADDRESS; nginx on the edge (the host of hostMode) proxies to every ADDRESS:port and runs no app process in the upstream. SSH reaches them through the edge (same key and, unless given, hostUser). Not with appHostCount, frontend alb or appRuntime container. Empty: the app runs on the edge, as before. See docs/multi-host.md.",
+        "frontend nginx: existing app servers behind the edge, as [USER@]ADDRESS[:SSHPORT] with a private IPv4 address (10.0.1.11, admin@10.0.1.12:2222). Each gets the host bootstrap and the app, uvicorn bound to ADDRESS; nginx on the edge (the host of hostMode) proxies to every ADDRESS:port and runs no app process: it keeps the release for the static files it serves, and its own uvicorns stop after nginx switches. SSH reaches them through the edge (same key and, unless given, hostUser). Not with appHostCount, frontend alb or appRuntime container. Empty: the app runs on the edge, as before. See docs/multi-host.md.",
       ),
     appHostCount: int(0, 16)
       .default(0)
