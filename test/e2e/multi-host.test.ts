@@ -20,7 +20,7 @@
 //  6. the third host removed again: `preview --diff` shows the lines go; `up` under load: 0 failed
 //  7. back to one host under load: 0 failed; the edge runs the app again, the app hosts do not
 //
-// Opt-in: `npm run test:multihost` (FASTAPI_EDGE_E2E_MULTIHOST=1), about 40 minutes here.
+// Opt-in: `npm run test:multihost` (FASTAPI_EDGE_E2E_MULTIHOST=1), 54 minutes here.
 import { ChildProcess, spawnSync } from "node:child_process";
 import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -281,7 +281,7 @@ function step(name: string, fn: () => Promise<void>, timeoutMs: number): void {
 }
 
 /**
- * Opt-in (`npm run test:multihost`): about 30 minutes under software emulation on two cores,
+ * Opt-in (`npm run test:multihost`): 54 minutes under software emulation on two cores,
  * more than `npm test` can add within CI's 90 minutes beside the single-host scenario
  * (docs/multi-host.md, "Proof on three guests").
  */
