@@ -176,18 +176,15 @@ if [[ -n $wheelhouse ]]; then rm -rf -- "$wheelhouse"; fi
 # 4. switch
 switch_release "$release"
 
+# 5. roll (not with --files-only: no process runs here)
 if ((files_only)); then
   echo "app-deploy.sh: release $release live for its files only (the app runs on the app hosts)"
-  prune_releases "$release" "$KEEP"
-  sweep_uploads "$release" "$upload"
-  exit 0
+else
+  # Coming from appRuntime container: each port's container is stopped right before its uvicorn starts.
+  replaces=''
+  [[ -f ${UNIT_DIR:-/etc/systemd/system}/fastapi-edge-container@.service ]] && replaces=fastapi-edge-container
+  REPLACES_TEMPLATE=$replaces HEALTH_PATH=$health_path EXPECT_VERSION=$expect_version SETTLE_SECONDS=$settle HEALTH_TIMEOUT=$health_timeout "$rollout" "$@"
 fi
-
-# 5. roll
-# Coming from appRuntime container: each port's container is stopped right before its uvicorn starts.
-replaces=''
-[[ -f ${UNIT_DIR:-/etc/systemd/system}/fastapi-edge-container@.service ]] && replaces=fastapi-edge-container
-REPLACES_TEMPLATE=$replaces HEALTH_PATH=$health_path EXPECT_VERSION=$expect_version SETTLE_SECONDS=$settle HEALTH_TIMEOUT=$health_timeout "$rollout" "$@"
 
 # 6. prune: newest first; the live release is never removed. Then the uploads
 #    refused releases left behind (kept for a retry that is now moot).
